@@ -298,6 +298,9 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress=None) -> dict[st
         "diverged_net_step": diverged_net,
         "diverged_lin_step": diverged_lin,
         "curves": curves,
+        "theta_train": theta_train,  # (N, N) analytic NTK
+        "k0_train": k0_train,  # (S, N, N) empirical NTK at init
+        "k_net_train": k_t,  # (S, T, N, N) empirical NTK of the network at each checkpoint
         "predictions_test": {k: v[1][..., 0] for k, v in preds.items()},  # (S, T, M)
         "predictions_train": {k: v[0][..., 0] for k, v in preds.items()},  # (S, T, N)
     }
