@@ -26,6 +26,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="learning rate as a fraction of 2N/lambda_max of the analytic NTK (default: 0.5)")
     p.add_argument("--checkpoints", dest="n_checkpoints", type=int, help="number of log-spaced checkpoints")
     p.add_argument("--ntk-implementation", dest="ntk_implementation", type=int, help="1 or 2 (default: 2)")
+    p.add_argument("--lin-mode", dest="lin_mode",
+                   help="function (default: exact function-space GD) or params (train nt.linearize)")
     p.add_argument("--dtype", help="float32 (default) or float64")
     cli.add_model_flags(p)
     p.add_argument("--out", default="results/compare", help="output folder (default: results/compare)")
@@ -35,7 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 CONFIG_FLAGS = ("widths", "seeds", "first_seed", "steps", "lr", "lr_fraction", "n_checkpoints",
-                "ntk_implementation", "dtype")
+                "ntk_implementation", "lin_mode", "dtype")
 
 
 def main(argv=None) -> None:

@@ -39,29 +39,38 @@ def flow(
     return np.asarray(fx_train_t), np.asarray(fx_test_t)
 
 
-def discrete(
-    k_train_train, k_test_train, y_train, fx_train_0, fx_test_0, *, learning_rate: float, steps
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact discrete-GD prediction (same shapes as :func:`flow`), computed in float64 NumPy.
+def discrete_coefficients(k_train_train, y_train, fx_train_0, *, learning_rate: float, steps) -> np.ndarray:
+    """Coefficients c_t (T, N, k) with theta_t - theta_0 = J_0(X)^T c_t for GD on the linearized model.
 
-    Uses the eigendecomposition K = V diag(lambda) V^T; the test update is
-    K(x, X) V diag((1 - (1 - a)^t) / lambda) V^T (Y - f_0(X)), whose lambda -> 0
-    limit lr t / N is used for numerically null modes.
+    Each step adds -(lr / N) (f_t(X) - Y) to c (SCIENCE.md section 6); summed in closed form
+    c_t = V diag((1 - (1 - a)^t) / lambda) V^T (Y - f_0(X)), with a = lr lambda / N and the
+    lambda -> 0 limit lr t / N for numerically null modes. Then f_t(x) = f_0(x) + K(x, X) c_t
+    and ||theta_t - theta_0||^2 = c_t^T K c_t. Float64 NumPy.
     """
     k = np.asarray(k_train_train, np.float64)
     n = k.shape[0]
     lam, v = np.linalg.eigh(k)
     steps = np.asarray(steps, np.float64)
     a = learning_rate * lam / n
-    decay = np.sign(1.0 - a)[None, :] ** steps[:, None] * np.abs(1.0 - a)[None, :] ** steps[:, None]  # (T, N)
-    r0 = np.asarray(fx_train_0, np.float64) - np.asarray(y_train, np.float64)  # (N, 1)
-    r0_modes = v.T @ r0  # (N, 1)
-    fx_train_t = np.asarray(y_train, np.float64)[None] + np.einsum("in,tn,nk->tik", v, decay, r0_modes)
+    with np.errstate(over="ignore", invalid="ignore"):  # |1 - a| > 1: GD diverges, and so does this
+        decay = np.sign(1.0 - a)[None, :] ** steps[:, None] * np.abs(1.0 - a)[None, :] ** steps[:, None]  # (T, N)
     tiny = np.abs(lam) <= 1e-12 * max(np.abs(lam).max(), 1e-300)
     safe_lam = np.where(tiny, 1.0, lam)
     gain = np.where(tiny[None, :], learning_rate * steps[:, None] / n, (1.0 - decay) / safe_lam[None, :])
-    kv = np.asarray(k_test_train, np.float64) @ v  # (M, N)
-    fx_test_t = np.asarray(fx_test_0, np.float64)[None] - np.einsum("mn,tn,nk->tmk", kv, gain, r0_modes)
+    target_modes = v.T @ (np.asarray(y_train, np.float64) - np.asarray(fx_train_0, np.float64))  # (N, k)
+    return np.einsum("in,tn,nk->tik", v, gain, target_modes)
+
+
+def discrete(
+    k_train_train, k_test_train, y_train, fx_train_0, fx_test_0, *, learning_rate: float, steps
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact discrete-GD prediction (same shapes as :func:`flow`), computed in float64 NumPy
+    as f_t(x) = f_0(x) + K(x, X) c_t with c_t from :func:`discrete_coefficients`."""
+    c = discrete_coefficients(k_train_train, y_train, fx_train_0, learning_rate=learning_rate, steps=steps)
+    fx_train_t = np.asarray(fx_train_0, np.float64)[None] + np.einsum(
+        "mn,tnk->tmk", np.asarray(k_train_train, np.float64), c)
+    fx_test_t = np.asarray(fx_test_0, np.float64)[None] + np.einsum(
+        "mn,tnk->tmk", np.asarray(k_test_train, np.float64), c)
     return fx_train_t, fx_test_t
 
 

@@ -22,8 +22,9 @@ Across widths it fits log-log slopes with bootstrap intervals over seeds.
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +52,13 @@ GAPS = {
     "lin_vs_closed_emp_discrete": ("lin", "closed_emp_discrete"),
     "closed_inf_flow_vs_discrete": ("closed_inf", "closed_inf_discrete"),
 }
+LIN_MODES = ("function", "params")
 #: Regions: '' = the whole test grid, 'train' = the training inputs.
 REGIONS = ("", "train", "interp", "extrap")
 
 #: Published rates (exponent of width n) to set beside fitted slopes; SCIENCE.md section 3.
 REFERENCE_RATES: dict[str, tuple[float, str]] = {
-    "rel_param_change": (-1.0, "Lee et al. 2019 Thm 2.1: ||theta_t - theta_0|| = O(1) while ||theta_0|| ~ n (NTK param.)"),
+    "rel_param_change": (-1.0, "Lee et al. 2019 Thm 2.1: ||theta_t - theta_0|| = O(1), ||theta_0|| ~ n (NTK param.)"),
     "rel_ntk_change": (-0.5, "Lee et al. 2019 Thm 2.1 bound O(n^-1/2); Fig. 1 observes closer to n^-1"),
     "ntk_x0_change": (-0.5, "as rel_ntk_change, one entry of the Gram"),
     "ntk_init_error": (-0.5, "Lee et al. 2019 App. I: empirical vs analytic NTK at init, O(n^-1/2)"),
@@ -71,18 +73,25 @@ REFERENCE_RATES: dict[str, tuple[float, str]] = {
 class CompareConfig:
     """Everything that determines a comparison run.
 
+    ``lin_mode``: how the linearized model is trained. 'params' trains
+    ``nt.linearize(apply_fn, theta_0)`` with the same GD trainer as the network;
+    'function' runs the identical GD in function space (theta_t - theta_0 = J_0^T c_t,
+    SCIENCE.md section 6), which the tests show equals 'params' to float rounding and
+    costs nothing per step (the per-layer change then takes one vjp per checkpoint).
+
     ``lr``: absolute learning rate; when None it is ``lr_fraction`` times the
     critical rate 2N/lambda_max of the analytic NTK on the training inputs (per
     width: under standard parameterization the analytic kernel grows with width).
     """
 
-    widths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048)
+    widths: tuple[int, ...] = (8, 16, 32, 64, 128, 256, 512, 1024)
     seeds: int = 3
     steps: int = 1000
     lr: float | None = None
     lr_fraction: float = 0.5
     n_checkpoints: int = 16
     ntk_implementation: int = 2
+    lin_mode: str = "function"
     dtype: str = "float32"
     first_seed: int = 0
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -100,6 +109,7 @@ class CompareConfig:
             raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
                               "(3 fails with the pinned jax)")
         check_choice("dtype", self.dtype, DTYPES)
+        check_choice("lin_mode", self.lin_mode, LIN_MODES)
         set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
         if not isinstance(self.model, ModelConfig):
             raise ConfigError(f"model: expected a ModelConfig, got {type(self.model).__name__}")
@@ -126,31 +136,48 @@ def enable_dtype(dtype: str) -> None:
         jax.config.update("jax_enable_x64", True)
 
 
-def _measure_fn(apply_fn, ntk_fn, dense_idx):
-    """Jitted, seed-vmapped measurements of one checkpoint (see :func:`run_width`)."""
+def _measure_fns(apply_fn, ntk_fn, dense_idx):
+    """Jitted, seed-vmapped measurements of one checkpoint: (network, linearized by params,
+    linearized by function-space coefficients)."""
     import jax
     import jax.numpy as jnp
 
     from studylib._nt import nt
 
-    tree_sq = lambda t: sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(t))  # noqa: E731
-    diff = lambda a, b: jax.tree_util.tree_map(jnp.subtract, a, b)  # noqa: E731
+    def changes(delta, p0):
+        """Squared norms of the whole change and of each Dense layer's weight change."""
+        return (sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(delta)),
+                jnp.stack([jnp.sum(delta[i][0] ** 2) for i in dense_idx]))
 
-    def one(p0, pn, pl, x_train, x_test):
+    def net(p0, pn, x_train, x_test):
+        dsq, wdsq = changes(jax.tree_util.tree_map(jnp.subtract, pn, p0), p0)
+        return {"f_net_train": apply_fn(pn, x_train), "f_net_test": apply_fn(pn, x_test),
+                "k_net_train": ntk_fn(x_train, None, pn), "dsq_net": dsq, "wdsq_net": wdsq}
+
+    def lin_params(p0, pl, x_train, x_test):
         lin = nt.linearize(apply_fn, p0)
-        return {
-            "f_net_train": apply_fn(pn, x_train),
-            "f_net_test": apply_fn(pn, x_test),
-            "f_lin_train": lin(pl, x_train),
-            "f_lin_test": lin(pl, x_test),
-            "k_net_train": ntk_fn(x_train, None, pn),
-            "dsq_net": tree_sq(diff(pn, p0)),
-            "dsq_lin": tree_sq(diff(pl, p0)),
-            "wdsq_net": jnp.stack([jnp.sum((pn[i][0] - p0[i][0]) ** 2) for i in dense_idx]),
-            "wdsq_lin": jnp.stack([jnp.sum((pl[i][0] - p0[i][0]) ** 2) for i in dense_idx]),
-        }
+        dsq, wdsq = changes(jax.tree_util.tree_map(jnp.subtract, pl, p0), p0)
+        return {"f_lin_train": lin(pl, x_train), "f_lin_test": lin(pl, x_test), "dsq_lin": dsq, "wdsq_lin": wdsq}
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))
+    def lin_function(p0, c, x_train):
+        _, vjp = jax.vjp(lambda p: apply_fn(p, x_train), p0)
+        dsq, wdsq = changes(vjp(c.astype(x_train.dtype))[0], p0)
+        return {"dsq_lin": dsq, "wdsq_lin": wdsq}
+
+    vm = lambda f, n: jax.jit(jax.vmap(f, in_axes=(0, 0) + (None,) * n))  # noqa: E731
+    return vm(net, 2), vm(lin_params, 2), vm(lin_function, 1)
+
+
+#: A model counts as diverged once its training outputs are non-finite or this far from the
+#: targets (in units of max |y| + 1): GD with a rate above 2N/lambda_max grows geometrically.
+DIVERGENCE_SCALE = 1e6
+
+
+def _diverged(f_train: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(S,) flags for outputs (S, N, k) that are non-finite or beyond DIVERGENCE_SCALE."""
+    with np.errstate(invalid="ignore"):
+        far = np.abs(f_train - y).max(axis=(1, 2)) > DIVERGENCE_SCALE * (np.abs(y).max() + 1.0)
+    return ~np.isfinite(f_train).all(axis=(1, 2)) | far
 
 
 def _involved(name: str) -> set[str]:
@@ -173,11 +200,15 @@ def _mask_diverged(curves, steps, diverged_net, diverged_lin) -> None:
             c[bad] = np.nan
 
 
-def run_width(cfg: CompareConfig, width: int, data, *, progress=None) -> dict[str, Any]:
-    """Train and measure all seeds at one width. Returns per-seed curves of shape (S, T, ...)
+def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None
+              ) -> dict[str, Any]:
+    """Train and measure all seeds at one width (``progress(k)`` is called after every k steps).
+
+    Returns per-seed curves of shape (S, T, ...)
     over the checkpoints and per-seed scalars; see :func:`run` for the names."""
     import jax
     import jax.numpy as jnp
+    from jax import lax
 
     from studylib import closed_form, kernels, models, training
 
@@ -190,8 +221,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress=None) -> dict[st
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
 
     net = models.build(cfg.model, width)
-    p0 = training.init_params(net.init_fn, seeds, x_train.shape)
-    p0 = jax.tree_util.tree_map(lambda a: a.astype(dtype), p0)
+    p0 = training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype)
     dense_idx = models.dense_layer_indices(jax.tree_util.tree_map(lambda a: a[0], p0))
 
     theta_train = np.asarray(kernels.analytic(net.kernel_fn, x_train, None), np.float64)
@@ -201,7 +231,8 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress=None) -> dict[st
 
     ntk_fn = kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation)
     k0_train = jax.jit(jax.vmap(lambda p: ntk_fn(x_train, None, p)))(p0)
-    k0_test = jax.jit(jax.vmap(lambda p: ntk_fn(x_test, x_train, p)))(p0)
+    # One seed at a time: ntk_cross holds N parameter copies per seed.
+    k0_test = jax.jit(lambda ps: lax.map(lambda p: kernels.ntk_cross(net.apply_fn, x_test, x_train, p), ps))(p0)
     k0_train, k0_test = np.asarray(k0_train, np.float64), np.asarray(k0_test, np.float64)
     lr_critical_emp = 2.0 * n / np.linalg.eigvalsh(k0_train)[:, -1]
 
@@ -220,28 +251,41 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress=None) -> dict[st
                 closed.setdefault(f"closed_{kind}{suffix}_test", []).append(te)
     closed = {k: np.stack(v) for k, v in closed.items()}  # (S, T, N|M, 1)
 
-    measure = _measure_fn(net.apply_fn, ntk_fn, dense_idx)
+    measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, ntk_fn, dense_idx)
     train_net = training.make_trainer(training.network_model(net.apply_fn))
-    train_lin = training.make_trainer(training.linearized_model(net.apply_fn))
+    params_mode = cfg.lin_mode == "params"
+    if params_mode:
+        train_lin = training.make_trainer(training.linearized_model(net.apply_fn))
+    else:
+        coeffs = np.stack([closed_form.discrete_coefficients(k0_train[s], y64, f0_train[s], learning_rate=lr,
+                                                             steps=steps) for s in range(len(seeds))])
     copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
-    pn, pl = copy(p0), copy(p0)
+    pn = copy(p0)
+    pl = copy(p0) if params_mode else None
     lr_arr = jnp.asarray(lr, dtype)
+    to_np = lambda d: {k: np.asarray(v, np.float64) for k, v in d.items()}  # noqa: E731
 
     records: list[dict[str, np.ndarray]] = []
     diverged_net = np.full(len(seeds), -1)
     diverged_lin = np.full(len(seeds), -1)
     prev = 0
-    for t in steps:
+    for j, t in enumerate(steps):
         if t > prev:
             pn = train_net(pn, p0, x_train, y_train, lr_arr, int(t - prev))
-            pl = train_lin(pl, p0, x_train, y_train, lr_arr, int(t - prev))
-        rec = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), measure(p0, pn, pl, x_train, x_test))
+            if params_mode:
+                pl = train_lin(pl, p0, x_train, y_train, lr_arr, int(t - prev))
+        rec = to_np(measure_net(p0, pn, x_train, x_test))
+        if params_mode:
+            rec |= to_np(measure_lin_params(p0, pl, x_train, x_test))
+        else:
+            rec |= to_np(measure_lin_function(p0, jnp.asarray(coeffs[:, j]), x_train))
+            rec["f_lin_train"] = closed["closed_emp_discrete_train"][:, j]
+            rec["f_lin_test"] = closed["closed_emp_discrete_test"][:, j]
         for name, flags in (("net", diverged_net), ("lin", diverged_lin)):
-            bad = ~np.isfinite(rec[f"f_{name}_train"]).all(axis=(1, 2)) | (flags >= 0)
-            flags[bad & (flags < 0)] = t
+            flags[_diverged(rec[f"f_{name}_train"], y64) & (flags < 0)] = t
         records.append(rec)
         if progress is not None:
-            progress.update(int(t - prev))
+            progress(int(t - prev))
         prev = t
     rec = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}  # (S, T, ...)
 
@@ -312,7 +356,7 @@ SCALARS_PER_SEED = ("ntk_init_error", "lr_critical_emp", "k0_lambda_min", "k0_la
 TABLE_METRICS = (
     "rel_param_change", "rel_ntk_change", "ntk_x0_change", "ntk_init_error",
     "rmse_net_vs_lin", "rmse_net_vs_closed_inf", "rmse_lin_vs_closed_emp",
-    "rmse_lin_vs_closed_emp_discrete", "loss_net", "loss_lin",
+    "loss_net", "loss_lin",
 )
 
 
@@ -340,10 +384,8 @@ def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float) -
     summary_metrics = {}
     slopes = {}
     for name, vals in finals.items():
-        with np.errstate(all="ignore"):
-            summary_metrics[name] = {
-                "mean": np.nanmean(vals, axis=1), "std": np.nanstd(vals, axis=1), "per_seed": vals,
-            }
+        mean, std = M.nanmean_std(vals, axis=1)
+        summary_metrics[name] = {"mean": mean, "std": std, "per_seed": vals}
         if name.startswith(("rmse_", "rel_", "ntk_init_error", "ntk_x0_change")):
             fit = M.bootstrap_slope(widths, vals)
             ref = REFERENCE_RATES.get(name)
@@ -361,6 +403,9 @@ def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float) -
             "loss": "L = 1/2 mean((f - y)^2) over the N training outputs (NT's)",
             "time": "t counts GD steps; absolute time = learning_rate * t",
             "parameterization": cfg.model.parameterization,
+            "linearized": f"lin_mode={cfg.lin_mode}: " + (
+                "nt.linearize trained by the same GD trainer" if cfg.lin_mode == "params" else
+                "the same GD run in function space, theta_t - theta_0 = J_0^T c_t (exact; see tests)"),
             "closed_form": "default names: NT gradient flow (gradient_descent_mse); *_discrete: exact discrete GD",
             "rmse_regions": "no suffix: test grid on [-test_range, test_range]; _train: training inputs; "
                             "_interp: |x| <= train_range; _extrap: |x| > train_range",
@@ -408,20 +453,14 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
         for w in cfg.widths:
             bar.set_description(f"width {w}")
-            scale = cost[w] / cfg.steps
-
-            class _Scaled:
-                @staticmethod
-                def update(k):
-                    bar.update(k * scale)
-
-            res = run_width(cfg, w, dataset, progress=_Scaled)
+            res = run_width(cfg, w, dataset, progress=partial(lambda k, scale: bar.update(k * scale),
+                                                              scale=cost[w] / cfg.steps))
             per_width.append(res)
             for model in ("net", "lin"):
                 for s, step in enumerate(res[f"diverged_{model}_step"]):
                     if step >= 0:
                         tqdm.write(f"warning: width {w}, seed {cfg.first_seed + s}: {model} diverged "
-                                   f"(non-finite outputs) by step {step}")
+                                   f"(non-finite or exploding outputs) by step {step}; kept as NaN")
             above = np.flatnonzero(res["lr_above_emp_critical"])
             if above.size:
                 tqdm.write(f"note: width {w}: lr {res['learning_rate']:.3g} exceeds the empirical critical "
@@ -438,7 +477,8 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_METRICS) -> st
     """Console table: final-time mean ± std per width, then the fitted slope and reference."""
     widths = summary["widths"]
     name_w = max(len(m) for m in metrics_) + 2
-    head = "metric".ljust(name_w) + "".join(f"{'n=' + str(w):>19}" for w in widths) + "   slope [95% CI]        published"
+    head = ("metric".ljust(name_w) + "".join(f"{'n=' + str(w):>19}" for w in widths)
+            + "   slope [95% CI]        published")
     lines = [head, "-" * len(head)]
     for m in metrics_:
         entry = summary["metrics"].get(m)

@@ -6,7 +6,16 @@ functions accept leading batch axes where stated.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+
+def nanmean_std(values: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std ignoring NaN (diverged runs); all-NaN slices give NaN without warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(values, axis=axis), np.nanstd(values, axis=axis)
 
 
 def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, axis=(-2, -1)) -> np.ndarray:
@@ -30,9 +39,11 @@ def rel_change_norms(diff_sq: np.ndarray, ref_sq: np.ndarray) -> np.ndarray:
 
 
 def gram_extremes(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(lambda_min, lambda_max) of symmetric Grams (..., N, N)."""
-    lam = np.linalg.eigvalsh(np.asarray(k, np.float64))
-    return lam[..., 0], lam[..., -1]
+    """(lambda_min, lambda_max) of symmetric Grams (..., N, N); NaN for Grams with non-finite entries."""
+    k = np.asarray(k, np.float64)
+    finite = np.isfinite(k).all(axis=(-2, -1))
+    lam = np.linalg.eigvalsh(np.where(finite[..., None, None], k, 0.0))
+    return np.where(finite, lam[..., 0], np.nan), np.where(finite, lam[..., -1], np.nan)
 
 
 def fit_loglog(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
@@ -61,8 +72,7 @@ def bootstrap_slope(
     """
     widths = np.asarray(widths, np.float64)
     per_seed = np.asarray(per_seed, np.float64)
-    with np.errstate(all="ignore"):
-        mean = np.nanmean(per_seed, axis=1)
+    mean = nanmean_std(per_seed, axis=1)[0]
     slope, intercept = fit_loglog(widths, mean)
     if not np.isfinite(slope):
         return {"slope": None, "intercept": None, "ci95": [None, None]}
@@ -70,8 +80,7 @@ def bootstrap_slope(
     n_w, n_s = per_seed.shape
     idx = rng.integers(0, n_s, size=(n_boot, n_w, n_s))
     samples = np.take_along_axis(per_seed[None], idx, axis=2)  # (B, W, S)
-    with np.errstate(all="ignore"):
-        means = np.nanmean(samples, axis=2)
+    means = nanmean_std(samples, axis=2)[0]
     slopes = np.array([fit_loglog(widths, m)[0] for m in means])
     slopes = slopes[np.isfinite(slopes)]
     lo, hi = (np.percentile(slopes, [2.5, 97.5]) if slopes.size else (np.nan, np.nan))

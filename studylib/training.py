@@ -65,7 +65,18 @@ def checkpoint_steps(steps: int, n_checkpoints: int) -> np.ndarray:
     return np.concatenate([[0], grid])
 
 
-def init_params(init_fn: Callable, seeds, input_shape: tuple[int, ...]):
-    """Parameters for each seed (PRNGKey(seed)), stacked on a leading axis."""
+def init_params(init_fn: Callable, seeds, input_shape: tuple[int, ...], dtype: str | None = None):
+    """Parameters for each seed (PRNGKey(seed)), stacked on a leading axis.
+
+    ``dtype='float32'`` draws in float32 whatever the global x64 flag says, so a float32 run
+    starts from the same parameters in every process; ``'float64'`` draws in float64 (needs
+    x64 on); None uses JAX's current default.
+    """
+    from jax.experimental import disable_x64, enable_x64
+
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
-    return jax.vmap(lambda k: init_fn(k, input_shape)[1])(keys)
+    draw = lambda: jax.vmap(lambda k: init_fn(k, input_shape)[1])(keys)  # noqa: E731
+    if dtype is None:
+        return draw()
+    with (disable_x64() if dtype == "float32" else enable_x64()):
+        return draw()

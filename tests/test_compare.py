@@ -1,0 +1,140 @@
+"""The comparison study end to end on tiny configs."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from study import compare as entry
+from studylib import compare
+from studylib.config import ConfigError, DataConfig, ModelConfig
+
+# lr_fraction 0.25: below the empirical critical rate of both seeds, so nothing diverges here.
+TINY = dict(widths=(16,), seeds=2, steps=12, n_checkpoints=4, lr_fraction=0.25)
+
+
+def test_function_space_linearization_equals_training_nt_linearize():
+    """lin_mode='function' (SCIENCE.md section 6) against training nt.linearize step by step."""
+    runs = {mode: compare.run(compare.CompareConfig(**TINY, lin_mode=mode, dtype="float64"), progress=False)
+            for mode in ("params", "function")}
+    for name in ("loss_lin", "rel_param_change_lin", "rmse_net_vs_lin", "rmse_lin_vs_closed_emp",
+                 "rel_weight_change_lin_l1", "rel_weight_change_lin_l6"):
+        a = np.array(runs["params"]["metrics"][name]["per_seed"], float)
+        b = np.array(runs["function"]["metrics"][name]["per_seed"], float)
+        # float64: the two are the same linear recursion in different coordinates; 12 steps of
+        # O(1)-O(100) quantities leave rounding differences far below 1e-8 relative.
+        np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-12, err_msg=name)
+    # In params mode the trained nt.linearize also equals the exact discrete closed form.
+    gap = np.array(runs["params"]["metrics"]["rmse_lin_vs_closed_emp_discrete"]["per_seed"], float)
+    assert np.all(gap < 1e-9)
+    # The network itself is not linear: its gap to the linearization is far above rounding.
+    assert np.all(np.array(runs["function"]["metrics"]["rmse_net_vs_lin"]["per_seed"], float) > 1e-4)
+
+
+def test_cli_tiny_run_writes_summary_and_figures(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    entry.main(["--preset", "tiny", "--widths", "8,16", "--steps", "10", "--checkpoints", "4",
+                "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("config", "versions", "wall_seconds", "widths", "metrics", "slopes", "per_width", "conventions"):
+        assert key in summary, key
+    assert summary["widths"] == [8, 16]
+    assert set(summary["versions"]) >= {"python", "jax", "jaxlib", "neural-tangents", "numpy"}
+    required = ("rel_param_change", "rel_ntk_change", "ntk_init_error", "rmse_net_vs_lin",
+                "rmse_net_vs_closed_inf", "rmse_lin_vs_closed_emp", "loss_net", "loss_lin")
+    for name in required:
+        entry_ = summary["metrics"][name]
+        assert len(entry_["mean"]) == 2 and len(entry_["per_seed"][0]) == 2
+        per_seed = np.array(entry_["per_seed"], float)
+        np.testing.assert_allclose(entry_["mean"], np.nanmean(per_seed, axis=1), rtol=1e-12)
+    for name in ("rel_param_change", "rmse_net_vs_lin"):
+        assert summary["slopes"][name]["reference"]["slope"] in (-0.5, -1.0)
+        assert len(summary["slopes"][name]["ci95"]) == 2
+    curves = np.load(out / "curves.npz")
+    t = len(summary["checkpoint_steps"])
+    assert curves["curve/rmse_net_vs_lin"].shape == (2, 2, t)
+    assert curves["steps"][0] == 0 and curves["steps"][-1] == 10
+    # The network at step 0 is its own linearization and the closed forms start at f_0.
+    np.testing.assert_allclose(curves["curve/rmse_net_vs_lin"][:, :, 0], 0, atol=1e-5)
+    np.testing.assert_allclose(curves["curve/rmse_net_vs_closed_inf"][:, :, 0], 0, atol=1e-5)
+    for stem in ("compare_gaps_vs_width", "compare_gaps_over_time", "compare_predictions",
+                 "compare_layer_change_vs_width"):
+        assert (out / f"{stem}.png").stat().st_size > 10_000
+        assert (out / f"{stem}.pdf").exists()
+    assert "rmse_net_vs_lin" in printed and "n=16" in printed
+
+
+def test_divergence_is_reported_and_kept(tmp_path):
+    # 20x the analytic critical rate. Narrow nets' empirical kernels vary a lot, so which seeds
+    # exceed their own critical rate 2N/lambda_max(K_0) is read from the run; theory says exactly
+    # those linearized models diverge: by a factor |1 - lr lambda_max / N| >= 1.4 per step when
+    # lr >= 1.2x critical, i.e. beyond 1e29 after 200 steps.
+    cfg = compare.CompareConfig(widths=(8, 16), seeds=3, steps=200, n_checkpoints=5, lr_fraction=20.0)
+    summary = compare.run(cfg, tmp_path, progress=False)
+    n_diverged = 0
+    for i, pw in enumerate(summary["per_width"]):
+        for s in range(3):
+            ratio = pw["lr_over_critical_emp"][s]
+            if ratio > 1.2:
+                assert pw["diverged_lin_step"][s] > 0
+                assert np.isnan(summary["metrics"]["loss_lin"]["per_seed"][i][s])
+                n_diverged += 1
+            elif ratio < 1.0:
+                assert pw["diverged_lin_step"][s] == -1
+                assert np.isfinite(summary["metrics"]["loss_lin"]["per_seed"][i][s])
+    assert n_diverged >= 1
+    stored = json.loads((tmp_path / "summary.json").read_text())  # valid JSON: NaN stored as null
+    assert stored["per_width"][0]["diverged_lin_step"] == [int(v) for v in summary["per_width"][0]["diverged_lin_step"]]
+    assert any(v is None for row in stored["metrics"]["loss_lin"]["per_seed"] for v in row)
+
+
+@pytest.mark.parametrize(("kwargs", "field"), [
+    ({"widths": (16, 0)}, "widths[1]"),
+    ({"widths": (16, 2.5)}, "widths[1]"),
+    ({"lr": 0.0}, "lr"),
+    ({"lr": -1.0}, "lr"),
+    ({"steps": 0}, "steps"),
+    ({"lin_mode": "exact"}, "lin_mode"),
+])
+def test_bad_config_names_the_field(kwargs, field):
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        compare.CompareConfig(**kwargs)
+
+
+def test_bad_model_and_data():
+    with pytest.raises(ConfigError, match=r"model.parameterization.*accepted: ntk, standard"):
+        ModelConfig(parameterization="mup")
+    with pytest.raises(ConfigError, match=r"model.activation"):
+        ModelConfig(activation="tanhh")
+    with pytest.raises(ConfigError, match=r"data.test_range"):
+        DataConfig(train_range=5.0, test_range=4.0)
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--widths", "0,16"], "widths[0]"),
+    (["--parameterization", "foo"], "model.parameterization: unknown value 'foo'; accepted: ntk, standard"),
+    (["--lr", "-0.1"], "lr: must be > 0"),
+])
+def test_cli_rejects_bad_arguments_before_computing(args, needle):
+    proc = subprocess.run([sys.executable, "-m", "study.compare", *args, "--out", "/nonexistent/x"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_config_file_and_flag_precedence(tmp_path):
+    from studylib import cli
+
+    path = tmp_path / "c.toml"
+    path.write_text('steps = 7\nwidths = [8, 16]\n[model]\ndepth = 2\n')
+    cfg = cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset="tiny", config_file=str(path),
+                       flags={"steps": 9, "model.parameterization": "standard", "seeds": None})
+    assert cfg.steps == 9 and cfg.widths == (8, 16) and cfg.model.depth == 2
+    assert cfg.model.parameterization == "standard" and cfg.seeds == compare.PRESETS["tiny"]["seeds"]
+    path.write_text("stepz = 3\n")
+    with pytest.raises(ConfigError, match="stepz: unknown key"):
+        cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset=None, config_file=str(path), flags={})
