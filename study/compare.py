@@ -30,6 +30,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="function (default: exact function-space GD) or params (train nt.linearize)")
     p.add_argument("--dtype", help="float32 (default) or float64")
     cli.add_model_flags(p)
+    cli.add_data_flags(p)
     p.add_argument("--out", default="results/compare", help="output folder (default: results/compare)")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -42,7 +43,7 @@ CONFIG_FLAGS = ("widths", "seeds", "first_seed", "steps", "lr", "lr_fraction", "
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS or k.startswith("model.")}
+    flags = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS or k.startswith(("model.", "data."))}
 
     def go():
         from studylib import compare

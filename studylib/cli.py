@@ -83,6 +83,8 @@ def assemble(cls: type, *, presets: dict[str, dict], preset: str | None, config_
     for key, v in flags.items():
         if v is None:
             continue
+        if key.endswith(".options"):
+            v = dict(v)
         if "." in key:
             head, tail = key.split(".", 1)
             nested.setdefault(head, {})[tail] = v
@@ -101,6 +103,28 @@ def add_model_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--W-std", dest="model.W_std", type=float, help="weight scale (default: sqrt 2)")
     g.add_argument("--b-std", dest="model.b_std", type=float, help="bias scale (default: 0.1)")
     g.add_argument("--parameterization", dest="model.parameterization", help="ntk (default) or standard")
+    g.add_argument("--arch-option", dest="model.options", action="append", type=key_value, metavar="KEY=VALUE",
+                   help="extra setting for the architecture builder (repeatable), e.g. blocks=3")
+
+
+def add_data_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for :class:`studylib.config.DataConfig` (dest 'data.<field>')."""
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", dest="data.name", help="cubic (default, the seed's), sin, sphere or file")
+    g.add_argument("--data-path", dest="data.path", help="with --data file: a .npz (x, y) or .csv (x..., y)")
+    g.add_argument("--n-train", dest="data.n_train", type=int, help="number of training points (default: 10)")
+    g.add_argument("--dim", dest="data.dim", type=int, help="input dimension for --data sphere (default: 3)")
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """'blocks=3' -> ('blocks', 3); values parse as TOML scalars where they can, else strings."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key.strip(), tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), value
 
 
 def main_guard(fn: Callable[[], Any]) -> None:

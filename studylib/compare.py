@@ -375,7 +375,7 @@ def _final_per_seed(results: list[dict]) -> dict[str, np.ndarray]:
     return out
 
 
-def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float) -> tuple[dict, dict]:
+def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float, dataset=None) -> tuple[dict, dict]:
     """Build the ``summary.json`` dict and the ``curves.npz`` arrays from per-width results."""
     from studylib import results as R
 
@@ -424,6 +424,9 @@ def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float) -
         "curves_file": "curves.npz",
     }
     curves = {"widths": widths, "steps": results[0]["steps"]}
+    if dataset is not None:
+        curves |= {"x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test}
+        curves |= {f"region/{k}": v for k, v in dataset.regions.items()}
     for name in results[0]["curves"]:
         curves[f"curve/{name}"] = np.stack([r["curves"][name] for r in results])
     for where in ("test", "train"):
@@ -466,7 +469,7 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
                 tqdm.write(f"note: width {w}: lr {res['learning_rate']:.3g} exceeds the empirical critical "
                            f"rate 2N/lambda_max(K_0) of seed(s) {[cfg.first_seed + int(s) for s in above]}: "
                            "their linearized model diverges")
-    summary, curves = summarise(cfg, per_width, wall_seconds=time.perf_counter() - start)
+    summary, curves = summarise(cfg, per_width, wall_seconds=time.perf_counter() - start, dataset=dataset)
     if out is not None:
         R.write_npz(out / "curves.npz", curves)
         R.write_json(out / "summary.json", summary)

@@ -1,21 +1,27 @@
-"""The seed's toy regression problem and the input regions metrics are reported on."""
+"""Datasets: the seed's toy regression problem, and others through the same interface.
+
+Every dataset gives float64 arrays x_train (N, d), y_train (N, 1), x_test (M, d) and
+boolean masks over the test inputs: ``interp`` (inside the training range) and
+``extrap`` (outside it; empty where the notion does not apply).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from studylib.config import DataConfig
+from studylib.config import ConfigError, DataConfig
 
 #: Names accepted by ``DataConfig.name``.
-DATASETS = ("cubic",)
+DATASETS = ("cubic", "sin", "sphere", "file")
 
 
 class Dataset(NamedTuple):
     """Arrays are float64 NumPy; shapes: x_train (N, d), y_train (N, k), x_test (M, d).
 
-    ``regions`` maps a region name to a boolean mask over the test grid.
+    ``regions`` maps a region name to a boolean mask over the test inputs.
     """
 
     x_train: np.ndarray
@@ -24,14 +30,108 @@ class Dataset(NamedTuple):
     regions: dict[str, np.ndarray]
 
 
-def cubic(cfg: DataConfig) -> Dataset:
-    """x = linspace(-r, r, N), y = x^3/20 (the seed's data), test grid on [-R, R]."""
+def _grid_1d(cfg: DataConfig, fn) -> Dataset:
     x_train = np.linspace(-cfg.train_range, cfg.train_range, cfg.n_train)[:, None]
-    y_train = x_train**3 / 20.0
     x_test = np.linspace(-cfg.test_range, cfg.test_range, cfg.n_test)[:, None]
     inside = np.abs(x_test[:, 0]) <= cfg.train_range + 1e-12
-    return Dataset(x_train, y_train, x_test, {"interp": inside, "extrap": ~inside})
+    return Dataset(x_train, fn(x_train), x_test, {"interp": inside, "extrap": ~inside})
+
+
+def cubic(cfg: DataConfig) -> Dataset:
+    """x = linspace(-r, r, N), y = x^3/20 (the seed's data), test grid on [-R, R]."""
+    return _grid_1d(cfg, lambda x: x**3 / 20.0)
+
+
+def sin(cfg: DataConfig) -> Dataset:
+    """y = sin(x) on the same grids as :func:`cubic`."""
+    return _grid_1d(cfg, np.sin)
+
+
+def sphere(cfg: DataConfig) -> Dataset:
+    """``n_train`` and ``n_test`` points uniform on the unit sphere S^(dim-1) (Jacot et al. 2018 use
+    such inputs so that the NTK depends only on angles), y = x_0 + 2 x_0 x_1 + sin(3 x_2 ...), a
+    smooth target with linear and non-linear parts. All test points lie 'inside' (no extrapolation)."""
+    rng = np.random.default_rng(cfg.seed)
+
+    def points(n):
+        z = rng.standard_normal((n, cfg.dim))
+        return z / np.linalg.norm(z, axis=1, keepdims=True)
+
+    def target(x):
+        return (x[:, :1] + 2.0 * x[:, :1] * x[:, 1:2] + np.sin(3.0 * x[:, -1:]))
+
+    x_train, x_test = points(cfg.n_train), points(cfg.n_test)
+    inside = np.ones(cfg.n_test, bool)
+    return Dataset(x_train, target(x_train), x_test, {"interp": inside, "extrap": ~inside})
+
+
+def _read_file(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """(x (N, d), y (N, 1)) from .npz (arrays 'x', 'y') or .csv (columns x..., y; header optional)."""
+    p = Path(path)
+    if p.suffix == ".npz":
+        try:
+            with np.load(p) as z:
+                if "x" not in z.files or "y" not in z.files:
+                    raise ConfigError(f"data.path: {p} must hold arrays 'x' and 'y', found {z.files}")
+                x, y = np.asarray(z["x"], np.float64), np.asarray(z["y"], np.float64)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"data.path: cannot read {p} as .npz ({e})") from None
+    elif p.suffix == ".csv":
+        try:
+            table = np.genfromtxt(p, delimiter=",", dtype=np.float64, skip_header=_has_header(p), ndmin=2)
+        except ValueError as e:
+            raise ConfigError(f"data.path: cannot parse {p} as CSV of numbers ({e})") from None
+        if table.shape[1] < 2:
+            raise ConfigError(f"data.path: {p} needs at least two columns (x..., y), found {table.shape[1]}")
+        x, y = table[:, :-1], table[:, -1]
+    else:
+        raise ConfigError(f"data.path: unsupported file type {p.suffix!r}; accepted: .npz, .csv")
+    x = x[:, None] if x.ndim == 1 else x
+    y = y[:, None] if y.ndim == 1 else y
+    if x.ndim != 2 or y.ndim != 2 or y.shape[1] != 1:
+        raise ConfigError(f"data.path: expected x of shape (N, d) and y of shape (N,) or (N, 1), got "
+                          f"{x.shape} and {y.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise ConfigError(f"data.path: x has {x.shape[0]} rows but y has {y.shape[0]}")
+    if x.shape[0] < 2:
+        raise ConfigError(f"data.path: need at least 2 training points, got {x.shape[0]}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ConfigError(f"data.path: {p} contains NaN/inf or non-numeric entries")
+    return x, y
+
+
+def _has_header(p: Path) -> int:
+    first = p.read_text().splitlines()[:1]
+    if not first:
+        raise ConfigError(f"data.path: {p} is empty")
+    try:
+        [float(v) for v in first[0].split(",")]
+        return 0
+    except ValueError:
+        return 1
+
+
+def check_file(path: str) -> None:
+    """Validate a data file up front (missing, malformed, NaN, mismatched shapes)."""
+    if not path:
+        raise ConfigError("data.path: required when data.name = 'file' (a .npz with x, y or a .csv x..., y)")
+    if not Path(path).is_file():
+        raise ConfigError(f"data.path: file not found: {path}")
+    _read_file(path)
+
+
+def from_file(cfg: DataConfig) -> Dataset:
+    """A user's data. 1-D inputs get a test grid on [-test_range, test_range] with regions as for
+    :func:`cubic` (train_range = max |x|); higher-dimensional inputs are tested on the training inputs."""
+    x, y = _read_file(cfg.path)
+    if x.shape[1] == 1:
+        reach = float(np.abs(x).max())
+        x_test = np.linspace(-max(cfg.test_range, 2 * reach), max(cfg.test_range, 2 * reach), cfg.n_test)[:, None]
+        inside = np.abs(x_test[:, 0]) <= reach + 1e-12
+    else:
+        x_test, inside = x.copy(), np.ones(x.shape[0], bool)
+    return Dataset(x, y, x_test, {"interp": inside, "extrap": ~inside})
 
 
 def load(cfg: DataConfig) -> Dataset:
-    return {"cubic": cubic}[cfg.name](cfg)
+    return {"cubic": cubic, "sin": sin, "sphere": sphere, "file": from_file}[cfg.name](cfg)

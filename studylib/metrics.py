@@ -23,6 +23,8 @@ def rmse(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None, axis=(-2,
     d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
     if mask is not None:
         d = d[..., np.asarray(mask, bool), :]
+    if d.shape[-2] == 0:  # an empty region (e.g. no extrapolation range): undefined, not zero
+        return np.full(d.shape[:-2], np.nan)
     return np.sqrt(np.mean(d**2, axis=axis))
 
 

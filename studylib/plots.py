@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -100,7 +101,7 @@ def gaps_vs_width(summary: dict, stem) -> list[Path]:
 
 def layer_change_vs_width(summary: dict, stem) -> list[Path]:
     widths = np.asarray(summary["widths"], np.float64)
-    layers = sorted(int(k.rsplit("_l", 1)[1]) for k in summary["metrics"] if k.startswith("rel_weight_change_l"))
+    layers = sorted(int(m.group(1)) for k in summary["metrics"] if (m := re.fullmatch(r"rel_weight_change_l(\d+)", k)))
     fig, ax = plt.subplots(figsize=(6.5, 4))
     cmap = plt.get_cmap("plasma")
     first = None
@@ -109,7 +110,7 @@ def layer_change_vs_width(summary: dict, stem) -> list[Path]:
         role = "input" if layer == 1 else ("readout" if layer == layers[-1] else "hidden")
         slope = f", slope {fit['slope']:+.2f}" if fit.get("slope") is not None else ""
         seeds = _per_seed(summary["metrics"][f"rel_weight_change_l{layer}"])
-        mean = _mean_and_range(ax, widths, seeds, color=cmap(layer / (len(layers) + 1)),
+        mean = _mean_and_range(ax, widths, seeds, color=cmap(0.85 * (layer - 1) / max(len(layers) - 1, 1)),
                                label=f"layer {layer} ({role}){slope}")
         first = mean[0] if first is None else max(first, mean[0])
     style.reference_slopes(ax, widths, first)
@@ -149,17 +150,17 @@ def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
 
 
 def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[Path]:
+    """Network / linearization / infinite-width closed form over x (1-D inputs only)."""
+    if "x_test" not in curves or curves["x_test"].shape[1] != 1:
+        return []
     widths = np.asarray(curves["widths"])
-    cfg = summary["config"]["data"]
-    x_test = np.linspace(-cfg["test_range"], cfg["test_range"], cfg["n_test"])
-    x_train = np.linspace(-cfg["train_range"], cfg["train_range"], cfg["n_train"])
-    y_train = x_train**3 / 20.0
+    x_test, x_train, y_train = curves["x_test"][:, 0], curves["x_train"][:, 0], curves["y_train"][:, 0]
+    inside = curves.get("region/interp", np.ones_like(x_test, bool))
     picks = sorted({0, len(widths) - 1})
     fig, axes = plt.subplots(1, len(picks), figsize=(5.5 * len(picks), 4), squeeze=False)
     step = int(curves["steps"][-1])
     for ax, i in zip(axes[0], picks, strict=True):
-        ax.axvspan(-cfg["train_range"], cfg["train_range"], color="0.93", lw=0, label="interpolation range")
-        ax.plot(x_test, x_test**3 / 20.0, color="0.6", lw=1, ls=":", label=r"target $x^3/20$")
+        ax.axvspan(x_test[inside].min(), x_test[inside].max(), color="0.93", lw=0, label="interpolation range")
         styles = {"net": ("network", "C3", "-"), "lin": ("linearized", "C0", "--"),
                   "closed_inf": ("infinite-width closed form", "k", "-.")}
         for key, (lab, col, ls) in styles.items():
@@ -169,7 +170,8 @@ def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[
             if key == "net":
                 ax.plot(x_test, f0, color=col, lw=0.8, alpha=0.4, label="network at init")
         ax.scatter(x_train, y_train, color="k", s=16, zorder=5, label="training points")
-        ax.set_ylim(-3 * np.abs(y_train).max(), 3 * np.abs(y_train).max())
+        span = np.abs(y_train).max()
+        ax.set_ylim(-3 * span, 3 * span)
         ax.set_xlabel("input x")
         ax.set_ylabel("output f(x)")
         ax.set_title(f"width n = {widths[i]} (seed {summary['seeds'][seed_index]})")
