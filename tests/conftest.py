@@ -8,3 +8,17 @@ import jax
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", True)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_compare(tmp_path_factory):
+    """One tiny `python -m study.compare` run (in process), shared by the tests that read it."""
+    from study import compare as entry
+
+    out = tmp_path_factory.mktemp("compare")
+    entry.main(["--preset", "tiny", "--widths", "8,16", "--steps", "10", "--checkpoints", "4",
+                "--out", str(out), "--no-progress"])
+    return out

@@ -1,0 +1,32 @@
+"""Write figures/REPORT.md from stored results (and refresh the figures it embeds).
+
+    python -m study.report                          # the default results folders that exist
+    python -m study.report results/compare --out figures/REPORT.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m study.report", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("folders", nargs="*", help="results folders (default: results/<study> that exist)")
+    p.add_argument("--out", default="figures/REPORT.md", help="report path (default: figures/REPORT.md)")
+    args = p.parse_args(argv)
+    from studylib import figures, report
+
+    folders = args.folders or [f for f in figures.DEFAULT_FOLDERS if (Path(f) / "summary.json").is_file()]
+    if not folders:
+        sys.exit("error: no results folder given and none of " + ", ".join(figures.DEFAULT_FOLDERS) + " exists")
+    try:
+        print(report.write_report(folders, args.out))
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()
