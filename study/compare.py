@@ -32,6 +32,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_model_flags(p)
     cli.add_data_flags(p)
     p.add_argument("--out", default="results/compare", help="output folder (default: results/compare)")
+    p.add_argument("--force", action="store_true", help="recompute widths whose stored results match the config")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
 
         cfg = cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset=args.preset,
                            config_file=args.config, flags=flags)
-        summary = compare.run(cfg, args.out, progress=not args.no_progress)
+        summary = compare.run(cfg, args.out, progress=not args.no_progress, force=args.force)
         print(compare.format_table(summary_from_disk(args.out)))
         print(f"\nwrote {args.out}/summary.json, curves.npz ({summary['wall_seconds']:.0f} s)")
         if not args.no_figures:

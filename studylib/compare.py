@@ -435,9 +435,55 @@ def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float, d
     return summary, curves
 
 
-def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
+def cell_key(cfg: CompareConfig, width: int) -> str:
+    """Hash of everything that determines one width's results: the config (less the list of
+    widths), the width and the library versions."""
+    import hashlib
+    import json
+
+    from studylib import results as R
+
+    d = dataclasses.asdict(cfg)
+    d.pop("widths")
+    blob = json.dumps({"config": d, "width": width, "versions": R.versions()}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def save_cell(path: Path, res: dict) -> None:
+    """One width's results as a flat .npz (nested dicts as 'outer/inner' keys), atomically."""
+    from studylib import results as R
+
+    flat = {}
+    for k, v in res.items():
+        if isinstance(v, dict):
+            flat |= {f"{k}/{k2}": v2 for k2, v2 in v.items()}
+        else:
+            flat[k] = v
+    R.write_npz(path, flat)
+
+
+def load_cell(path: Path) -> dict:
+    from studylib import results as R
+
+    res: dict[str, Any] = {}
+    for k, v in R.read_npz(path).items():
+        v = v.item() if v.ndim == 0 else v
+        if "/" in k:
+            outer, inner = k.split("/", 1)
+            res.setdefault(outer, {})[inner] = v
+        else:
+            res[k] = v
+    return res
+
+
+def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = True, force: bool = False) -> dict:
     """Run the whole study; write ``summary.json``, ``curves.npz`` and ``config.json`` into
-    ``out`` (when given) and return the summary (see README for the schema)."""
+    ``out`` (when given) and return the summary (see README for the schema).
+
+    Each width's results are stored in ``out/cells/`` as soon as they are finished, keyed by
+    :func:`cell_key`; a re-run with the same config reuses them (an interrupted run resumes),
+    unless ``force``.
+    """
     from tqdm.auto import tqdm
 
     from studylib import data as D
@@ -456,8 +502,16 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
         for w in cfg.widths:
             bar.set_description(f"width {w}")
-            res = run_width(cfg, w, dataset, progress=partial(lambda k, scale: bar.update(k * scale),
-                                                              scale=cost[w] / cfg.steps))
+            cell = None if out is None else out / "cells" / f"width{w}-{cell_key(cfg, w)}.npz"
+            if cell is not None and cell.is_file() and not force:
+                res = load_cell(cell)
+                bar.update(cost[w])
+                tqdm.write(f"width {w}: reusing {cell}")
+            else:
+                res = run_width(cfg, w, dataset, progress=partial(lambda k, scale: bar.update(k * scale),
+                                                                  scale=cost[w] / cfg.steps))
+                if cell is not None:
+                    save_cell(cell, res)
             per_width.append(res)
             for model in ("net", "lin"):
                 for s, step in enumerate(res[f"diverged_{model}_step"]):
