@@ -32,6 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_model_flags(p)
     cli.add_data_flags(p)
     p.add_argument("--out", default="results/compare", help="output folder (default: results/compare)")
+    p.add_argument("--plan", action="store_true",
+                   help="print devices, parameters and memory per seed for each width, then exit")
     p.add_argument("--force", action="store_true", help="recompute widths whose stored results match the config")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -51,6 +53,16 @@ def main(argv=None) -> None:
 
         cfg = cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset=args.preset,
                            config_file=args.config, flags=flags)
+        if args.plan:
+            from studylib import devices
+
+            print(f"devices: {devices.describe()}; memory per device {devices.memory_bytes() / 2**30:.1f} GiB")
+            for w in cfg.widths:
+                plan = compare.memory_plan(cfg, w)
+                print(f"width {w:>6}: {plan['params']:>12,} parameters, {plan['bytes_per_seed'] / 2**20:>8.1f} MiB "
+                      f"per seed (+{plan['fixed_bytes'] / 2**20:.0f} MiB once), {plan['seeds_per_chunk']} of "
+                      f"{cfg.seeds} seeds at a time")
+            return
         summary = compare.run(cfg, args.out, progress=not args.no_progress, force=args.force)
         print(compare.format_table(summary_from_disk(args.out)))
         print(f"\nwrote {args.out}/summary.json, curves.npz ({summary['wall_seconds']:.0f} s)")

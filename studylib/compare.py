@@ -200,8 +200,8 @@ def _mask_diverged(curves, steps, diverged_net, diverged_lin) -> None:
             c[bad] = np.nan
 
 
-def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None
-              ) -> dict[str, Any]:
+def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None,
+              seeds: list[int] | None = None) -> dict[str, Any]:
     """Train and measure all seeds at one width (``progress(k)`` is called after every k steps).
 
     Returns per-seed curves of shape (S, T, ...)
@@ -210,7 +210,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     import jax.numpy as jnp
     from jax import lax
 
-    from studylib import closed_form, kernels, models, training
+    from studylib import closed_form, devices, kernels, models, training
 
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     x_train = jnp.asarray(data.x_train, dtype)
@@ -218,10 +218,11 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     x_test = jnp.asarray(data.x_test, dtype)
     n = x_train.shape[0]
     steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
-    seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+    if seeds is None:
+        seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
 
     net = models.build(cfg.model, width)
-    p0 = training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype)
+    p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype), len(seeds))
     dense_idx = models.dense_layer_indices(jax.tree_util.tree_map(lambda a: a[0], p0))
 
     theta_train = np.asarray(kernels.analytic(net.kernel_fn, x_train, None), np.float64)
@@ -435,6 +436,45 @@ def summarise(cfg: CompareConfig, results: list[dict], *, wall_seconds: float, d
     return summary, curves
 
 
+#: run_width outputs that are the same for every seed (the rest have a leading seed axis).
+SHARED_KEYS = ("width", "steps", "learning_rate", "lr_critical_inf", "theta_lambda_min", "theta_lambda_max",
+               "theta_train")
+
+
+def concat_seed_chunks(chunks: list[dict]) -> dict:
+    """Join run_width results of consecutive seed chunks along the seed axis."""
+    if len(chunks) == 1:
+        return chunks[0]
+    out = {}
+    for k, v in chunks[0].items():
+        if k in SHARED_KEYS:
+            out[k] = v
+        elif isinstance(v, dict):
+            out[k] = {k2: np.concatenate([c[k][k2] for c in chunks]) for k2 in v}
+        else:
+            out[k] = np.concatenate([np.atleast_1d(c[k]) for c in chunks])
+    return out
+
+
+def memory_plan(cfg: CompareConfig, width: int) -> dict:
+    """Parameters per network and the estimated bytes per seed of one width (params: theta_0,
+    theta_t, gradient and update temporaries, x2 for the linearized model in 'params' mode),
+    plus the one-off N x params of the cross kernel; and the seed chunk that fits the device."""
+    import jax
+
+    from studylib import devices, models
+
+    net = models.build(cfg.model, width)
+    d_in = 1 if cfg.data.name != "sphere" else cfg.data.dim
+    shapes = jax.eval_shape(lambda k: net.init_fn(k, (cfg.data.n_train, d_in))[1], jax.random.PRNGKey(0))
+    n_params = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes))
+    item = 8 if cfg.dtype == "float64" else 4
+    per_seed = n_params * item * (4 if cfg.lin_mode == "function" else 7)
+    fixed = cfg.data.n_train * n_params * item
+    return {"width": width, "params": n_params, "bytes_per_seed": per_seed, "fixed_bytes": fixed,
+            "seeds_per_chunk": devices.seeds_per_chunk(per_seed, cfg.seeds, fixed_bytes=fixed)}
+
+
 def cell_key(cfg: CompareConfig, width: int) -> str:
     """Hash of everything that determines one width's results: the config (less the list of
     widths), the width and the library versions."""
@@ -487,10 +527,13 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
     from tqdm.auto import tqdm
 
     from studylib import data as D
+    from studylib import devices
     from studylib import results as R
 
     enable_dtype(cfg.dtype)
     dataset = D.load(cfg.data)
+    if progress:
+        tqdm.write(f"devices: {devices.describe()}")
     if out is not None:
         out = Path(out)
         R.write_json(out / "config.json", dataclasses.asdict(cfg))
@@ -508,8 +551,17 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
                 bar.update(cost[w])
                 tqdm.write(f"width {w}: reusing {cell}")
             else:
-                res = run_width(cfg, w, dataset, progress=partial(lambda k, scale: bar.update(k * scale),
-                                                                  scale=cost[w] / cfg.steps))
+                plan = memory_plan(cfg, w)
+                seed_ids = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+                chunk = plan["seeds_per_chunk"]
+                if chunk < cfg.seeds:
+                    tqdm.write(f"width {w}: {plan['params']:,} parameters, ~{plan['bytes_per_seed'] / 2**20:.0f} MiB "
+                               f"per seed: vmapping {chunk} seeds at a time")
+                res = concat_seed_chunks([
+                    run_width(cfg, w, dataset, seeds=seed_ids[i:i + chunk],
+                              progress=partial(lambda k, scale: bar.update(k * scale),
+                                               scale=cost[w] / cfg.steps * len(seed_ids[i:i + chunk]) / cfg.seeds))
+                    for i in range(0, cfg.seeds, chunk)])
                 if cell is not None:
                     save_cell(cell, res)
             per_width.append(res)
