@@ -1,0 +1,129 @@
+"""Mode-resolved training dynamics: eigenmodes of a training Gram, projections of the
+residual, the constant-kernel prediction per mode, departures from it, kernel motion.
+
+Conventions (NT's, see :mod:`studylib.closed_form`): L = 1/2 mean((f - y)^2) over the N
+training outputs, full-batch GD at rate ``lr``. With a constant kernel K = sum_i
+lambda_i v_i v_i^T the training residual r_t = f_t(X) - Y evolves as
+
+    r_t = (I - lr K / N)^t r_0,   so   <v_i, r_t> = (1 - lr lambda_i / N)^t <v_i, r_0>,
+
+exactly, mode by mode. A finite network's kernel moves during training; the
+modes whose rate lr lambda_i / N is small (the slow ones) are the ones in which a
+given kernel change ||K_t - K_0||_2 is large compared to lambda_i.
+
+Mode order: eigenvalues in *descending* order, mode 0 is the fastest. The sign of
+each eigenvector is fixed so that its entry of largest magnitude is positive
+(the first such entry on ties), so projections are comparable across seeds,
+checkpoints and runs. Everything here is float64 NumPy and batched over leading axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def eig_modes(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (..., N) in descending order and eigenvectors (..., N, N) as columns
+    (``v[..., :, i]`` is mode i), orthonormal, with the sign convention of the module doc."""
+    k = np.asarray(k, np.float64)
+    if k.shape[-1] != k.shape[-2]:
+        raise ValueError(f"k: expected square matrices (..., N, N), got shape {k.shape}")
+    lam, v = np.linalg.eigh(0.5 * (k + np.swapaxes(k, -1, -2)))
+    lam, v = lam[..., ::-1], v[..., ::-1]
+    # Sign: entry of largest magnitude positive. Round magnitudes so near-ties resolve the same way.
+    mag = np.round(np.abs(v), 12)
+    idx = np.argmax(mag, axis=-2)[..., None, :]  # (..., 1, N)
+    sign = np.sign(np.take_along_axis(v, idx, axis=-2))
+    sign = np.where(sign == 0, 1.0, sign)
+    return np.ascontiguousarray(lam), np.ascontiguousarray(v * sign)
+
+
+def project(r: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Mode coefficients c_i = <v_i, r>. ``r`` (..., N), ``v`` (..., N, N) broadcast together."""
+    r = np.asarray(r, np.float64)
+    return (np.swapaxes(np.asarray(v, np.float64), -1, -2) @ r[..., None])[..., 0]
+
+
+def reconstruct(c: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """The residual sum_i c_i v_i from its mode coefficients (inverse of :func:`project`)."""
+    return (np.asarray(v, np.float64) @ np.asarray(c, np.float64)[..., None])[..., 0]
+
+
+def decay_factor(lam: np.ndarray, lr: float, n: int, steps: np.ndarray) -> np.ndarray:
+    """(1 - lr lambda_i / N)^t for every step t and mode i: shape (..., T, N) for ``lam`` (..., N).
+
+    Computed as sign^t |1 - a|^t so that rates above 1 (oscillating modes) stay real."""
+    lam = np.asarray(lam, np.float64)
+    steps = np.asarray(steps, np.float64)
+    base = 1.0 - lr * lam[..., None, :] / n  # (..., 1, N)
+    t = steps[:, None]  # (T, 1)
+    return np.sign(base) ** t * np.abs(base) ** t
+
+
+def predicted_coefficients(c0: np.ndarray, lam: np.ndarray, lr: float, n: int, steps) -> np.ndarray:
+    """Constant-kernel prediction c_{t,i} = (1 - lr lambda_i / N)^t c_{0,i}: (..., T, N)."""
+    return decay_factor(lam, lr, n, steps) * np.asarray(c0, np.float64)[..., None, :]
+
+
+def linear_residuals(k: np.ndarray, r0: np.ndarray, lr: float, steps) -> np.ndarray:
+    """Residuals (..., T, N) of discrete GD with the constant kernel ``k`` (..., N, N) from ``r0`` (..., N)."""
+    lam, v = eig_modes(k)
+    c = predicted_coefficients(project(r0, v), lam, lr, np.shape(k)[-1], steps)
+    return reconstruct(c, v[..., None, :, :])
+
+
+def departure_step(c: np.ndarray, c_pred: np.ndarray, steps, *, tol: float = 0.1, floor: float = 0.05) -> np.ndarray:
+    """First checkpoint step at which a mode leaves its prediction; NaN if it never does.
+
+    ``c``, ``c_pred``: (..., T, N) measured and predicted coefficients (t = 0 first). Mode i
+    has departed at t when |c_{t,i} - c_pred_{t,i}| > tol * s_i, with the scale
+    s_i = max(|c_{0,i}|, floor * ||r_0||): relative to the mode's own initial amplitude,
+    but not below a fraction of the whole initial residual, so that modes the initial
+    residual barely excites are not flagged by a tiny absolute change. Shape (..., N).
+    """
+    c = np.asarray(c, np.float64)
+    c_pred = np.asarray(c_pred, np.float64)
+    steps = np.asarray(steps, np.float64)
+    c0 = c[..., 0, :]
+    scale = np.maximum(np.abs(c0), floor * np.linalg.norm(c0, axis=-1, keepdims=True))  # (..., N)
+    with np.errstate(invalid="ignore"):
+        off = ~(np.abs(c - c_pred) <= tol * scale[..., None, :])  # non-finite counts as departed
+    first = np.argmax(off, axis=-2)  # (..., N)
+    return np.where(off.any(axis=-2), steps[first], np.nan)
+
+
+def op_norm(a: np.ndarray) -> np.ndarray:
+    """Operator 2-norm (largest singular value) of symmetric matrices (..., N, N): max |eigenvalue|."""
+    a = np.asarray(a, np.float64)
+    return np.max(np.abs(np.linalg.eigvalsh(0.5 * (a + np.swapaxes(a, -1, -2)))), axis=-1)
+
+
+def kernel_motion(k_t: np.ndarray, k_0: np.ndarray) -> np.ndarray:
+    """||K_t - K_0||_2 (operator norm); ``k_0`` broadcasts against ``k_t``."""
+    return op_norm(np.asarray(k_t, np.float64) - np.asarray(k_0, np.float64))
+
+
+#: Eigenvalues of K_0 below RCOND * lambda_max are numerically zero (float32 kernels of narrow
+#: deep ReLU nets reach them); they are clipped there, so a ratio of ~1/RCOND means "singular".
+RCOND = 1e-7
+
+
+def clipped_spectrum(k_0: np.ndarray) -> np.ndarray:
+    """Eigenvalues of K_0 in descending order, clipped below at RCOND * lambda_max."""
+    lam = eig_modes(k_0)[0]
+    return np.maximum(lam, RCOND * lam[..., :1])
+
+
+def laziness_ratio(k_t: np.ndarray, k_0: np.ndarray) -> np.ndarray:
+    """||K_t - K_0||_2 / lambda_min(K_0): below ~1 the kernel's motion is small even in its
+    slowest direction. ``k_t`` (..., T, N, N), ``k_0`` (..., N, N); returns (..., T).
+    lambda_min is clipped at RCOND * lambda_max (see :data:`RCOND`)."""
+    lam_min = clipped_spectrum(k_0)[..., -1]
+    return kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]) / lam_min[..., None]
+
+
+def mode_laziness(k_t: np.ndarray, k_0: np.ndarray) -> np.ndarray:
+    """sup_t ||K_t - K_0||_2 / lambda_i(K_0) per mode (descending lambda, clipped as in
+    :func:`laziness_ratio`): (..., N)."""
+    dk = np.nanmax(kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]), axis=-1)
+    return dk[..., None] / clipped_spectrum(k_0)

@@ -1,0 +1,368 @@
+"""Figures of the regimes study, drawn from stored results only (summary.json + curves.npz).
+
+``regimes_figures(out_dir)`` writes PNG + PDF of:
+
+* ``regimes_modes``: per eigenmode of the analytic NTK, the measured decay c_t/c_0 of the
+  network and of its linearization against the prediction (1 - lr lambda_i/N)^t;
+* ``regimes_departure``: the step at which each mode leaves its prediction, against lambda_i;
+* ``regimes_kernel_motion``: ||K_t - K_0||_2 against the spectrum, the laziness ratio over width;
+* ``regimes_heatmaps``: the final network-vs-linearization gap over width x each map axis;
+* ``regimes_gap_vs_laziness``: the gap against the laziness ratio over all runs, with a fit;
+* ``regimes_wide_enough``: the gap against width per depth and the width where it falls below the threshold;
+* ``regimes_options``: centred / doubled / smaller output scale / float64 against the plain setup.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from studylib import style
+from studylib.results import read_json, read_npz
+
+plt = style.plt
+
+AXIS_LABELS = {
+    "lr_fraction": r"learning rate / critical rate $2N/\lambda_{\max}(\Theta)$",
+    "depth": "depth (hidden layers)",
+    "x_range": r"input scale: $x \in [-r, r]$, r =",
+    "parameterization": "parameterization",
+}
+GAP_LABEL = r"gap = RMSE$_{|x|\leq r}(f_{\rm net} - f_{\rm lin})$ / RMS$(y)$ at the last step"
+LAZY_LABEL = r"laziness ratio $\sup_t \|K_t - K_0\|_2 / \lambda_{\min}(K_0)$"
+HORIZON_LABEL = (r"horizon laziness ratio $\sup_t \|K_t - K_0\|_2 / \max(\lambda_{\min}(K_0), N/\eta T)$"
+                 "\n(kernel motion against the slowest mode the run can fit by its last step T)")
+
+
+def _width_axis(ax, widths) -> None:
+    """Log x axis with one labelled tick per width (no crowded minor labels)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([float(w) for w in widths]))
+    ax.set_xticklabels([str(int(w)) for w in widths])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _base_cells(summary: dict) -> list[tuple[int, int]]:
+    """(cell index, width) of the base cell at each width, in width order."""
+    base = summary["base_cell"]
+    out = [(c["index"], c["width"]) for c in summary["cells"]
+           if all(c[k] == v for k, v in base.items())]
+    return sorted(out, key=lambda t: t[1])
+
+
+def _nanmedian(a, axis=0):
+    with np.errstate(all="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return np.nanmedian(a, axis=axis)
+
+
+def fig_modes(summary, arrays, out_dir) -> list[Path]:
+    steps = np.asarray(summary["checkpoint_steps"], np.float64)
+    base = _base_cells(summary)
+    idx0 = base[0][0]
+    lam = arrays[f"cell{idx0}/theta_lambda"]
+    n_modes = lam.size
+    lr = {w: summary["cells"][i]["learning_rate"] for i, w in base}
+    ncol = 5
+    nrow = int(np.ceil(n_modes / ncol))
+    fig, axes = plt.subplots(nrow, ncol, figsize=(2.6 * ncol + 1.6, 2.3 * nrow + 0.6), sharex=True, sharey=True)
+    axes = np.atleast_1d(axes).ravel()
+    t = np.maximum(steps, 0.5)
+    for m in range(n_modes):
+        ax = axes[m]
+        for i, w in base:
+            c_net = arrays[f"cell{i}/coeff/net_inf"]
+            c_lin = arrays[f"cell{i}/coeff/lin_inf"]
+            with np.errstate(all="ignore"):
+                r_net = _nanmedian(c_net[:, :, m] / c_net[:, :1, m])
+                r_lin = _nanmedian(c_lin[:, :, m] / c_lin[:, :1, m])
+            col = style.width_color(w)
+            ax.plot(t, r_net, color=col, lw=1.4, label=f"network n={w}" if m == 0 else None)
+            ax.plot(t, r_lin, color=col, lw=1.0, ls=":", label=f"linearization n={w}" if m == 0 else None)
+        w0 = base[0][1]
+        a = lr[w0] * lam[m] / n_modes
+        pred = np.sign(1 - a) ** steps * np.abs(1 - a) ** steps
+        ax.plot(t, pred, color="k", ls="--", lw=1.2, label=r"closed form $(1-\eta\lambda_i/N)^t$" if m == 0 else None)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.6, 1.6)
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.set_title(rf"mode {m}: $\lambda_{{{m}}}={lam[m]:.3g}$, $N/\eta\lambda={1 / a:.3g}$ steps", fontsize=8)
+        if m % ncol == 0:
+            ax.set_ylabel(r"$c_{t,i} / c_{0,i}$ (seed median)")
+        if m >= n_modes - ncol:
+            ax.set_xlabel("GD step t (0 drawn at 0.5)")
+    for ax in axes[n_modes:]:
+        ax.set_visible(False)
+    c = summary["base_cell"]
+    fig.suptitle("Residual f(X) - Y projected on eigenvector i of the analytic NTK Θ (mode 0 fastest): measured decay "
+                 f"vs the constant-kernel prediction\n(depth {c['depth']}, {c['parameterization']} param., "
+                 f"lr = {c['lr_fraction']:g} x critical, x in [-{c['x_range']:g}, {c['x_range']:g}]; "
+                 "linearization = f(θ0) + J0(θ - θ0); it differs from the prediction only through K0 ≠ Θ)",
+                 fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.93), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return style.save(fig, Path(out_dir) / "regimes_modes")
+
+
+def fig_departure(summary, arrays, out_dir) -> list[Path]:
+    steps = np.asarray(summary["checkpoint_steps"], np.float64)
+    t_max = steps[-1]
+    base = _base_cells(summary)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, key, title in (
+        (axes[0], "net_emp", "network vs prediction with its own K0\n(kernel motion during training only)"),
+        (axes[1], "net_inf", "network vs prediction with the analytic Θ\n(kernel motion + K0 ≠ Θ at init)"),
+    ):
+        for j, (i, w) in enumerate(base):
+            lam = arrays[f"cell{i}/k0_lambda"] if key.endswith("emp") else \
+                np.broadcast_to(arrays[f"cell{i}/theta_lambda"], arrays[f"cell{i}/departure/{key}"].shape)
+            dep = arrays[f"cell{i}/departure/{key}"]
+            col = style.width_color(w)
+            ok = np.isfinite(dep)
+            jitter = 1.0 + 0.04 * (j - len(base) / 2)
+            ax.scatter(lam[ok], dep[ok] * jitter, color=col, s=18, label=f"n={w}")
+            ax.scatter(lam[~ok], np.full((~ok).sum(), t_max * 1.6 * jitter), color=col, s=22, marker="^")
+        i0 = base[0][0]
+        lr = summary["cells"][i0]["learning_rate"]
+        lam_all = arrays[f"cell{i0}/theta_lambda"]
+        n = lam_all.size
+        lg = np.geomspace(lam_all.min() / 3, lam_all.max() * 3, 50)
+        ax.plot(lg, n / (lr * lg), color="k", ls="--", lw=1, label=r"mode time scale $N/(\eta\lambda)$")
+        ax.axhline(t_max, color="0.5", lw=0.8)
+        ax.scatter([], [], color="0.4", marker="^", s=22, label="did not depart by the last step")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_ylim(0.5, t_max * 4)
+        ax.set_xlabel(r"eigenvalue $\lambda_i$ of the kernel the prediction uses")
+        ax.set_title(title, fontsize=9)
+    axes[0].set_ylabel(r"departure step: first t with $|c_{t,i} - c^{\rm pred}_{t,i}| > $"
+                       + f"{summary['config']['departure_tol']:g}" + r"$\,|c_{0,i}|$")
+    style.legend_outside(axes[1], fontsize=8)
+    fig.suptitle("When does each mode leave the constant-kernel prediction? (base cell, all seeds)", fontsize=10)
+    fig.tight_layout()
+    return style.save(fig, Path(out_dir) / "regimes_departure")
+
+
+def fig_kernel_motion(summary, arrays, out_dir) -> list[Path]:
+    steps = np.asarray(summary["checkpoint_steps"], np.float64)
+    base = _base_cells(summary)
+    widths = np.array([w for _, w in base], np.float64)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
+    ax = axes[0]
+    lam_min0 = []
+    for i, w in base:
+        dk = _nanmedian(arrays[f"cell{i}/curve/kernel_change_op"])
+        ax.plot(steps[1:], dk[1:], color=style.width_color(w), label=f"n={w}")
+        lam_min0.append(_nanmedian(arrays[f"cell{i}/k0_lambda"][:, -1]))
+    lam_theta = arrays[f"cell{base[0][0]}/theta_lambda"]
+    for k, ls in ((0, "-."), (-1, "--")):
+        name = r"$\lambda_{\max}(\Theta)$" if k == 0 else r"$\lambda_{\min}(\Theta)$"
+        ax.axhline(lam_theta[k], color="k", ls=ls, lw=1, label=f"{name} = {lam_theta[k]:.3g}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("GD step t")
+    ax.set_ylabel(r"$\|K_t - K_0\|_2$ (operator norm, seed median)")
+    ax.set_title("kernel motion against the spectrum", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    lazy = [summary["cells"][i]["metrics"]["laziness_ratio"]["per_seed"] for i, _ in base]
+    frob = [summary["cells"][i]["metrics"]["rel_ntk_change"]["per_seed"] for i, _ in base]
+    for w, lz, fr in zip(widths, lazy, frob, strict=True):
+        lz = np.asarray(lz, np.float64)
+        fr = np.asarray(fr, np.float64)
+        ax.scatter(np.full(lz.shape, w), lz, color=style.width_color(w), s=14)
+        ax.scatter(np.full(fr.shape, w), fr, color=style.width_color(w), s=14, marker="x")
+    ax.plot(widths, _nanmedian(np.array(lazy, np.float64), axis=1), "k-", lw=1.2,
+            label=r"$\sup_t\|K_t-K_0\|_2/\lambda_{\min}(K_0)$ (laziness ratio)")
+    ax.plot(widths, _nanmedian(np.array(frob, np.float64), axis=1), "k:", lw=1.2,
+            label=r"$\sup_t\|K_t-K_0\|_F/\|K_0\|_F$ (relative, Frobenius)")
+    anchor = _nanmedian(np.array(lazy, np.float64), axis=1)[0]
+    if np.isfinite(anchor):
+        style.reference_slopes(ax, widths, anchor)
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    _width_axis(ax, widths)
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden width n")
+    ax.set_ylabel("kernel change (per seed; line: median)")
+    ax.set_title("same kernel motion, two normalisations", fontsize=9)
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    for i, w in base:
+        ml = _nanmedian(arrays[f"cell{i}/mode_laziness"])
+        ax.plot(np.arange(ml.size), ml, "o-", ms=3, color=style.width_color(w), label=f"n={w}")
+    ax.axhline(1.0, color="0.5", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel(r"mode i of $K_0$ (descending $\lambda_i$; 0 = fastest)")
+    ax.set_ylabel(r"$\sup_t \|K_t - K_0\|_2 / \lambda_i(K_0)$ (seed median)")
+    ax.set_title("kernel motion against each mode: above 1 the mode's rate is not constant", fontsize=9)
+    style.legend_outside(ax, fontsize=7)
+    c = summary["base_cell"]
+    fig.suptitle(f"Kernel motion of the network (base cell: depth {c['depth']}, {c['parameterization']}, "
+                 f"lr = {c['lr_fraction']:g} x critical); K = empirical NTK on the N training inputs", fontsize=10)
+    fig.tight_layout()
+    return style.save(fig, Path(out_dir) / "regimes_kernel_motion")
+
+
+def fig_heatmaps(summary, out_dir) -> list[Path]:
+    widths = summary["widths"]
+    heat = summary["heatmaps"]
+    keys = [k for k in heat if len(heat[k]["values"]) > 1] or list(heat)[:1]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys) + 1.2, 3.8), squeeze=False, layout="constrained")
+    axes = axes[0]
+    vals_all = np.concatenate([np.asarray(heat[k]["gap_median"], np.float64).ravel() for k in keys])
+    vals_all = vals_all[np.isfinite(vals_all) & (vals_all > 0)]
+    lo, hi = (np.log10(vals_all.min()), np.log10(vals_all.max())) if vals_all.size else (-2, 0)
+    im = None
+    for ax, key in zip(axes, keys, strict=True):
+        g = np.asarray(heat[key]["gap_median"], np.float64)
+        with np.errstate(all="ignore"):
+            lg = np.log10(g)
+        ax.set_facecolor("0.85")
+        im = ax.imshow(np.ma.masked_invalid(lg), origin="lower", aspect="auto", cmap="magma_r", vmin=lo, vmax=hi)
+        for a in range(g.shape[0]):
+            for b in range(g.shape[1]):
+                txt = "div." if not np.isfinite(g[a, b]) else f"{g[a, b]:.2g}"
+                dark = np.isfinite(lg[a, b]) and (lg[a, b] - lo) > 0.6 * (hi - lo)
+                ax.text(b, a, txt, ha="center", va="center", fontsize=7, color="w" if dark else "k")
+        ax.set_xticks(range(len(widths)), [str(w) for w in widths])
+        ax.set_yticks(range(len(heat[key]["values"])), [str(v) for v in heat[key]["values"]])
+        ax.set_xlabel("hidden width n")
+        ax.set_ylabel(AXIS_LABELS.get(key, key), fontsize=8)
+        ax.grid(False)
+    cb = fig.colorbar(im, ax=list(axes), fraction=0.025, pad=0.02)
+    cb.set_label(r"log$_{10}$ gap (seed median)")
+    c = summary["base_cell"]
+    fig.suptitle(f"Network vs linearization: {GAP_LABEL}\nother settings at the base cell (depth {c['depth']}, "
+                 f"{c['parameterization']}, lr {c['lr_fraction']:g} x critical, r = {c['x_range']:g}); "
+                 "grey 'div.': every seed diverged", fontsize=9)
+    return style.save(fig, Path(out_dir) / "regimes_heatmaps")
+
+
+def _all_runs(summary):
+    rows = []
+    base = summary["base_cell"]
+    for c in summary["cells"]:
+        diff = [k for k in base if c[k] != base[k]]
+        group = "base" if not diff else (f"option: {c['option']}" if c["option"] != "plain" else f"axis: {diff[0]}")
+        key = "laziness_ratio_horizon" if "laziness_ratio_horizon" in c["metrics"] else "laziness_ratio"
+        lz = np.asarray(c["metrics"][key]["per_seed"], np.float64)
+        gp = np.asarray(c["metrics"]["gap"]["per_seed"], np.float64)
+        for a, b in zip(lz, gp, strict=True):
+            rows.append((c["width"], group, a, b))
+    return rows
+
+
+def fig_gap_vs_laziness(summary, out_dir) -> list[Path]:
+    rows = _all_runs(summary)
+    groups = sorted({r[1] for r in rows}, key=lambda g: (g != "base", g))
+    markers = dict(zip(groups, "osD^v<>pPX*h8", strict=False))
+    fig, ax = plt.subplots(figsize=(7.2, 4.6))
+    for g in groups:
+        sel = [r for r in rows if r[1] == g]
+        ax.scatter([r[2] for r in sel], [r[3] for r in sel], c=[style.width_color(r[0]) for r in sel],
+                   marker=markers[g], s=22, edgecolors="k", linewidths=0.3, label=g)
+    fit = summary.get("gap_vs_laziness_horizon", summary["gap_vs_laziness"])
+    plain = summary["gap_vs_laziness"]
+    if fit["slope"] is not None:
+        xs = np.array([r[2] for r in rows], np.float64)
+        xs = xs[np.isfinite(xs) & (xs > 0)]
+        xg = np.geomspace(xs.min(), xs.max(), 50)
+        ax.plot(xg, 10 ** fit["intercept"] * xg ** fit["slope"], "k--", lw=1.2,
+                label=f"fit: gap = {10 ** fit['intercept']:.2g} ratio^{fit['slope']:.2f}")
+        ax.text(0.02, 0.97, f"{fit['n']} runs; Pearson r(log, log) = {fit['pearson_log']:.2f}, "
+                f"Spearman = {fit['spearman']:.2f}\n"
+                f"(gap vs ratio to $\\lambda_{{\\min}}(K_0)$ alone: Spearman = {plain['spearman']:.2f}; "
+                f"vs relative Frobenius change: {summary['gap_vs_rel_ntk_change_frobenius']['spearman']:.2f})",
+                transform=ax.transAxes, va="top", fontsize=8)
+    ax.axvline(1.0, color="0.5", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(HORIZON_LABEL if "gap_vs_laziness_horizon" in summary else LAZY_LABEL, fontsize=8)
+    ax.set_ylabel(GAP_LABEL, fontsize=8)
+    ax.set_title("Every run of the map (colour = width, viridis: dark narrow … yellow wide)", fontsize=9)
+    style.legend_outside(ax, fontsize=7)
+    return style.save(fig, Path(out_dir) / "regimes_gap_vs_laziness")
+
+
+def fig_wide_enough(summary, out_dir) -> list[Path]:
+    widths = np.asarray(summary["widths"], np.float64)
+    h = summary["heatmaps"]["depth"]
+    thr = summary["wide_enough"]["threshold"]
+    cmap = plt.get_cmap("plasma")
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
+    depths = h["values"]
+    for j, d in enumerate(depths):
+        col = cmap(0.1 + 0.75 * j / max(len(depths) - 1, 1))
+        g = np.asarray(h["gap_median"][j], np.float64)
+        ax.plot(widths, g, "o-", color=col, label=f"depth {d}")
+        we = summary["wide_enough"]["width_by_depth"][str(d)]
+        if we is not None:
+            ax.plot([we], [thr], marker="*", ms=13, color=col, mec="k", mew=0.5)
+    ax.axhline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:g}")
+    _width_axis(ax, widths)
+    txt = "\n".join(f"depth {d}: " + (f"n ≈ {w:.0f}" if w is not None else f"> {int(widths[-1])}")
+                    for d, w in summary["wide_enough"]["width_by_depth"].items())
+    ax.text(1.02, 0.02, "wide enough (gap < threshold\nat this and every wider width):\n" + txt,
+            transform=ax.transAxes, fontsize=8, va="bottom")
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden width n")
+    ax.set_ylabel(GAP_LABEL, fontsize=8)
+    c = summary["base_cell"]
+    ax.set_title(f"How wide is wide enough? (seed median; {c['parameterization']}, lr {c['lr_fraction']:g} x "
+                 f"critical, r = {c['x_range']:g}, {summary['checkpoint_steps'][-1]} steps)", fontsize=9)
+    style.legend_outside(ax, fontsize=8)
+    return style.save(fig, Path(out_dir) / "regimes_wide_enough")
+
+
+def fig_options(summary, out_dir) -> list[Path]:
+    widths = np.asarray(summary["widths"], np.float64)
+    opts = summary["options"]
+    styles = {"plain": ("k", "o-"), "centred": ("C0", "s-"), "doubled": ("C1", "D-"),
+              "out_scale": ("C2", "^-"), "float64": ("C3", "v--")}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.9))
+    alpha = summary["config"]["output_scale"]
+    names = {"plain": "plain", "centred": r"centred $f - f(\theta_0)$",
+             "doubled": r"doubled $(f(\theta_a) - f(\theta_b))/\sqrt{2}$",
+             "out_scale": rf"output scale $\alpha f$, $\alpha$={alpha:g}", "float64": "float64"}
+    for opt, row in opts.items():
+        col, fmt = styles.get(opt, ("C4", "x-"))
+        for ax, key in zip(axes, ("gap_median", "laziness_median", "loss_net_median"), strict=True):
+            y = np.array([np.nan if v is None else v for v in row[key]], np.float64)
+            ax.plot(widths, y, fmt, color=col, label=names.get(opt, opt), ms=4)
+    axes[0].set_ylabel(GAP_LABEL, fontsize=7)
+    axes[1].set_ylabel(LAZY_LABEL, fontsize=8)
+    axes[2].set_ylabel(r"network training loss $\frac{1}{2}$mean$(f-y)^2$ at the last step", fontsize=8)
+    for ax in axes:
+        _width_axis(ax, widths)
+        ax.set_yscale("log")
+        ax.set_xlabel("hidden width n")
+    style.legend_outside(axes[2], fontsize=8)
+    fig.suptitle("Options used to get closer to the limit, at the base cell (seed medians)", fontsize=10)
+    fig.tight_layout()
+    return style.save(fig, Path(out_dir) / "regimes_options")
+
+
+def regimes_figures(out_dir) -> list[Path]:
+    """Draw every figure from ``out_dir``/summary.json and curves.npz; returns the written paths."""
+    out_dir = Path(out_dir)
+    summary = read_json(out_dir / "summary.json")
+    arrays = read_npz(out_dir / summary.get("curves_file", "curves.npz"))
+    paths: list[Path] = []
+    paths += fig_modes(summary, arrays, out_dir)
+    paths += fig_departure(summary, arrays, out_dir)
+    paths += fig_kernel_motion(summary, arrays, out_dir)
+    paths += fig_heatmaps(summary, out_dir)
+    paths += fig_gap_vs_laziness(summary, out_dir)
+    if len(summary["heatmaps"]["depth"]["values"]) > 0:
+        paths += fig_wide_enough(summary, out_dir)
+    if len(summary["options"]) > 1:
+        paths += fig_options(summary, out_dir)
+    return paths
