@@ -123,8 +123,83 @@ def compare_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def ensemble_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
+    cfg = summary["config"]
+    steps = summary["checkpoint_steps"]
+    t_idx = sorted({0, len(steps) // 2, len(steps) - 1})
+    parts = [
+        "## Ensembles against the infinite-width Gaussian process (`study.ensemble`)\n",
+        f"{summary['members']} networks per width (depth {cfg['model']['depth']}, {cfg['model']['parameterization']} "
+        f"parameterization), full-batch GD for {cfg['steps']} steps; ensemble mean and standard deviation over the "
+        f"test grid against `gradient_descent_mse_ensemble` (NTK-GP when all layers train, NNGP-GP when only the "
+        f"readout trains). Errors are in units of the GP's RMS σ; the floor is what {summary['members']} exact GP "
+        f"draws give (mean, 95% quantile). {summary['reference']}",
+        "",
+        setup_block(summary),
+    ]
+    for mode in ("ntk", "readout"):
+        if f"{mode}/mean_err" not in summary["metrics"]:
+            continue
+        me, se, cal = (summary["metrics"][f"{mode}/{k}"] for k in ("mean_err", "std_err", "calibration"))
+        header = ["width"] + [f"mean err t={steps[i]}" for i in t_idx] + [f"std err t={steps[t_idx[-1]]}",
+                                                                         f"in ±2σ t={steps[t_idx[-1]]}"]
+        rows = [[str(w)] + [fmt(me["per_time"][j][i]) for i in t_idx] + [fmt(se["per_time"][j][t_idx[-1]]),
+                                                                         fmt(cal["per_time"][j][t_idx[-1]], 2)]
+                for j, w in enumerate(summary["widths"])]
+        floor = [me["floor"]["mean"][i] for i in t_idx]
+        q95 = [me["floor"]["q95"][i] for i in t_idx]
+        rows.append(["GP floor"] + [f"{fmt(f)} (95%: {fmt(q)})" for f, q in zip(floor, q95, strict=True)]
+                    + [fmt(se["floor"]["mean"][t_idx[-1]]), fmt(cal["floor"]["mean"][t_idx[-1]], 2)])
+        parts += [f"\n### {'All layers trained vs NTK-GP' if mode == 'ntk' else 'Readout only vs NNGP-GP'} "
+                  f"(lr = {fmt(summary['learning_rate'][mode])})\n", table(header, rows)]
+    parts += ["", figure_links(figs, report_dir)]
+    return "\n".join(parts)
+
+
+def regimes_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
+    widths = summary["widths"]
+    base = summary["base_cell"]
+    parts = [
+        "## Where the theory holds and where it fails (`study.regimes`)\n",
+        "Gap = RMSE(network − linearization) on the interpolation range at the last step, divided by RMS(y) "
+        f"(median over seeds). Base cell: {', '.join(f'{k} = {v}' for k, v in base.items())}; each map varies "
+        "one axis with the others at the base cell.",
+        "",
+        setup_block(summary),
+    ]
+    for axis, hm in summary["heatmaps"].items():
+        rows = [[str(v)] + [fmt(g, 2) for g in row] for v, row in zip(hm["values"], hm["gap_median"], strict=True)]
+        parts += [f"\n### Gap over width × {axis}\n", table([axis] + [f"n = {w}" for w in widths], rows)]
+    rows = []
+    for key, label in (("gap_vs_laziness", "sup‖K_t − K_0‖₂ / λ_min(K_0)"),
+                       ("gap_vs_laziness_horizon", "sup‖K_t − K_0‖₂ / max(λ_min(K_0), N/(ηT))"),
+                       ("gap_vs_rel_ntk_change_frobenius", "‖K_T − K_0‖_F / ‖K_0‖_F")):
+        fit = summary.get(key)
+        if fit:
+            rows.append([label, str(fit["n"]), fmt(fit["slope"], 2), fmt(fit["pearson_log"], 2),
+                         fmt(fit["spearman"], 2)])
+    parts += ["\n### Gap against candidate laziness ratios (all cells)\n",
+              table(["ratio", "runs", "log-log slope", "Pearson (log)", "Spearman"], rows)]
+    we = summary["wide_enough"]
+    parts += [f"\n### Width from which the gap stays below {we['threshold']}, per depth\n",
+              table(["depth", "width"], [[d, "not reached" if w is None else fmt(w, 3)]
+                                        for d, w in we["width_by_depth"].items()])]
+    rows = [[name] + [fmt(g, 3) for g in opt["gap_median"]] for name, opt in summary["options"].items()]
+    parts += ["\n### Options meant to bring a network closer to the limit (gap at the base cell)\n",
+              table(["option"] + [f"n = {w}" for w in widths], rows)]
+    mb = summary["modes_base"][-1]
+    rows = [[str(i), fmt(lam), fmt(ts), fmt(dep)] for i, (lam, ts, dep) in enumerate(
+        zip(mb["theta_lambda"], mb["mode_timescale_steps"], mb["departure_net_emp_median"], strict=True))]
+    parts += [f"\n### Modes at width {mb['width']} (base cell): when the network leaves the constant-kernel "
+              "prediction\n", table(["mode", "λ_i(Θ)", "time scale N/(ηλ_i) [steps]",
+                                      "departure step (median; none = never)"], rows)]
+    parts += ["", figure_links(figs, report_dir)]
+    return "\n".join(parts)
+
+
 #: study -> section writer(summary, figure paths, report folder) -> markdown.
-SECTIONS: dict[str, Callable[[dict, list[Path], Path], str]] = {"compare": compare_section}
+SECTIONS: dict[str, Callable[[dict, list[Path], Path], str]] = {
+    "compare": compare_section, "ensemble": ensemble_section, "regimes": regimes_section}
 
 
 def generic_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
