@@ -1,6 +1,7 @@
 """Architecture registry, user architectures, datasets and their validation."""
 
-import textwrap
+import json
+import re
 
 import jax
 import numpy as np
@@ -33,25 +34,44 @@ def test_registered_architectures_give_consistent_triples(arch):
     assert np.mean(errs) < 0.35, errs
 
 
-def test_user_architecture_from_module(tmp_path, monkeypatch):
-    (tmp_path / "my_arch.py").write_text(textwrap.dedent('''
-        from studylib._nt import stax
+def _readme_example() -> str:
+    """The user-architecture example exactly as README.md shows it."""
+    from pathlib import Path
 
-        def build(width, cfg):
-            return stax.serial(stax.Dense(width, W_std=1.5, b_std=0.05), stax.Gelu(),
-                               stax.Dense(1, W_std=1.5, b_std=0.05))
-    '''))
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```python\n(# my_arch.py.*?)```", readme, re.S)
+    assert block, "README lost its user-architecture example"
+    return block.group(1)
+
+
+def test_user_architecture_from_module(tmp_path, monkeypatch):
+    (tmp_path / "my_arch.py").write_text(_readme_example())
     monkeypatch.syspath_prepend(str(tmp_path))
-    cfg = ModelConfig(arch="my_arch:build")
+    cfg = ModelConfig(arch="my_arch:build", options={"blocks": 3})
     net = models.build(cfg, 32)
     _, params = net.init_fn(jax.random.PRNGKey(0), X.shape)
     assert net.apply_fn(params, X).shape == (6, 1)
+    assert len(models.dense_layer_indices(params)) == 4  # blocks=3 hidden Dense + readout
     with pytest.raises(ConfigError, match="cannot import module 'no_such_mod'"):
         ModelConfig(arch="no_such_mod:build")
     with pytest.raises(ConfigError, match="has no function 'nope'"):
         ModelConfig(arch="my_arch:nope")
     with pytest.raises(ConfigError, match="accepted: fc, erf_fc, res_fc"):
         ModelConfig(arch="transformer")
+
+
+def test_readme_command_with_user_architecture(tmp_path, monkeypatch):
+    from study import compare as entry
+
+    (tmp_path / "my_arch.py").write_text(_readme_example())
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "out"
+    entry.main(["--arch", "my_arch:build", "--arch-option", "blocks=3", "--preset", "tiny", "--widths", "8",
+                "--steps", "3", "--checkpoints", "3", "--no-figures", "--no-progress", "--out", str(out)])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["model"] == {**summary["config"]["model"], "arch": "my_arch:build",
+                                          "options": {"blocks": 3}}
+    assert len([k for k in summary["metrics"] if re.fullmatch(r"rel_weight_change_l\d", k)]) == 4
 
 
 def test_datasets_shapes_and_regions(tmp_path):
