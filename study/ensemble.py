@@ -36,6 +36,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, help="members per vmapped batch (default: all)")
     p.add_argument("--dtype", help="float32 (default) or float64 for the networks (the GP is always float64)")
     cli.add_model_flags(p)
+    cli.add_data_flags(p)
     p.add_argument("--out", default="results/ensemble", help="output folder (default: results/ensemble)")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -48,7 +49,7 @@ CONFIG_FLAGS = ("widths", "members", "first_seed", "steps", "lr", "lr_fraction",
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS or k.startswith("model.")}
+    flags = {k: v for k, v in vars(args).items() if k in CONFIG_FLAGS or k.startswith(("model.", "data."))}
 
     def go():
         from studylib import ensemble

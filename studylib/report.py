@@ -197,9 +197,51 @@ def regimes_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     return "\n".join(parts)
 
 
+def dynamics_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
+    cfg = summary["config"]
+    widths, batches = summary["widths"], summary["batch_sizes"]
+    parts = [
+        "## Training dynamics under SGD: the seed's experiment (`study.dynamics`)\n",
+        f"Depth-{cfg['model']['depth']} ReLU network, {cfg['model']['parameterization']} parameterization "
+        f"(W_std = {fmt(cfg['model']['W_std'])}, b_std = {fmt(cfg['model']['b_std'])}), loss `{cfg['loss']}`, "
+        f"lr = {fmt(cfg['lr'])}, {cfg['epochs']} epochs, batch sizes {', '.join(map(str, batches))}, "
+        f"{cfg['seeds']} seed(s); values at the last epoch (mean ± std over seeds).",
+        "",
+        setup_block(summary),
+    ]
+    names = [("rel_param_change", "‖θ_T − θ₀‖/‖θ₀‖"), ("ntk_x0_change", "|ΔK(x₀,x₀)|/K₀(x₀,x₀)"),
+             ("rel_ntk_change", "‖K_T − K₀‖_F/‖K₀‖_F"), ("loss_net", "network loss"),
+             ("loss_lin", "linearized loss"), ("rmse_net_vs_lin_train", "RMSE(net, lin) on the training inputs")]
+    for name, label in names:
+        entry = summary["metrics"].get(name)
+        if entry is None:
+            continue
+        rows = []
+        for w in widths:
+            row = [str(w)]
+            for b in batches:
+                e = entry.get(f"w{w}_b{b}")
+                row.append("n/a" if e is None else mean_std(e["mean"], e["std"]))
+            if name == "rel_param_change":
+                row.append(fmt(summary.get("seed_reported_batch1_rel_param_change", {}).get(str(w))))
+            rows.append(row)
+        header = ["width"] + [f"batch {b}" for b in batches]
+        if name == "rel_param_change":
+            header.append("seed post, batch 1")
+        parts += [f"\n### {label} (`{name}`)\n", table(header, rows)]
+    rows = [[str(c["width"]), str(c["batch_size"]), fmt(c["lr"]),
+             ", ".join(fmt(r, 2) for r in c["lr_over_critical_emp"]),
+             ", ".join(str(e) for e in c["diverged_net_epoch"] if e >= 0) or "none"] for c in summary["per_cell"]]
+    parts += ["\n### Learning rate against each seed's critical rate\n",
+              table(["width", "batch", "lr", "lr / (N/λ_max(K₀)) per seed", "diverged at epoch"], rows),
+              "", figure_links(figs, report_dir)]
+    return "\n".join(parts)
+
+
 #: study -> section writer(summary, figure paths, report folder) -> markdown.
 SECTIONS: dict[str, Callable[[dict, list[Path], Path], str]] = {
-    "compare": compare_section, "ensemble": ensemble_section, "regimes": regimes_section}
+    "compare": compare_section, "dynamics": dynamics_section, "ensemble": ensemble_section,
+    "regimes": regimes_section}
 
 
 def generic_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
