@@ -602,6 +602,6 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_METRICS) -> st
             lo, hi = fit["ci95"]
             slope = f"   {fit['slope']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
             if fit.get("reference"):
-                slope += f"   n^{fit['reference']['slope']:+.1f}"
+                slope += f"   {M.rate_label(fit['reference']['slope'])}"
         lines.append(m.ljust(name_w) + cells + slope)
     return "\n".join(lines)

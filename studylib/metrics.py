@@ -87,3 +87,8 @@ def bootstrap_slope(
     slopes = slopes[np.isfinite(slopes)]
     lo, hi = (np.percentile(slopes, [2.5, 97.5]) if slopes.size else (np.nan, np.nan))
     return {"slope": slope, "intercept": intercept, "ci95": [float(lo), float(hi)]}
+
+
+def rate_label(slope: float) -> str:
+    """'n^-1/2', 'n^-1', ... for a published exponent of the width n."""
+    return {-0.5: "n^-1/2", -1.0: "n^-1", 0.5: "n^1/2", 1.0: "n"}.get(slope, f"n^{slope:g}")

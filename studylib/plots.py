@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from studylib import style
+from studylib.metrics import rate_label
 from studylib.results import read_json, read_npz
 
 plt = style.plt
@@ -85,7 +86,7 @@ def gaps_vs_width(summary: dict, stem) -> list[Path]:
             lo, hi = fit["ci95"]
             title = f"fitted slope {fit['slope']:+.2f}  [95% CI {lo:+.2f}, {hi:+.2f}]"
         if fit.get("reference"):
-            title += f"\npublished: n^{fit['reference']['slope']:+.1f}"
+            title += f"\npublished: {rate_label(fit['reference']['slope'])}"
         ax.set_title(title, fontsize=8)
         _width_axis(ax, widths)
         ax.set_yscale("log")

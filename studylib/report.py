@@ -36,7 +36,9 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def rate(slope: float) -> str:
-    return {-0.5: "n^-1/2", -1.0: "n^-1", 0.5: "n^1/2", 1.0: "n"}.get(slope, f"n^{slope:g}")
+    from studylib.metrics import rate_label
+
+    return rate_label(slope)
 
 
 def config_lines(cfg: dict, prefix: str = "") -> list[str]:
