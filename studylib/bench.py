@@ -1,0 +1,449 @@
+"""Benchmark: the study's SGD step against this machine's floor and a seed-style loop, in one run.
+
+What is timed (all float32, the seed's FC net: depth 5, ReLU, standard parameterization,
+N = 10 points x = linspace(-5, 5, 10)):
+
+* ``floor``: the width-``floor_width`` SGD step as in-place BLAS calls through SciPy's
+  wrappers (batch 1: gemv forward, gemv backward, ger rank-1 update in place; batch > 1:
+  gemm forward/backward and gemm with beta=1 into the weights) -- no allocation of weight
+  sized arrays, so it shows what the cache and the cores allow; and matmul GFLOP/s.
+* ``step``: the study's training step (:mod:`studylib.sgd`; network and function-space
+  linearized model together, after compilation), per step, for each width and batch size,
+  with the method 'auto' picks and, at widths >= 256, also the other one; ``lin_step``: the
+  linearized model alone. Compile time separately.
+* ``record``: one record interval of the dynamics study (``record_every`` epochs plus the
+  metrics: NTK Gram, losses, parameter norms); projects the full ``seed`` preset of
+  ``study.dynamics`` (3 widths x 3 batch sizes x 20000 epochs, one seed).
+* ``ntk``: empirical NTK at (x0, x0) and on the 10 x 10 training Gram: NT's implementations
+  1 and 2 (``nt.empirical_ntk_fn``) and the study's per-layer formula.
+* ``seed_style``: the seed's loop on the same model and data -- Python loop over steps, a
+  jitted ``value_and_grad``, parameters updated op by op with ``tree_map`` outside jit.
+* ``help``: wall time of ``python -m study.compare --help``.
+
+Times are medians over ``repeats`` repetitions of a timed block; other processes on the
+machine change them (the JSON records the load average before and after).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from studylib.config import ConfigError, check_int, check_int_list, set_frozen
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    widths: tuple[int, ...] = (10, 100, 1000, 4096)
+    batch_sizes: tuple[int, ...] = (1, 5, 10)
+    floor_width: int = 1000
+    ntk_widths: tuple[int, ...] = (10, 100, 1000)
+    seed_style_widths: tuple[int, ...] = (10, 100, 1000)
+    seed_style_steps: int = 300
+    #: Target seconds per timed block (the number of steps adapts to it).
+    target_ms: int = 300
+    repeats: int = 3
+    projection_widths: tuple[int, ...] = (10, 100, 1000)
+    projection_epochs: int = 20000
+    record_every: int = 5
+    depth: int = 5
+    n_train: int = 10
+    help_check: bool = True
+
+    def __post_init__(self):
+        for name in ("widths", "batch_sizes", "ntk_widths", "seed_style_widths", "projection_widths"):
+            set_frozen(self, name, check_int_list(name, getattr(self, name)))
+        for name in ("floor_width", "seed_style_steps", "target_ms", "repeats", "projection_epochs",
+                     "record_every", "depth", "n_train"):
+            set_frozen(self, name, check_int(name, getattr(self, name)))
+        for b in self.batch_sizes:
+            if self.n_train % b:
+                raise ConfigError(f"batch_sizes: each must divide n_train={self.n_train}, got {b}")
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Seconds: for tests.
+    "tiny": {"widths": (8,), "batch_sizes": (1,), "floor_width": 32, "ntk_widths": (8,),
+             "seed_style_widths": (8,), "seed_style_steps": 5, "target_ms": 10, "repeats": 1,
+             "projection_widths": (8,), "projection_epochs": 20, "depth": 2, "help_check": False},
+}
+
+
+def _median_time(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+# ------------------------------------------------------------------------------------- floor
+
+def blas_floor(width: int, batch: int, depth: int, *, target_ms: int, repeats: int) -> float:
+    """Seconds per SGD step of the depth-``depth`` net's (depth-1) square hidden layers as
+    in-place SciPy BLAS calls (the input and readout layers are negligible at large width)."""
+    from scipy.linalg import blas
+
+    rng = np.random.default_rng(0)
+    n_sq = depth - 1
+    ws = [np.asfortranarray((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32))
+          for _ in range(n_sq)]
+    assert all(w.dtype == np.float32 and w.flags.f_contiguous for w in ws)  # else BLAS copies every call
+    acts = [np.asfortranarray(rng.standard_normal((width, batch)).astype(np.float32)) for _ in range(n_sq + 1)]
+    lr = np.float32(1e-6)
+
+    def step():
+        for l in range(n_sq):
+            if batch == 1:
+                acts[l + 1][:, 0] = blas.sgemv(1.0, ws[l], acts[l][:, 0], trans=1)
+            else:
+                acts[l + 1][:] = blas.sgemm(1.0, ws[l], acts[l], trans_a=1)
+        d = acts[-1]
+        for l in reversed(range(n_sq)):
+            if batch == 1:
+                dn = blas.sgemv(1.0, ws[l], d[:, 0])[:, None]
+                blas.sger(-lr, acts[l][:, 0], d[:, 0], a=ws[l], overwrite_a=1)
+            else:
+                dn = blas.sgemm(1.0, ws[l], d)
+                blas.sgemm(-lr, acts[l], d, beta=1.0, c=ws[l], trans_b=1, overwrite_c=1)
+            d = dn
+
+    step()
+    t1 = _median_time(step, 3)
+    k = max(3, int(target_ms / 1000 / max(t1, 1e-6)))
+    return _median_time(lambda: [step() for _ in range(k)], repeats) / k
+
+
+def blas_floor_best(width: int, batch: int, depth: int, *, target_ms: int, repeats: int) -> dict[str, float]:
+    """:func:`blas_floor` with OpenBLAS on 1 thread and on its default thread count, each in a
+    fresh process (the thread count is fixed at import); the floor is the faster of the two."""
+    import json
+
+    out = {}
+    for threads in ("1", None):
+        env = dict(os.environ)
+        env.pop("OPENBLAS_NUM_THREADS", None)
+        if threads is not None:
+            env["OPENBLAS_NUM_THREADS"] = threads
+        code = ("import json; from studylib.bench import blas_floor; "
+                f"print(json.dumps(blas_floor({width}, {batch}, {depth}, target_ms={target_ms}, repeats={repeats})))")
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                           cwd=Path(__file__).resolve().parents[1])
+        out[f"threads_{threads or 'default'}"] = json.loads(r.stdout.strip().splitlines()[-1])
+    out["best"] = min(out.values())
+    return out
+
+
+def matmul_gflops(n: int = 1000, repeats: int = 3) -> dict[str, float]:
+    """float32 n x n x n matmul rate: NumPy (OpenBLAS) and XLA."""
+    import jax
+    import jax.numpy as jnp
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    a @ a
+    t_np = _median_time(lambda: [a @ a for _ in range(5)], repeats) / 5
+    ja = jnp.asarray(a)
+    f = jax.jit(lambda x: x @ x)
+    f(ja).block_until_ready()
+    t_jx = _median_time(lambda: [f(ja).block_until_ready() for _ in range(5)], repeats) / 5
+    flops = 2.0 * n**3
+    return {"numpy": flops / t_np / 1e9, "xla": flops / t_jx / 1e9}
+
+
+# ------------------------------------------------------------------------------------ study
+
+def _setup(width: int, depth: int, n: int, seed: int = 0):
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import models, sgd
+
+    net = models.fully_connected(width, depth=depth, W_std=1.0, b_std=0.0, parameterization="standard")
+    _, params = net.init_fn(jax.random.PRNGKey(seed), (1, 1))
+    params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
+    x = jnp.linspace(-5, 5, n, dtype=jnp.float32)[:, None]
+    return net, params, sgd.mlp(width, depth=depth), x, x**3 / 20
+
+
+def study_step(width: int, batch: int, method: str, cfg: BenchConfig) -> dict[str, float]:
+    """Per-step seconds of the study's step (network + linearized model), and of the
+    linearized model alone; compile seconds."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import sgd
+
+    _, params, m, x, y = _setup(width, cfg.depth, cfg.n_train)
+    plan = sgd.Plan(m, n_train=cfg.n_train, batch_size=batch, record_every=cfg.record_every, method=method)
+    dense0 = sgd.dense_params(params)
+    init = jax.jit(lambda d: sgd.measure_init(plan, d, x, x))(dense0)
+    lr = jnp.float32(1e-4)  # small: the timing must not run into overflow
+
+    def run(dense, c, batches):
+        return sgd.train_steps(plan, dense, c, batches, x, y, lr, init["f0_train"], init["k0"])
+
+    def run_lin(c, batches):
+        step = sgd._lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
+        return jax.lax.scan(lambda cc, idx: (step(cc, idx), None), c, batches)[0]
+
+    k = plan.chunk
+    out: dict[str, float] = {}
+    t1 = 0.0
+    for phase in ("probe", "timed"):  # probe one chunk, then size the timed block from it
+        steps = k if phase == "probe" else max(k, round(cfg.target_ms / 1000 / max(t1, 1e-7) / k) * k)
+        perms = sgd.epoch_permutations(jax.random.PRNGKey(1), -(-steps * batch // cfg.n_train) + 1, cfg.n_train)
+        batches = perms.reshape(-1, batch)[:steps]
+        dense = jax.tree_util.tree_map(jnp.copy, dense0)
+        c = jnp.zeros(cfg.n_train, jnp.float32)
+        t0 = time.perf_counter()
+        comp = jax.jit(run, donate_argnums=(0, 1)).lower(dense, c, batches).compile()
+        if phase == "probe":  # the timed block may reuse this compilation (same shapes)
+            out["compile_s"] = time.perf_counter() - t0
+        state = [dense, c]
+
+        def go(comp=comp, batches=batches, state=state):
+            state[0], state[1] = comp(state[0], state[1], batches)
+            jax.block_until_ready(state[1])
+
+        go()
+        if phase == "probe":
+            t1 = _median_time(go, 1) / steps
+            continue
+        out["step_s"] = _median_time(go, cfg.repeats) / steps
+        c_l = jnp.zeros(cfg.n_train, jnp.float32)
+        comp_l = jax.jit(run_lin).lower(c_l, batches).compile()
+        out["lin_step_s"] = _median_time(
+            lambda comp_l=comp_l, b=batches, c_l=c_l: jax.block_until_ready(comp_l(c_l, b)), cfg.repeats) / steps
+        out["steps_timed"] = steps
+    return out
+
+
+def record_time(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
+    """Seconds per record interval of study.dynamics (record_every epochs + metrics), one seed,
+    and the compile time of its segment function."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import dynamics, sgd
+
+    _, params, m, x, y = _setup(width, cfg.depth, cfg.n_train)
+    method = "lowrank" if width >= dynamics.LOWRANK_FROM_WIDTH else "direct"
+    plan = sgd.Plan(m, n_train=cfg.n_train, batch_size=batch, record_every=cfg.record_every, method=method)
+    init_fn, seg, _ = sgd.compiled_runner(plan, vmapped=False)
+    dense0 = sgd.dense_params(params)
+    init = init_fn(dense0, x, x)
+    steps_rec = plan.steps_per_record
+    est = 3e-9 * width * width * batch + 2e-5 * batch + 5e-6  # a rough guess to size the block
+    n_rec = int(np.clip(cfg.target_ms / 1000 / (est * steps_rec), 1, 200))
+    perms = sgd.epoch_permutations(jax.random.PRNGKey(1), n_rec * cfg.record_every, cfg.n_train)
+    perms = perms.reshape(n_rec, cfg.record_every, cfg.n_train)
+    lr = jnp.float32(1e-4)
+    state = [jax.tree_util.tree_map(jnp.copy, dense0), jnp.zeros(cfg.n_train, jnp.float32)]
+    t0 = time.perf_counter()
+    comp = seg.lower(state[0], state[1], dense0, perms, x, y, lr, init).compile()
+    compile_s = time.perf_counter() - t0
+
+    def go():
+        state[0], state[1], r = comp(state[0], state[1], dense0, perms, x, y, lr, init)
+        jax.block_until_ready(r)
+
+    go()
+    return {"record_s": _median_time(go, cfg.repeats) / n_rec, "compile_s": compile_s, "method": method,
+            "records_timed": n_rec}
+
+
+def ntk_times(width: int, cfg: BenchConfig) -> dict[str, float]:
+    """Seconds per empirical NTK evaluation: (x0, x0) and the N x N Gram, per implementation."""
+    import jax
+
+    from studylib import kernels, sgd
+
+    net, params, m, x, _ = _setup(width, cfg.depth, cfg.n_train)
+    dense = sgd.dense_params(params)
+    x0 = x[:1]
+    out: dict[str, float] = {}
+    impls: dict[str, Any] = {f"nt_impl{i}": kernels.empirical_ntk_fn(net.apply_fn, implementation=i)
+                             for i in kernels.NTK_IMPLEMENTATIONS}
+    for name, fn in impls.items():
+        for what, xa in (("x0", x0), ("gram", x)):
+            f = jax.jit(lambda p, xa=xa, fn=fn: fn(xa, None, p))
+            try:
+                f(params).block_until_ready()
+            except Exception as e:  # an implementation that fails is reported, not fatal
+                out[f"{name}_{what}_error"] = f"{type(e).__name__}: {e}"[:200]
+                continue
+            out[f"{name}_{what}_s"] = _median_time(lambda f=f: [f(params).block_until_ready() for _ in range(5)],
+                                                   cfg.repeats) / 5
+    for what, xa in (("x0", x0), ("gram", x)):
+        f = jax.jit(lambda d, xa=xa: sgd.ntk(m, d, xa))
+        f(dense).block_until_ready()
+        out[f"study_{what}_s"] = _median_time(lambda f=f: [f(dense).block_until_ready() for _ in range(5)],
+                                              cfg.repeats) / 5
+    return out
+
+
+def seed_style(width: int, batch: int, cfg: BenchConfig) -> float:
+    """Seconds per step of the seed's loop: Python loop, jitted value_and_grad, tree_map update
+    outside jit (op by op), a fresh permutation each epoch."""
+    import jax
+    import jax.numpy as jnp
+
+    net, params, _, x, y = _setup(width, cfg.depth, cfg.n_train)
+    vg = jax.jit(jax.value_and_grad(lambda p, xb, yb: jnp.mean((net.apply_fn(p, xb) - yb) ** 2)))
+    lr = 1e-4
+    rng = np.random.default_rng(0)
+
+    def loop(steps):
+        nonlocal params
+        done = 0
+        while done < steps:
+            for idx in rng.permutation(cfg.n_train).reshape(-1, batch):
+                _, g = vg(params, x[idx], y[idx])
+                params = jax.tree_util.tree_map(lambda p, g: p - lr * g, params, g)
+                done += 1
+                if done == steps:
+                    break
+        jax.block_until_ready(params)
+
+    loop(3)
+    steps = cfg.seed_style_steps if width <= 1000 else max(5, cfg.seed_style_steps // 10)
+    return _median_time(lambda: loop(steps), 1) / steps
+
+
+def help_time() -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "study.compare", "--help"], check=True, capture_output=True,
+                   cwd=Path(__file__).resolve().parents[1])
+    return time.perf_counter() - t
+
+
+# --------------------------------------------------------------------------------------- run
+
+def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
+    """Every measurement; writes ``bench.json`` into ``out`` when given; returns the dict."""
+    from tqdm.auto import tqdm
+
+    from studylib import results as R
+
+    res: dict[str, Any] = {"study": "bench", "config": dataclasses.asdict(cfg), "versions": R.versions(),
+                           "loadavg_before": _loadavg(), "cpu_count": os.cpu_count()}
+    start = time.perf_counter()
+    tasks = ([("floor", b) for b in cfg.batch_sizes] + [("gflops",)]
+             + [("step", w, b) for w in cfg.widths for b in cfg.batch_sizes]
+             + [("record", w, b) for w in cfg.projection_widths for b in cfg.batch_sizes]
+             + [("ntk", w) for w in cfg.ntk_widths]
+             + [("seed", w, b) for w in cfg.seed_style_widths for b in cfg.batch_sizes]
+             + ([("help",)] if cfg.help_check else []))
+    floor, steps, records, ntks, seeds = {}, {}, {}, {}, {}
+    for task in tqdm(tasks, disable=not progress, desc="bench"):
+        kind = task[0]
+        if kind == "floor":
+            floor_all = blas_floor_best(cfg.floor_width, task[1], cfg.depth, target_ms=cfg.target_ms,
+                                        repeats=cfg.repeats)
+            floor[task[1]] = floor_all["best"]
+            res.setdefault("floor_detail_s", {})[str(task[1])] = floor_all
+        elif kind == "gflops":
+            res["matmul_gflops"] = matmul_gflops(repeats=cfg.repeats)
+        elif kind == "step":
+            _, w, b = task
+            from studylib.dynamics import LOWRANK_FROM_WIDTH
+
+            auto = "lowrank" if w >= LOWRANK_FROM_WIDTH else "direct"
+            methods = [auto] + ([m for m in ("direct", "lowrank") if m != auto] if w >= LOWRANK_FROM_WIDTH else [])
+            steps[(w, b)] = {m: study_step(w, b, m, cfg) for m in methods}
+            steps[(w, b)]["auto"] = auto
+        elif kind == "record":
+            records[(task[1], task[2])] = record_time(task[1], task[2], cfg)
+        elif kind == "ntk":
+            ntks[task[1]] = ntk_times(task[1], cfg)
+        elif kind == "seed":
+            seeds[(task[1], task[2])] = seed_style(task[1], task[2], cfg)
+        elif kind == "help":
+            res["compare_help_s"] = help_time()
+    res["floor_width"] = cfg.floor_width
+    res["floor_step_s"] = {str(b): v for b, v in floor.items()}
+    rows = []
+    for (w, b), st in steps.items():
+        auto = st["auto"]
+        row = {"width": w, "batch_size": b, "method": auto, "step_s": st[auto]["step_s"],
+               "lin_step_s": st[auto]["lin_step_s"], "compile_s": st[auto]["compile_s"],
+               "other_methods": {m: st[m]["step_s"] for m in st if m not in ("auto", auto)}}
+        if w == cfg.floor_width and b in floor:
+            row["ratio_to_floor"] = row["step_s"] / floor[b]
+        if (w, b) in seeds:
+            row["seed_style_step_s"] = seeds[(w, b)]
+            row["speedup_vs_seed_style"] = seeds[(w, b)] / row["step_s"]
+        b1 = steps.get((w, 1))
+        if b1 is not None:
+            row["ratio_to_batch1"] = row["step_s"] / b1[b1["auto"]]["step_s"]
+        rows.append(row)
+    res["steps"] = rows
+    n_records = cfg.projection_epochs // cfg.record_every
+    proj_cells = []
+    for (w, b), r in records.items():
+        proj_cells.append({"width": w, "batch_size": b, "record_s": r["record_s"], "method": r["method"],
+                           "compile_s": r["compile_s"], "projected_s": r["record_s"] * n_records + r["compile_s"],
+                           "per_step_incl_metrics_s": r["record_s"] / (cfg.record_every * cfg.n_train // b)})
+    res["projection"] = {"epochs": cfg.projection_epochs, "record_every": cfg.record_every, "seeds": 1,
+                         "cells": proj_cells, "total_s": sum(c["projected_s"] for c in proj_cells)}
+    res["ntk"] = {str(w): v for w, v in ntks.items()}
+    res["loadavg_after"] = _loadavg()
+    res["wall_seconds"] = time.perf_counter() - start
+    if out is not None:
+        R.write_json(Path(out) / "bench.json", res)
+    return res
+
+
+def format_table(res: dict) -> str:
+    ms = lambda s: f"{1e3 * s:9.3f}" if s is not None else f"{'-':>9}"  # noqa: E731
+    lines = [f"machine: {res['cpu_count']} CPUs, load average before {res['loadavg_before']}, "
+             f"after {res['loadavg_after']}",
+             f"matmul float32 1000^3: numpy {res['matmul_gflops']['numpy']:.1f} GFLOP/s, "
+             f"XLA {res['matmul_gflops']['xla']:.1f} GFLOP/s",
+             f"floor (in-place SciPy BLAS, width {res['floor_width']}): "
+             + ", ".join(f"batch {b}: {1e3 * s:.3f} ms" for b, s in res["floor_step_s"].items()), ""]
+    head = (f"{'width':>6} {'batch':>5} {'method':>8} {'step ms':>9} {'lin ms':>9} {'compile s':>9} "
+            f"{'x floor':>8} {'x b=1':>6} {'seed-style ms':>13} {'speed-up':>9}  other method ms")
+    lines += [head, "-" * len(head)]
+    for r in res["steps"]:
+        other = ", ".join(f"{m} {1e3 * s:.3f}" for m, s in r["other_methods"].items())
+        lines.append(f"{r['width']:>6} {r['batch_size']:>5} {r['method']:>8} {ms(r['step_s'])} {ms(r['lin_step_s'])} "
+                     f"{r['compile_s']:>9.2f} {r.get('ratio_to_floor', float('nan')):>8.2f} "
+                     f"{r.get('ratio_to_batch1', float('nan')):>6.2f} "
+                     f"{ms(r.get('seed_style_step_s')):>13} {r.get('speedup_vs_seed_style', float('nan')):>9.0f}  "
+                     f"{other}")
+    p = res["projection"]
+    lines += ["", f"projected study.dynamics --preset seed --seeds 1 ({p['epochs']} epochs, metrics every "
+              f"{p['record_every']}): {p['total_s']:.0f} s = {p['total_s'] / 60:.1f} min"]
+    for c in p["cells"]:
+        lines.append(f"  width {c['width']:>5} batch {c['batch_size']:>2}: {1e3 * c['record_s']:8.3f} ms/record "
+                     f"({1e3 * c['per_step_incl_metrics_s']:.3f} ms/step incl. metrics) -> {c['projected_s']:.0f} s")
+    lines += ["", "empirical NTK evaluation, ms per call (x0,x0 | 10x10 Gram):"]
+    for w, v in res["ntk"].items():
+        parts = []
+        for impl in ("nt_impl1", "nt_impl2", "study"):
+            if f"{impl}_x0_s" in v:
+                parts.append(f"{impl} {1e3 * v[f'{impl}_x0_s']:.3f} | {1e3 * v[f'{impl}_gram_s']:.3f}")
+            elif f"{impl}_x0_error" in v:
+                parts.append(f"{impl} failed")
+        lines.append(f"  width {w:>5}: " + "; ".join(parts))
+    if "compare_help_s" in res:
+        lines.append(f"\npython -m study.compare --help: {res['compare_help_s']:.2f} s")
+    lines.append(f"bench wall time: {res['wall_seconds']:.0f} s")
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""Figures of the dynamics study, drawn only from stored results (summary.json, curves.npz).
+
+* ``dynamics_b<B>``: for batch size B, against epoch (log x): relative parameter change,
+  relative NTK change (at (x0, x0) and on the training Gram), training loss and the RMSE
+  between network and linearization; one colour per width, seed mean with a min-max band,
+  solid = network, dashed = linearized model.
+* ``function``: the trained function on the test grid for every (batch size, width), seed 0.
+* ``dynamics_summary_vs_width``: final relative changes against width for each batch size (log-log),
+  with the seed's reported batch-1 numbers and reference slopes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from studylib import style
+from studylib.style import plt
+
+BATCH_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def _band(ax, x, per_seed, color, ls="-", label=None, lw=1.4):
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(per_seed, axis=0)
+        lo, hi = np.nanmin(per_seed, axis=0), np.nanmax(per_seed, axis=0)
+    ax.plot(x, mean, color=color, ls=ls, lw=lw, label=label)
+    if per_seed.shape[0] > 1:
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
+
+
+def _load(out):
+    from studylib import results as R
+
+    out = Path(out)
+    return out, R.read_json(out / "summary.json"), R.read_npz(out / "curves.npz")
+
+
+def _cell(summary, w, b):
+    for pc in summary["per_cell"]:
+        if pc["width"] == w and pc["batch_size"] == b:
+            return pc
+    raise KeyError((w, b))
+
+
+def _ratio(pc) -> float:
+    return float(np.nanmedian(np.asarray(pc["lr_over_critical_emp"], np.float64)))
+
+
+def dynamics_figure(out, batch: int) -> list[Path]:
+    out, summary, c = _load(out)
+    epochs = c["epochs"]
+    sel = epochs > 0
+    x = epochs[sel]
+    fig, axes = plt.subplots(2, 2, figsize=(10.5, 7.2), sharex=True)
+    (a_p, a_k), (a_l, a_r) = axes
+    for w in summary["widths"]:
+        tag = f"w{w}_b{batch}"
+        col = style.width_color(w)
+        pc = _cell(summary, w, batch)
+        lab = f"n={w}  (η/η_crit={_ratio(pc):.2g})"
+        lin_end = c[f"{tag}/curve/rel_param_change_lin"][:, -1]
+        n_div = int(np.sum(~np.isfinite(lin_end) | (lin_end > 1e3)))
+        if n_div:
+            lab += f"\n  linearized diverged ({n_div}/{lin_end.size} seeds)"
+        cur = lambda name, tag=tag: c[f"{tag}/curve/{name}"][:, sel]  # noqa: E731
+        _band(a_p, x, cur("rel_param_change"), col, label=lab)
+        _band(a_p, x, cur("rel_param_change_lin"), col, ls="--")
+        _band(a_k, x, cur("ntk_x0_change"), col, label=lab)
+        _band(a_k, x, cur("rel_ntk_change"), col, ls=":")
+        _band(a_l, x, cur("loss_net"), col, label=lab)
+        _band(a_l, x, cur("loss_lin"), col, ls="--")
+        _band(a_r, x, cur("rmse_net_vs_lin_train"), col, label=lab)
+    a_p.set_ylabel(r"$\|\theta_t-\theta_0\|_2/\|\theta_0\|_2$")
+    a_p.set_title("relative parameter change\n(solid: network, dashed: linearized)")
+    a_k.set_ylabel(r"solid: $|K_t(x_0,x_0)-K_0(x_0,x_0)|/|K_0(x_0,x_0)|$" "\n"
+                   r"dotted: $\|K_t-K_0\|_F/\|K_0\|_F$ (train Gram)")
+    a_k.set_title("relative NTK change of the network\n(solid: at $x_0=-5$; dotted: 10x10 train Gram)")
+    a_l.set_ylabel(summary["conventions"]["loss"].split(" over")[0].replace("L = ", "training loss "))
+    a_l.set_title("training loss\n(solid: network, dashed: linearized)")
+    a_r.set_ylabel(r"RMSE$(f_{net}, f_{lin})$ on the 10 training points")
+    a_r.set_title("network vs its linearization")
+    # The linearized model diverges where lr exceeds its critical rate: keep the axes on the
+    # network's range (diverged curves leave the panel upwards; the legend says which).
+    for ax, name in ((a_p, "rel_param_change"), (a_l, "loss_net")):
+        vals = np.concatenate([c[f"w{w}_b{batch}/curve/{name}"][:, sel].ravel() for w in summary["widths"]])
+        vals = vals[np.isfinite(vals) & (vals > 0)]
+        if vals.size:
+            ax.set_ylim(vals.min() / 3, vals.max() * 30)
+    ok = [c[f"w{w}_b{batch}/curve/rmse_net_vs_lin_train"][:, sel] for w in summary["widths"]]
+    vals = np.concatenate([v.ravel() for v in ok]) if ok else np.array([])
+    vals = vals[np.isfinite(vals) & (vals > 0) & (vals < 1e3)]
+    if vals.size:
+        a_r.set_ylim(vals.min() / 3, vals.max() * 30)
+    for ax in axes.flat:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    for ax in axes[1]:
+        ax.set_xlabel("epoch")
+    style.legend_outside(a_k, title="width (median η/η_crit of K_0)")
+    seeds = len(summary["seeds"])
+    band = f"mean and min-max band over {seeds} seeds" if seeds > 1 else f"one seed ({summary['seeds'][0]})"
+    lr = summary["config"]["lr"] or _cell(summary, summary["widths"][0], batch)["lr"]
+    fig.suptitle(f"batch size {batch}: SGD, lr={lr:.3g}, {summary['config']['model']['parameterization']} "
+                 f"parameterization, {band}")
+    fig.tight_layout()
+    return style.save(fig, out / "figures" / f"dynamics_b{batch}")
+
+
+def function_figure(out) -> list[Path]:
+    out, summary, c = _load(out)
+    ws, bs = summary["widths"], summary["batch_sizes"]
+    fig, axes = plt.subplots(len(bs), len(ws), figsize=(3.4 * len(ws), 2.7 * len(bs)), squeeze=False,
+                             sharex=True, sharey=True)
+    xt, xtr, ytr = c["x_test"], c["x_train"], c["y_train"]
+    lo, hi = ytr.min(), ytr.max()
+    pad = 0.6 * (hi - lo)
+    for i, b in enumerate(bs):
+        for j, w in enumerate(ws):
+            ax = axes[i, j]
+            tag = f"w{w}_b{b}"
+            ax.plot(xt, xt**3 / 20, color="0.6", ls=":", lw=1, label="target x³/20")
+            ax.plot(xt, c[f"{tag}/f0_test"][0], color="0.5", lw=0.8, label="init")
+            ax.plot(xt, c[f"{tag}/f_net_test"][0], color=style.width_color(w), lw=1.6, label="network")
+            ax.plot(xt, c[f"{tag}/f_lin_test"][0], color="k", ls="--", lw=1, label="linearized")
+            ax.scatter(xtr, ytr, color="crimson", s=12, zorder=5, label="training points")
+            ax.set_ylim(lo - pad, hi + pad)
+            ax.set_title(f"width {w}, batch {b}")
+            if i == len(bs) - 1:
+                ax.set_xlabel("x")
+            if j == 0:
+                ax.set_ylabel("f(x) after training")
+    style.legend_outside(axes[0, -1])
+    fig.suptitle(f"trained function at epoch {summary['config']['epochs']} (seed {summary['seeds'][0]})")
+    fig.tight_layout()
+    return style.save(fig, out / "figures" / "dynamics_function")
+
+
+def summary_figure(out) -> list[Path]:
+    out, summary, c = _load(out)
+    ws = np.asarray(summary["widths"], np.float64)
+    bs = summary["batch_sizes"]
+    m = summary["metrics"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.2))
+    panels = (("rel_param_change", r"$\|\theta_T-\theta_0\|/\|\theta_0\|$", "relative parameter change"),
+              ("ntk_x0_change", r"$|K_T(x_0,x_0)-K_0|/|K_0|$", "relative NTK change at (x0, x0)"),
+              ("rel_ntk_change", r"$\|K_T-K_0\|_F/\|K_0\|_F$", "relative NTK change, train Gram"))
+    for ax, (name, ylab, title) in zip(axes.flat, panels, strict=False):
+        shown: list[float] = []
+        for k, b in enumerate(bs):
+            mu = np.array([np.nan if m[name][f"w{int(w)}_b{b}"]["mean"] is None else m[name][f"w{int(w)}_b{b}"]["mean"]
+                           for w in ws], np.float64)
+            per = [np.asarray(m[name][f"w{int(w)}_b{b}"]["per_seed"], np.float64) for w in ws]
+            lo = mu - np.array([np.nanmin(p) for p in per])
+            hi = np.array([np.nanmax(p) for p in per]) - mu
+            ax.errorbar(ws, mu, yerr=[lo, hi], marker=BATCH_MARKERS[k % 6], capsize=3, lw=1.2,
+                        label=f"batch {b}")
+            shown += list(mu - lo) + list(mu + hi)
+        if name == "rel_param_change":
+            seed = summary.get("seed_reported_batch1_rel_param_change") or {}
+            if seed and summary["config"]["epochs"] == 20000:
+                sx = np.array([float(w) for w in seed])
+                ax.scatter(sx, [seed[w] for w in seed], marker="x", color="k", s=50, zorder=6,
+                           label="seed's post, batch 1")
+                shown += [float(v) for v in seed.values()]
+        finite = [v for v in ax.get_lines()[0].get_ydata() if np.isfinite(v) and v > 0] if ax.get_lines() else []
+        if finite and len(ws) > 1:
+            style.reference_slopes(ax, ws, finite[0])
+        shown_arr = np.asarray([v for v in shown if np.isfinite(v) and v > 0])
+        if shown_arr.size:  # the data decide the range, not the reference lines
+            ax.set_ylim(shown_arr.min() / 2, shown_arr.max() * 2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("hidden width n")
+        ax.set_ylabel(ylab)
+        ax.set_title(title)
+        style.legend_outside(ax)
+    ax = axes[1, 1]
+    b = bs[0]
+    n_layers = np.asarray(c[f"w{int(ws[0])}_b{b}/curve/rel_weight_change"]).shape[2]
+    for layer in range(n_layers):
+        key = f"rel_weight_change_l{layer + 1}"
+        mu = np.array([m[key][f"w{int(w)}_b{b}"]["mean"] or np.nan for w in ws], np.float64)
+        ax.plot(ws, mu, marker="o", lw=1.2, color=plt.get_cmap("plasma")(layer / max(n_layers - 1, 1) * 0.85),
+                label=f"layer {layer + 1}" + (" (input)" if layer == 0 else " (readout)" if layer == n_layers - 1
+                                              else ""))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("hidden width n")
+    ax.set_ylabel(r"$\|W_l(T)-W_l(0)\|_F/\|W_l(0)\|_F$")
+    ax.set_title(f"per-layer weight change, batch {b}")
+    style.legend_outside(ax)
+    ns = len(summary["seeds"])
+    what = f"mean over {ns} seeds, bars: min-max" if ns > 1 else f"one seed ({summary['seeds'][0]})"
+    fig.suptitle(f"after {summary['config']['epochs']} epochs; {what}; grey: reference slopes")
+    fig.tight_layout()
+    return style.save(fig, out / "figures" / "dynamics_summary_vs_width")
+
+
+def dynamics_figures(out) -> list[Path]:
+    """Every figure of the dynamics study; returns the written paths (PNG and PDF)."""
+    _, summary, _ = _load(out)
+    paths: list[Path] = []
+    for b in summary["batch_sizes"]:
+        paths += dynamics_figure(out, b)
+    paths += function_figure(out)
+    paths += summary_figure(out)
+    return paths

@@ -1,0 +1,425 @@
+"""Fast mini-batch SGD / full-batch GD for fully connected nets and their linearization.
+
+The network is the stax ``fully_connected`` net of :mod:`studylib.models`,
+with the same parameters (stax's list of ``(W, b)`` and ``()`` for the
+activations; ``W`` of shape (fan_in, fan_out), ``b`` of shape (1, fan_out)),
+but its forward and backward passes are written by hand so that one jitted
+``lax.scan`` runs a whole cell near this machine's memory-bandwidth limit:
+
+* layer l computes ``z = s_l * (h @ W) + t_l * b`` with ``s_l = W_std / sqrt(fan_in)``,
+  ``t_l = b_std`` (NTK parameterization) or ``s_l = t_l = 1`` (standard), as stax does;
+* one SGD step on the mini-batch I (size B) is ``theta <- theta - lr grad L_I`` with
+  ``L_I = (c/2) mean_{i in I} (f(x_i) - y_i)^2``; ``c = 2`` for ``loss='mse'`` (the seed's
+  mean((f - y)^2), no 1/2) and ``c = 1`` for ``loss='half_mse'`` (NT's convention);
+* ``method='direct'`` applies each step's update to the weights; ``method='lowrank'`` keeps
+  the weights of a chunk of K steps fixed and carries the updates as factors
+  ``W = W_base + U V`` (U: fan_in x KB, V: KB x fan_out), folding them in once per chunk.
+  Both are the same arithmetic up to float rounding (tests check it in float64); lowrank
+  reads each big weight matrix twice per step instead of reading it three times and
+  writing it once, which is what bounds the step at width 1000 (SCIENCE.md section 5).
+
+The linearized model ``nt.linearize(apply_fn, theta_0)`` is trained in function space
+(SCIENCE.md section 6): theta_t - theta_0 = J_0^T c_t, so f_lin,t(x) = f_0(x) + K_0(x, X) c_t,
+and an SGD step on batch I is ``c_I -= lr * c * (f_lin(x_I) - y_I) / B``. Its squared
+parameter change is c^T K_0 c and that of layer l's weights c^T K_0^(W_l) c, with the
+per-layer pieces of the empirical NTK below. tests/test_sgd.py checks this against training
+``nt.linearize`` with jax.grad on the same batches.
+
+The empirical NTK of the FC net is assembled from per-sample activations h and
+backpropagated derivatives d = df/dz: K(x, x') = sum_l s_l^2 (h_{l-1} . h'_{l-1})(d_l . d'_l)
++ t_l^2 (d_l . d'_l) (tested equal to ``nt.empirical_ntk_fn``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+LOSSES = ("mse", "half_mse")
+METHODS = ("direct", "lowrank")
+#: Loss -> c in L = (c/2) mean((f - y)^2).
+LOSS_FACTOR = {"mse": 2.0, "half_mse": 1.0}
+#: Largest K*B (rank of the deferred update) for method 'lowrank'.
+LOWRANK_MAX_RANK = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class MLP:
+    """Static description of the FC net: layer sizes (input, hidden..., output) and scales."""
+
+    sizes: tuple[int, ...]
+    w_scale: tuple[float, ...]
+    b_scale: tuple[float, ...]
+    activation: str = "relu"
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+
+def mlp(width: int, *, depth: int = 5, activation: str = "relu", W_std: float = 1.0, b_std: float = 0.0,
+        parameterization: str = "standard", in_dim: int = 1, out_dim: int = 1) -> MLP:
+    """The :func:`studylib.models.fully_connected` net as an :class:`MLP`."""
+    sizes = (in_dim,) + (width,) * depth + (out_dim,)
+    if parameterization == "ntk":
+        ws = tuple(W_std / math.sqrt(n) for n in sizes[:-1])
+        bs = (b_std,) * (len(sizes) - 1)
+    elif parameterization == "standard":
+        ws = (1.0,) * (len(sizes) - 1)
+        bs = (1.0,) * (len(sizes) - 1)
+    else:
+        raise ValueError(f"parameterization: unknown value {parameterization!r}")
+    return MLP(sizes, ws, bs, activation)
+
+
+def mlp_from_config(model_cfg, width: int) -> MLP:
+    return mlp(width, depth=model_cfg.depth, activation=model_cfg.activation, W_std=model_cfg.W_std,
+               b_std=model_cfg.b_std, parameterization=model_cfg.parameterization)
+
+
+def dense_params(stax_params: Sequence[Any]) -> tuple:
+    """stax params list -> tuple of (W, b) of the Dense layers."""
+    return tuple((p[0], p[1]) for p in stax_params if isinstance(p, tuple | list) and len(p) == 2)
+
+
+def stax_params(dense: Sequence[tuple]) -> list:
+    """Inverse of :func:`dense_params` for ``stax.serial(Dense, act, ..., Dense)``."""
+    out: list = []
+    for i, wb in enumerate(dense):
+        out.append(tuple(wb))
+        if i < len(dense) - 1:
+            out.append(())
+    return out
+
+
+def _act(name: str, z):
+    if name == "relu":
+        return jnp.maximum(z, 0)
+    return jax.scipy.special.erf(z)
+
+
+def _dact(name: str, z):
+    if name == "relu":  # 1/2 at z == 0, as jax.grad of jnp.maximum(z, 0) (stax.Relu)
+        return jnp.where(z > 0, 1.0, jnp.where(z == 0, 0.5, 0.0)).astype(z.dtype)
+    return (2.0 / math.sqrt(math.pi)) * jnp.exp(-z * z)
+
+
+#: Matrix products with at most this many multiply-adds are written as broadcast-multiply-sum:
+#: XLA's CPU backend then emits them inline in a fused loop, instead of calling its matmul
+#: runtime, whose per-call overhead (thread-pool dispatch) dominates the step of narrow nets.
+SMALL_PRODUCT = 4096
+
+
+def _mm(a, b):
+    """a @ b for 2-D a, b."""
+    if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_PRODUCT:
+        return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
+    return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())))
+
+
+def _mm_t(g, w):
+    """g @ w.T computed as (w @ g.T).T so that XLA never transposes the big matrix w."""
+    if g.shape[0] * g.shape[1] * w.shape[0] <= SMALL_PRODUCT:
+        return jnp.sum(g[:, None, :] * w[None, :, :], axis=2)
+    return lax.dot_general(w, g, (((1,), (1,)), ((), ()))).T
+
+
+def _mv(k, c):
+    """k @ c for a small matrix k and vector c (inline, see SMALL_PRODUCT)."""
+    return jnp.sum(k * c[None, :], axis=1)
+
+
+def forward(net: MLP, dense, x):
+    """Output (B, out) and the cache (hs: inputs of each layer, zs: hidden pre-activations)."""
+    hs, zs = [x], []
+    h = x
+    for l, (w, b) in enumerate(dense):
+        z = net.w_scale[l] * _mm(h, w) + net.b_scale[l] * b
+        if l < net.n_layers - 1:
+            zs.append(z)
+            h = _act(net.activation, z)
+            hs.append(h)
+    return z, (hs, zs)
+
+
+def backward(net: MLP, dense, cache, g):
+    """dL/dz of every layer (list, input layer first) given g = dL/df of shape (B, out)."""
+    zs = cache[1]
+    ds = [None] * net.n_layers
+    d = g
+    for l in reversed(range(net.n_layers)):
+        ds[l] = d
+        if l > 0:
+            d = net.w_scale[l] * _mm_t(d, dense[l][0]) * _dact(net.activation, zs[l - 1])
+    return ds
+
+
+def grads(net: MLP, dense, x, g):
+    """Gradient pytree (same layout as ``dense``) of sum_i g_i f(x_i); used by tests and GD."""
+    _, cache = forward(net, dense, x)
+    ds = backward(net, dense, cache, g)
+    hs = cache[0]
+    return tuple((net.w_scale[l] * _mm(hs[l].T, ds[l]), net.b_scale[l] * jnp.sum(ds[l], 0, keepdims=True))
+                 for l in range(net.n_layers))
+
+
+def ntk_parts(net: MLP, dense, x1, x2=None):
+    """Per-layer pieces of the empirical NTK: (weights (L, N1, N2), biases (L, N1, N2)).
+
+    K = sum of both over layers; layer l's weight piece is the kernel of W_l alone.
+    """
+    def per_sample(x):
+        _, cache = forward(net, dense, x)
+        ones = jnp.ones((x.shape[0], net.sizes[-1]), x.dtype)
+        return cache[0], backward(net, dense, cache, ones)
+
+    h1, d1 = per_sample(x1)
+    h2, d2 = (h1, d1) if x2 is None else per_sample(x2)
+    kw, kb = [], []
+    for l in range(net.n_layers):
+        dd = _mm(d1[l], d2[l].T)
+        kw.append(net.w_scale[l] ** 2 * _mm(h1[l], h2[l].T) * dd)
+        kb.append(net.b_scale[l] ** 2 * dd)
+    return jnp.stack(kw), jnp.stack(kb)
+
+
+def ntk(net: MLP, dense, x1, x2=None):
+    """Empirical NTK (N1, N2) of the scalar-output net."""
+    kw, kb = ntk_parts(net, dense, x1, x2)
+    return jnp.sum(kw, 0) + jnp.sum(kb, 0)
+
+
+def epoch_permutations(key, epochs: int, n: int):
+    """(epochs, n) int32: a fresh random permutation of range(n) for every epoch."""
+    keys = jax.random.split(key, epochs)
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(keys).astype(jnp.int32)
+
+
+def chunk_steps(steps_per_record: int, batch_size: int, max_rank: int = LOWRANK_MAX_RANK) -> int:
+    """Steps per low-rank chunk: the largest divisor K of ``steps_per_record`` with K*B <= max_rank."""
+    best = 1
+    for k in range(1, steps_per_record + 1):
+        if steps_per_record % k == 0 and k * batch_size <= max(max_rank, batch_size):
+            best = k
+    return best
+
+
+def _sq(a):
+    return jnp.sum(jnp.square(a))
+
+
+# ---------------------------------------------------------------------------------------------
+# The cell runner
+# ---------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Static shape of one training run (one compile)."""
+
+    net: MLP
+    n_train: int
+    batch_size: int
+    record_every: int  # epochs between records
+    loss: str = "mse"
+    method: str = "direct"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_train // self.batch_size
+
+    @property
+    def steps_per_record(self) -> int:
+        return self.record_every * self.steps_per_epoch
+
+    @property
+    def chunk(self) -> int:
+        return chunk_steps(self.steps_per_record, self.batch_size) if self.method == "lowrank" else 1
+
+
+def _lin_step_fn(plan: Plan, f0, k0, y, lr):
+    """c_I -= lr * c_loss * (f_0(x_I) + K_0[I] c - y_I) / B  (function-space SGD of the linearization)."""
+    gfac = LOSS_FACTOR[plan.loss] / plan.batch_size
+
+    def lin_step(c, idx):
+        r = f0[idx] + _mv(k0[idx], c) - y[idx, 0]
+        return c.at[idx].add(-lr * gfac * r)
+
+    return lin_step
+
+
+def _direct_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
+    """K steps updating the weights every step. batches: (K, B)."""
+    net = plan.net
+    gfac = LOSS_FACTOR[plan.loss] / plan.batch_size
+
+    def step(carry, idx):
+        dense, c = carry
+        xb, yb = x[idx], y[idx]
+        f, cache = forward(net, dense, xb)
+        ds = backward(net, dense, cache, gfac * (f - yb))
+        hs = cache[0]
+        new = tuple((w - _mm((lr * net.w_scale[l] * hs[l]).T, ds[l]),
+                     b - (lr * net.b_scale[l]) * jnp.sum(ds[l], 0, keepdims=True))
+                    for l, (w, b) in enumerate(dense))
+        return (new, lin_step(c, idx)), None
+
+    (dense, c), _ = lax.scan(step, (dense, c), batches)
+    return dense, c
+
+
+def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
+    """K steps with the weights fixed at ``dense`` and the updates carried as factors
+    W = W_base + U V; folded into the weights at the end. batches: (K, B)."""
+    net = plan.net
+    k_steps, bsz = batches.shape
+    rank = k_steps * bsz
+    dt = dense[0][0].dtype
+    us0 = tuple(jnp.zeros((w.shape[0], rank), dt) for w, _ in dense)
+    vs0 = tuple(jnp.zeros((rank, w.shape[1]), dt) for w, _ in dense)
+    bs0 = tuple(b for _, b in dense)
+    gfac = LOSS_FACTOR[plan.loss] / bsz
+
+    def step(carry, inp):
+        k, idx = inp
+        us, vs, bs, c = carry
+        xb, yb = x[idx], y[idx]
+        hs, zs = [xb], []
+        h = xb
+        for l, (w, _) in enumerate(dense):
+            z = net.w_scale[l] * (_mm(h, w) + _mm(_mm(h, us[l]), vs[l])) + net.b_scale[l] * bs[l]
+            if l < net.n_layers - 1:
+                zs.append(z)
+                h = _act(net.activation, z)
+                hs.append(h)
+        d = gfac * (z - yb)
+        new_u, new_v, new_b = list(us), list(vs), list(bs)
+        for l in reversed(range(net.n_layers)):
+            d_prev = None
+            if l > 0:
+                w = dense[l][0]
+                d_prev = net.w_scale[l] * (_mm_t(d, w) + _mm_t(_mm_t(d, vs[l]), us[l])) \
+                    * _dact(net.activation, zs[l - 1])
+            new_u[l] = lax.dynamic_update_slice(us[l], (-lr * net.w_scale[l]) * hs[l].T, (0, k * bsz))
+            new_v[l] = lax.dynamic_update_slice(vs[l], d, (k * bsz, 0))
+            new_b[l] = bs[l] - (lr * net.b_scale[l]) * jnp.sum(d, 0, keepdims=True)
+            d = d_prev
+        return (tuple(new_u), tuple(new_v), tuple(new_b), lin_step(c, idx)), None
+
+    (us, vs, bs, c), _ = lax.scan(step, (us0, vs0, bs0, c), (jnp.arange(k_steps), batches))
+    return tuple((w + _mm(u, v), b) for (w, _), u, v, b in zip(dense, us, vs, bs, strict=True)), c
+
+
+def train_steps(plan: Plan, dense, c, batches, x, y, lr, f0, k0):
+    """Run all steps of ``batches`` ((steps, B) indices; steps a multiple of ``plan.chunk``)
+    for the network and its linearization; returns (dense, c)."""
+    lin_step = _lin_step_fn(plan, f0, k0, y, lr)
+    k = plan.chunk
+    chunked = batches.reshape(batches.shape[0] // k, k, batches.shape[1])
+    chunk_fn = _lowrank_chunk if plan.method == "lowrank" else _direct_chunk
+
+    def body(carry, b):
+        return chunk_fn(plan, carry[0], carry[1], b, x, y, lr, lin_step), None
+
+    (dense, c), _ = lax.scan(body, (dense, c), chunked)
+    return dense, c
+
+
+def measure_init(plan: Plan, dense0, x, x_test):
+    """Quantities fixed at init: f_0 on train/test, K_0 pieces on train, K_0(test, train)."""
+    net = plan.net
+    kw, kb = ntk_parts(net, dense0, x)
+    kw_t, kb_t = ntk_parts(net, dense0, x_test, x)
+    return {
+        "f0_train": forward(net, dense0, x)[0][:, 0],
+        "f0_test": forward(net, dense0, x_test)[0][:, 0],
+        "k0_w": kw,  # (L, N, N) weight pieces
+        "k0": jnp.sum(kw, 0) + jnp.sum(kb, 0),
+        "k0_test": jnp.sum(kw_t, 0) + jnp.sum(kb_t, 0),  # (M, N)
+    }
+
+
+def measure(plan: Plan, dense, dense0, c, x, y, init):
+    """One record: network and linearized-model metrics (scalars and small arrays)."""
+    net = plan.net
+    cf = LOSS_FACTOR[plan.loss] / 2.0
+    f_net = forward(net, dense, x)[0][:, 0]
+    f_lin = init["f0_train"] + _mv(init["k0"], c)
+    wd = jnp.stack([_sq(w - w0) for (w, _), (w0, _) in zip(dense, dense0, strict=True)])
+    bd = sum(_sq(b - b0) for (_, b), (_, b0) in zip(dense, dense0, strict=True))
+    return {
+        "loss_net": cf * jnp.mean((f_net - y[:, 0]) ** 2),
+        "loss_lin": cf * jnp.mean((f_lin - y[:, 0]) ** 2),
+        "f_net_train": f_net,
+        "f_lin_train": f_lin,
+        "k_net": ntk(net, dense, x),
+        "dsq_net": jnp.sum(wd) + bd,
+        "wdsq_net": wd,
+        "dsq_lin": c @ init["k0"] @ c,
+        "wdsq_lin": jnp.einsum("i,lij,j->l", c, init["k0_w"], c),
+    }
+
+
+def segment_fn(plan: Plan):
+    """``seg(dense, c, dense0, perms, x, y, lr, init) -> (dense, c, records)``: for each of
+    ``perms.shape[0]`` records, ``record_every`` epochs (perms: (R, record_every, N)) then one
+    :func:`measure`. Not jitted (callers jit/vmap it)."""
+    def seg(dense, c, dense0, perms, x, y, lr, init):
+        def body(carry, p):
+            batches = p.reshape(-1, plan.batch_size)
+            d, cc = train_steps(plan, carry[0], carry[1], batches, x, y, lr, init["f0_train"], init["k0"])
+            return (d, cc), measure(plan, d, dense0, cc, x, y, init)
+
+        (dense, c), recs = lax.scan(body, (dense, c), perms)
+        return dense, c, recs
+
+    return seg
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_runner(plan: Plan, *, vmapped: bool):
+    """Jitted (init_fn, segment_fn, final_fn), vmapped over a leading seed axis when ``vmapped``;
+    cached per (plan, vmapped), so that a rerun in the same process compiles nothing.
+
+    * ``init_fn(dense0, x, x_test) -> init dict``;
+    * ``segment_fn(dense, c, dense0, perms, x, y, lr, init) -> (dense, c, records)``, with
+      ``dense`` and ``c`` donated (the carry is updated in place between segments);
+    * ``final_fn(dense, c, x_test, init) -> (f_net_test, f_lin_test)``.
+    """
+    def init_fn(dense0, x, x_test):
+        return measure_init(plan, dense0, x, x_test)
+
+    def final_fn(dense, c, x_test, init):
+        return forward(plan.net, dense, x_test)[0][:, 0], init["f0_test"] + _mv(init["k0_test"], c)
+
+    seg = segment_fn(plan)
+    if vmapped:
+        init_fn = jax.vmap(init_fn, in_axes=(0, None, None))
+        seg = jax.vmap(seg, in_axes=(0, 0, 0, 0, None, None, None, 0))
+        final_fn = jax.vmap(final_fn, in_axes=(0, 0, None, 0))
+    return jax.jit(init_fn), jax.jit(seg, donate_argnums=(0, 1)), jax.jit(final_fn)
+
+
+def gd_reference(net: MLP, dense, x, y, lr, steps: int, loss: str = "mse"):
+    """Plain full-batch GD with jax.grad of the same loss (for tests)."""
+    cf = LOSS_FACTOR[loss] / 2.0
+
+    def lossf(d):
+        return cf * jnp.mean((forward(net, d, x)[0] - y) ** 2)
+
+    def body(_, d):
+        g = jax.grad(lossf)(d)
+        return jax.tree_util.tree_map(lambda a, b: a - lr * b, d, g)
+
+    return lax.fori_loop(0, steps, body, dense)
+
+
+def as_numpy(tree):
+    return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
