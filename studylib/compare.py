@@ -201,7 +201,7 @@ def _mask_diverged(curves, steps, diverged_net, diverged_lin) -> None:
 
 
 def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None,
-              seeds: list[int] | None = None) -> dict[str, Any]:
+              seeds: list[int] | None = None, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Train and measure all seeds at one width (``progress(k)`` is called after every k steps).
 
     Returns per-seed curves of shape (S, T, ...)
@@ -236,6 +236,10 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     k0_test = jax.jit(lambda ps: lax.map(lambda p: kernels.ntk_cross(net.apply_fn, x_test, x_train, p), ps))(p0)
     k0_train, k0_test = np.asarray(k0_train, np.float64), np.asarray(k0_test, np.float64)
     lr_critical_emp = 2.0 * n / np.linalg.eigvalsh(k0_train)[:, -1]
+    above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
+    if above and log is not None:  # before training: the linearized model of these seeds will diverge
+        log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2N/lambda_max(K_0) of "
+            f"seed(s) {above}: their linearized model diverges (GD with a constant kernel above 2N/lambda_max)")
 
     f0_train = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
     f0_test = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
@@ -558,7 +562,7 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
                     tqdm.write(f"width {w}: {plan['params']:,} parameters, ~{plan['bytes_per_seed'] / 2**20:.0f} MiB "
                                f"per seed: vmapping {chunk} seeds at a time")
                 res = concat_seed_chunks([
-                    run_width(cfg, w, dataset, seeds=seed_ids[i:i + chunk],
+                    run_width(cfg, w, dataset, seeds=seed_ids[i:i + chunk], log=tqdm.write,
                               progress=partial(lambda k, scale: bar.update(k * scale),
                                                scale=cost[w] / cfg.steps * len(seed_ids[i:i + chunk]) / cfg.seeds))
                     for i in range(0, cfg.seeds, chunk)])
@@ -570,11 +574,6 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
                     if step >= 0:
                         tqdm.write(f"warning: width {w}, seed {cfg.first_seed + s}: {model} diverged "
                                    f"(non-finite or exploding outputs) by step {step}; kept as NaN")
-            above = np.flatnonzero(res["lr_above_emp_critical"])
-            if above.size:
-                tqdm.write(f"note: width {w}: lr {res['learning_rate']:.3g} exceeds the empirical critical "
-                           f"rate 2N/lambda_max(K_0) of seed(s) {[cfg.first_seed + int(s) for s in above]}: "
-                           "their linearized model diverges")
     summary, curves = summarise(cfg, per_width, wall_seconds=time.perf_counter() - start, dataset=dataset)
     if out is not None:
         R.write_npz(out / "curves.npz", curves)
