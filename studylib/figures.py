@@ -20,7 +20,8 @@ FIGURE_FUNCTIONS = {
     "regimes": "studylib.plots_regimes:regimes_figures",
 }
 #: Where each study writes by default; ``python -m study.figures`` with no folder uses these.
-DEFAULT_FOLDERS = ("results/compare", "results/dynamics", "results/ensemble", "results/regimes")
+DEFAULT_FOLDERS = ("results/compare", "results/dynamics_seed", "results/dynamics", "results/ensemble",
+                   "results/regimes")
 
 
 def study_of(folder: str | Path) -> str:
