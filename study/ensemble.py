@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     cli.add_model_flags(p)
     cli.add_data_flags(p)
     p.add_argument("--out", default="results/ensemble", help="output folder (default: results/ensemble)")
+    p.add_argument("--force", action="store_true", help="recompute widths whose stored results match the config")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p.parse_args(argv)
@@ -57,7 +58,7 @@ def main(argv=None) -> None:
 
         cfg = cli.assemble(ensemble.EnsembleConfig, presets=ensemble.PRESETS, preset=args.preset,
                            config_file=args.config, flags=flags)
-        summary = ensemble.run(cfg, args.out, progress=not args.no_progress)
+        summary = ensemble.run(cfg, args.out, progress=not args.no_progress, force=args.force)
         print(ensemble.format_table(read_json(f"{args.out}/summary.json")))
         print(f"wrote {args.out}/summary.json, ensemble.npz ({summary['wall_seconds']:.0f} s)")
         if not args.no_figures:

@@ -53,6 +53,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--x-range", dest="data.train_range", type=float,
                    help="base cell's input scale: x in [-x_range, x_range] (default: 5)")
     p.add_argument("--out", default="results/regimes", help="output folder (default: results/regimes)")
+    p.add_argument("--force", action="store_true", help="recompute cells whose stored results match the config")
     p.add_argument("--no-figures", action="store_true", help="do not draw figures")
     p.add_argument("--figures-only", action="store_true", help="only redraw figures from --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -76,7 +77,7 @@ def main(argv=None) -> None:
         if not args.figures_only:
             cfg = cli.assemble(regimes.RegimesConfig, presets=regimes.PRESETS, preset=args.preset,
                                config_file=args.config, flags=flags)
-            summary = regimes.run(cfg, args.out, progress=not args.no_progress)
+            summary = regimes.run(cfg, args.out, progress=not args.no_progress, force=args.force)
             print(regimes.format_report(read_json(f"{args.out}/summary.json")))
             print(f"\nwrote {args.out}/summary.json, curves.npz ({summary['wall_seconds']:.0f} s)")
         if not args.no_figures:

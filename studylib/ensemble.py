@@ -385,19 +385,46 @@ def _gp_all(cfg: EnsembleConfig, data, steps: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def run(cfg: EnsembleConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
+def cell_key(cfg: EnsembleConfig, width: int) -> str:
+    """Hash of everything that determines one width's networks (:func:`train_width`): the config
+    less the list of widths and ``mc_repeats`` (the floor is computed after the widths), the width
+    and the library versions."""
+    import hashlib
+    import json
+
+    from studylib import results as R
+
+    d = dataclasses.asdict(cfg)
+    d.pop("widths")
+    d.pop("mc_repeats")
+    blob = json.dumps({"study": "ensemble", "config": d, "width": width, "versions": R.versions()},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run(cfg: EnsembleConfig, out: str | Path | None = None, *, progress: bool = True, force: bool = False) -> dict:
     """Run the study; write ``summary.json``, ``ensemble.npz`` and ``config.json`` into ``out``
-    (when given) and return the summary (schema: docs/ensemble.md)."""
+    (when given) and return the summary (schema: docs/ensemble.md).
+
+    Each width's networks are stored in ``out/cells/`` as soon as they are trained, keyed by
+    :func:`cell_key`; a re-run with the same config reuses them (an interrupted run resumes),
+    unless ``force``.
+    """
     import jax
     from tqdm.auto import tqdm
 
     from studylib import data as D
     from studylib import results as R
     from studylib import training
+    from studylib.compare import load_cell, save_cell
 
     # The GP side is always float64 (the NNGP Gram spans 7 decades); networks are cast to cfg.dtype.
     jax.config.update("jax_enable_x64", True)
     dataset = D.load(cfg.data)
+    if progress:
+        from studylib import devices
+
+        tqdm.write(f"devices: {devices.describe()} (members are split over them)")
     if out is not None:
         out = Path(out)
         R.write_json(out / "config.json", dataclasses.asdict(cfg))
@@ -411,8 +438,16 @@ def run(cfg: EnsembleConfig, out: str | Path | None = None, *, progress: bool = 
               bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]") as bar:
         for w in cfg.widths:
             bar.set_description(f"width {w}")
-            res = train_width(cfg, w, dataset, lrs=gp["lr"], steps=steps,
-                              progress=lambda frac, w=w: bar.update(frac * cost[w]))
+            cell = None if out is None else out / "cells" / f"width{w}-{cell_key(cfg, w)}.npz"
+            if cell is not None and cell.is_file() and not force:
+                res = load_cell(cell)
+                bar.update(cost[w])
+                tqdm.write(f"width {w}: reusing {cell}")
+            else:
+                res = train_width(cfg, w, dataset, lrs=gp["lr"], steps=steps,
+                                  progress=lambda frac, w=w: bar.update(frac * cost[w]))
+                if cell is not None:
+                    save_cell(cell, res)
             for m in cfg.modes:
                 nets[m].append(res[m])
                 bad = int(unstable_members(res[m]["train"], dataset.y_train).sum())

@@ -583,16 +583,65 @@ def summarise(cfg: RegimesConfig, results: list[dict], *, wall_seconds: float) -
     return summary, arrays
 
 
-def run(cfg: RegimesConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
-    """Run all cells; write ``config.json``, ``summary.json`` and ``curves.npz`` into ``out``."""
+def cell_key(cfg: RegimesConfig, cell: dict[str, Any], width: int) -> str:
+    """Hash of everything that determines one cell's numbers (:func:`run_cell`): the cell's own
+    setting and width, the settings it runs with (model and data with the cell's depth,
+    parameterization and input scale, dtype, output scale, seeds, steps, checkpoints, NTK
+    implementation, departure thresholds), whether JAX's 64-bit mode is on (it changes the
+    random initial parameters even of float32 networks) and the library versions. The sweep
+    (the other cells and widths) and ``gap_threshold`` are left out."""
+    import hashlib
+    import json
+
+    import jax
+
+    from studylib import results as R
+
+    option = cell["option"]
+    spec = {
+        "study": "regimes",
+        "cell": cell,
+        "width": width,
+        "model": dataclasses.asdict(dataclasses.replace(cfg.model, depth=cell["depth"],
+                                                        parameterization=cell["parameterization"])),
+        "data": dataclasses.asdict(dataclasses.replace(cfg.data, train_range=float(cell["x_range"]),
+                                                       test_range=2.0 * float(cell["x_range"]))),
+        "dtype": "float64" if option == "float64" else cfg.dtype,
+        "output_scale": cfg.output_scale if option == "out_scale" else 1.0,
+        "x64": bool(jax.config.jax_enable_x64),
+        "versions": R.versions(),
+    }
+    spec |= {f: getattr(cfg, f) for f in ("seeds", "first_seed", "steps", "n_checkpoints", "ntk_implementation",
+                                          "departure_tol", "departure_floor")}
+    blob = json.dumps(spec, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cell_path(cells_dir: Path, cfg: RegimesConfig, cell: dict[str, Any], width: int) -> Path:
+    """``cells_dir/width<w>-<option>-depth<d>-lr<f>-x<r>-<parameterization>-<hash>.npz``."""
+    return cells_dir / (f"width{width}-{cell['option']}-depth{cell['depth']}-lr{cell['lr_fraction']:g}-"
+                        f"x{cell['x_range']:g}-{cell['parameterization']}-{cell_key(cfg, cell, width)}.npz")
+
+
+def run(cfg: RegimesConfig, out: str | Path | None = None, *, progress: bool = True, force: bool = False) -> dict:
+    """Run all cells; write ``config.json``, ``summary.json`` and ``curves.npz`` into ``out``.
+
+    Each cell's results (one setting at one width) are stored in ``out/cells/`` as soon as it
+    finishes, keyed by :func:`cell_key`; a re-run reuses them (an interrupted run resumes, and
+    a sweep that shares cells with an earlier one computes only the new ones), unless ``force``.
+    """
     from tqdm.auto import tqdm
 
     from studylib import results as R
-    from studylib.compare import enable_dtype
+    from studylib.compare import enable_dtype, load_cell, save_cell
 
     enable_dtype(cfg.dtype)
     if "float64" in cfg.options:
         enable_dtype("float64")
+    if progress:
+        from studylib import devices
+
+        tqdm.write(f"devices: {devices.describe()}")
     if out is not None:
         out = Path(out)
         R.write_json(out / "config.json", dataclasses.asdict(cfg))
@@ -608,7 +657,15 @@ def run(cfg: RegimesConfig, out: str | Path | None = None, *, progress: bool = T
         for (c, w), k in zip(todo, cost, strict=True):
             bar.set_description(f"w={w} {c['option']} d={c['depth']} lr={c['lr_fraction']:g} x={c['x_range']:g} "
                                 f"{c['parameterization'][:3]}")
-            res = run_cell(cfg, c, w, cache, progress=lambda dt, k=k: bar.update(k * dt / cfg.steps))
+            path = None if out is None else cell_path(out / "cells", cfg, c, w)
+            if path is not None and path.is_file() and not force:
+                res = load_cell(path) | {"cell": c}
+                bar.update(k)
+                tqdm.write(f"width {w}, {cell_label(c)}: reusing {path}")
+            else:
+                res = run_cell(cfg, c, w, cache, progress=lambda dt, k=k: bar.update(k * dt / cfg.steps))
+                if path is not None:
+                    save_cell(path, {key: v for key, v in res.items() if key != "cell"})
             results.append(res)
             if res["diverged_net"].any() or res["diverged_lin"].any():
                 tqdm.write(f"note: width {w}, {cell_label(c)}: diverged seeds: net "

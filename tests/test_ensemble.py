@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from studylib import ensemble as E
 from studylib import models, training
 from studylib.config import ConfigError, DataConfig, ModelConfig
+from studylib.results import read_npz
 
 
 @pytest.fixture(scope="module")
@@ -235,6 +237,54 @@ def test_cli_tiny_run_writes_summary_and_figures(tmp_path, capsys):
     # main() draws the figures with plots_ensemble.ensemble_figures(out), which reads only the stored files.
     printed = capsys.readouterr().out
     assert "mean_err" in printed and "ensemble_errors_vs_width.png" in printed
+
+
+def test_rerun_reuses_stored_widths_and_force_recomputes(tmp_path, capsys, monkeypatch):
+    """Each width is stored in out/cells/ as it finishes; a second run reuses every one (training is
+    patched to fail if called) with identical results; --force recomputes. Tiny preset, cut down further."""
+    from study import ensemble as entry
+
+    args = ["--preset", "tiny", "--widths", "4,16", "--steps", "4", "--checkpoints", "3", "--depth", "2",
+            "--no-readout", "--mc-repeats", "2", "--out", str(tmp_path), "--no-progress", "--no-figures"]
+    entry.main(args)
+    assert len(list((tmp_path / "cells").glob("width*.npz"))) == 2
+    first = json.loads((tmp_path / "summary.json").read_text())
+    first_arrays = read_npz(tmp_path / "ensemble.npz")
+    capsys.readouterr()
+    train_width = E.train_width
+
+    def boom(*_a, **_kw):
+        raise AssertionError("train_width called although its width is stored")
+
+    monkeypatch.setattr(E, "train_width", boom)
+    entry.main(args)
+    printed = capsys.readouterr().out
+    assert "width 4: reusing" in printed and "width 16: reusing" in printed
+    again = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("metrics", "per_width", "learning_rate", "gp_flow_vs_discrete"):
+        assert again[key] == first[key], key
+    again_arrays = read_npz(tmp_path / "ensemble.npz")
+    assert again_arrays.keys() == first_arrays.keys()
+    for k, v in again_arrays.items():
+        np.testing.assert_array_equal(v, first_arrays[k], err_msg=k)
+
+    # The key leaves out the list of widths (and mc_repeats), not what changes the networks.
+    cfg = E.EnsembleConfig(widths=(4, 16), members=8, steps=4, n_checkpoints=3)
+    assert E.cell_key(cfg, 16) == E.cell_key(dataclasses.replace(cfg, widths=(16, 32), mc_repeats=5), 16)
+    assert E.cell_key(cfg, 16) != E.cell_key(cfg, 4)
+    assert E.cell_key(cfg, 16) != E.cell_key(dataclasses.replace(cfg, steps=5), 16)
+    # --force recomputes (here for one width).
+    calls = []
+
+    def counted(cfg, width, *a, **kw):
+        calls.append(width)
+        return train_width(cfg, width, *a, **kw)
+
+    monkeypatch.setattr(E, "train_width", counted)
+    entry.main([*args[:3], "16", *args[4:], "--force"])
+    assert calls == [16] and "reusing" not in capsys.readouterr().out
+    np.testing.assert_array_equal(read_npz(tmp_path / "ensemble.npz")["ntk/outputs"][0],
+                                  first_arrays["ntk/outputs"][1])
 
 
 def test_cli_bad_flag_and_help_without_jax():

@@ -124,6 +124,62 @@ def test_tiny_run_writes_results_and_figures(tmp_path):
         assert f"{fig}.png" in names and f"{fig}.pdf" in names
 
 
+def test_rerun_reuses_stored_cells_and_force_recomputes(tmp_path, capsys, monkeypatch):
+    """Each cell is stored in out/cells/ as it finishes; a second run reuses every one (run_cell is
+    patched to fail if called) with identical results; force=True recomputes. Tiny preset, cut down further."""
+    import dataclasses
+
+    from study import regimes as entry
+
+    cfg = regimes.RegimesConfig(**{**regimes.PRESETS["tiny"], "widths": (8,), "steps": 4, "n_checkpoints": 3,
+                                   "depths": (1,), "options": ("plain", "centred")}, model=ModelConfig(depth=1))
+    regimes.run(cfg, tmp_path, progress=False)
+    assert len(list((tmp_path / "cells").glob("width8-*.npz"))) == 2
+    first = read_json(tmp_path / "summary.json")
+    first_arrays = read_npz(tmp_path / "curves.npz")
+    run_cell = regimes.run_cell
+
+    def boom(*_a, **_kw):
+        raise AssertionError("run_cell called although its cell is stored")
+
+    monkeypatch.setattr(regimes, "run_cell", boom)
+    capsys.readouterr()
+    regimes.run(cfg, tmp_path, progress=False)
+    printed = capsys.readouterr().out
+    assert "width 8, lr=0.5 depth=1 x_range=5 ntk plain: reusing" in printed
+    assert "width 8, lr=0.5 depth=1 x_range=5 ntk centred: reusing" in printed
+    again = read_json(tmp_path / "summary.json")
+    for key in ("cells", "heatmaps", "options", "modes_base", "gap_vs_laziness", "wide_enough"):
+        assert again[key] == first[key], key
+    again_arrays = read_npz(tmp_path / "curves.npz")
+    assert again_arrays.keys() == first_arrays.keys()
+    for k, v in again_arrays.items():
+        np.testing.assert_array_equal(v, first_arrays[k], err_msg=k)
+
+    # The key leaves out the rest of the sweep, not what changes the cell's numbers.
+    base = cfg.base()
+    key = regimes.cell_key(cfg, base, 8)
+    assert key == regimes.cell_key(dataclasses.replace(cfg, widths=(8, 16), options=("plain",),
+                                                       gap_threshold=0.2), base, 8)
+    assert key != regimes.cell_key(dataclasses.replace(cfg, steps=5), base, 8)
+    assert key != regimes.cell_key(cfg, base | {"option": "centred"}, 8)
+    # force recomputes (here one cell).
+    calls = []
+
+    def counted(cfg_, cell, width, *a, **kw):
+        calls.append((cell["option"], width))
+        return run_cell(cfg_, cell, width, *a, **kw)
+
+    monkeypatch.setattr(regimes, "run_cell", counted)
+    regimes.run(dataclasses.replace(cfg, options=("plain",)), tmp_path, progress=False, force=True)
+    assert calls == [("plain", 8)] and "reusing" not in capsys.readouterr().out
+    forced = read_npz(tmp_path / "curves.npz")
+    for k, v in forced.items():
+        if k.startswith("cell0/"):
+            np.testing.assert_array_equal(v, first_arrays[k], err_msg=k)
+    assert entry.parse_args(["--force"]).force and not entry.parse_args([]).force
+
+
 def test_help_does_not_import_jax():
     code = ("import sys; from study import regimes\n"
             "try:\n    regimes.main(['--help'])\nexcept SystemExit:\n    pass\n"
