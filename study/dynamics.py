@@ -5,6 +5,7 @@
     python -m study.dynamics --preset ntk                # NTK parameterization, lr from the analytic NTK
     python -m study.dynamics --preset quick              # 200 epochs, under a minute
     python -m study.dynamics --widths 10,100 --batch-sizes 1,10 --epochs 2000 --out results/mine
+    python -m study.dynamics --preset quick --arch res_fc --arch-option blocks=2   # any architecture
 
 Each (width, batch size) cell is saved under OUT/cells/ as soon as it finishes; rerunning
 the same command skips finished cells (--force recomputes them).
@@ -34,7 +35,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--first-seed", dest="first_seed", type=int, help="first PRNG seed (default: 0)")
     p.add_argument("--loss", help="mse = mean((f-y)^2), the seed's (default) | half_mse = NT's 1/2 mean")
     p.add_argument("--dtype", help="float32 (default) or float64")
-    p.add_argument("--method", help="auto (default) | direct | lowrank: SGD formulation (same numbers)")
+    p.add_argument("--method", help="auto (default) | direct | lowrank | generic: trainer (same numbers); direct "
+                                    "and lowrank are the fast FC trainer (fc, erf_fc), generic trains any --arch")
     cli.add_model_flags(p)
     p.add_argument("--out", default="results/dynamics", help="output folder (default: results/dynamics)")
     p.add_argument("--force", action="store_true", help="recompute cells already saved")

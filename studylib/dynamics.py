@@ -1,9 +1,11 @@
 """Training dynamics under mini-batch SGD: the seed's experiment, faithfully and with seeds.
 
-For every hidden width and batch size (a *cell*) and every seed, the FC network and its
+For every hidden width and batch size (a *cell*) and every seed, the network and its
 linearization ``nt.linearize(apply_fn, theta_0)`` are trained with the same mini-batches
 (a fresh random permutation of the N training points every epoch, split into N/B
-batches) by :mod:`studylib.sgd`, and every ``record_every`` epochs we record:
+batches) by :mod:`studylib.sgd` -- its hand-written trainer for the FC nets (``fc``,
+``erf_fc``), its generic jax.grad trainer for every other architecture (``res_fc``, user
+builders ``module:function``) -- and every ``record_every`` epochs we record:
 
 * the seed's three: relative parameter change ||theta_t - theta_0|| / ||theta_0||, relative
   NTK change at (x0, x0) |K_t(x0,x0) - K_0(x0,x0)| / |K_0(x0,x0)|, and the training loss;
@@ -46,7 +48,11 @@ from studylib.config import (
 )
 
 LOSSES = ("mse", "half_mse")
-METHODS = ("auto", "direct", "lowrank")
+#: 'direct' / 'lowrank': the hand-written FC trainer (fc and erf_fc only); 'generic': jax.grad
+#: through the stax apply_fn (any architecture); 'auto': the FC trainer where it applies.
+METHODS = ("auto", "direct", "lowrank", "generic")
+#: Architectures the hand-written FC trainer handles (studylib.sgd.FAST_ARCHS; no JAX import here).
+FAST_ARCHS = ("fc", "erf_fc")
 #: Width from which method 'auto' uses the low-rank deferred update (see studylib.sgd).
 LOWRANK_FROM_WIDTH = 256
 #: Seeds are vmapped when all their parameters together stay below this (bytes), so that the
@@ -70,8 +76,10 @@ class DynamicsConfig:
     of SGD with the analytic NTK on the training inputs, per width and batch size
     (:func:`minibatch_critical_lr`; N / lambda_max at batch N with the seed's loss).
     ``batch_sizes`` must divide ``data.n_train``; batch size N is full-batch GD.
-    ``method``: 'direct' or 'lowrank' SGD formulation (same numbers up to float rounding);
-    'auto' picks lowrank from width 256 on.
+    ``method``: 'direct' or 'lowrank' formulation of the hand-written FC trainer (``fc`` and
+    ``erf_fc`` only), or 'generic' (jax.grad through the stax ``apply_fn``; any architecture) --
+    the same numbers up to float rounding; 'auto' picks lowrank from width 256 on for FC nets
+    and generic for every other architecture.
     """
 
     widths: tuple[int, ...] = (10, 100, 1000)
@@ -105,8 +113,9 @@ class DynamicsConfig:
             raise ConfigError(f"model: expected a ModelConfig, got {type(self.model).__name__}")
         if not isinstance(self.data, DataConfig):
             raise ConfigError(f"data: expected a DataConfig, got {type(self.data).__name__}")
-        if self.model.arch != "fc":
-            raise ConfigError(f"model.arch: the dynamics trainer supports 'fc' only, got {self.model.arch!r}")
+        if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
+            raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
+                              f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")
         if self.epochs % self.record_every:
             raise ConfigError(f"record_every: must divide epochs={self.epochs}, got {self.record_every}")
         for b in self.batch_sizes:
@@ -132,6 +141,8 @@ DEFAULT_PRESET = "seed"
 def resolve_method(cfg: DynamicsConfig, width: int) -> str:
     if cfg.method != "auto":
         return cfg.method
+    if cfg.model.arch not in FAST_ARCHS:
+        return "generic"
     return "lowrank" if width >= LOWRANK_FROM_WIDTH else "direct"
 
 
@@ -213,13 +224,26 @@ def run_cell(cfg: DynamicsConfig, width: int, batch: int, dataset, *, progress=N
     lr, lr_crit_inf = analytic_lr(cfg, width, dataset.x_train, batch)
 
     net = models.build(cfg.model, width)
-    plan = sgd.Plan(sgd.mlp_from_config(cfg.model, width), n_train=n, batch_size=batch,
-                    record_every=cfg.record_every, loss=cfg.loss, method=resolve_method(cfg, width))
+    method = resolve_method(cfg, width)
+    if method == "generic":
+        # Any stax net: the whole parameter pytree is trained (jax.grad through apply_fn).
+        plan = sgd.GenericPlan(cfg.model, width, n_train=n, batch_size=batch, record_every=cfg.record_every,
+                               loss=cfg.loss)
+        to_params = lambda p: p  # noqa: E731
+        shapes = jax.eval_shape(lambda k: net.init_fn(k, x.shape)[1], jax.random.PRNGKey(0))
+        p_bytes = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes)) * np.dtype(cfg.dtype).itemsize
+        dense_idx = models.dense_layer_indices(shapes)
+        weights = lambda p: [p[i][0] for i in dense_idx]  # noqa: E731
+    else:
+        plan = sgd.Plan(sgd.fast_mlp(cfg.model, width), n_train=n, batch_size=batch,
+                        record_every=cfg.record_every, loss=cfg.loss, method=method)
+        to_params = sgd.dense_params
+        p_bytes = sum(a * b + b for a, b in zip(plan.net.sizes[:-1], plan.net.sizes[1:], strict=True)) \
+            * np.dtype(cfg.dtype).itemsize
+        weights = lambda d: [w for w, _ in d]  # noqa: E731
     n_records = cfg.epochs // cfg.record_every
     per_call = _segments(n_records)
 
-    p_bytes = sum(a * b + b for a, b in zip(plan.net.sizes[:-1], plan.net.sizes[1:], strict=True)) \
-        * np.dtype(cfg.dtype).itemsize
     vmapped = len(seeds) > 1 and p_bytes * len(seeds) <= VMAP_BYTES
     groups = [seeds] if vmapped else [[s] for s in seeds]
     init_fn, seg_fn, final_fn = sgd.compiled_runner(plan, vmapped=vmapped)
@@ -233,7 +257,7 @@ def run_cell(cfg: DynamicsConfig, width: int, batch: int, dataset, *, progress=N
     total_segments = len(groups) * (n_records // per_call)
     done = 0
     for group in groups:
-        dense0 = jax.vmap(lambda k: sgd.dense_params(net.init_fn(k, x.shape)[1]))(
+        dense0 = jax.vmap(lambda k: to_params(net.init_fn(k, x.shape)[1]))(
             jnp.stack([jax.random.PRNGKey(s) for s in group]))
         dense0 = tmap(lambda v: v.astype(dtype), dense0)
         # Batch order: its own key per seed, independent of the init key.
@@ -260,7 +284,8 @@ def run_cell(cfg: DynamicsConfig, width: int, batch: int, dataset, *, progress=N
         init_np = tmap(lambda v: np.asarray(v, np.float64), put(init))
         p0_sq = sum(np.sum(np.asarray(a, np.float64) ** 2, axis=tuple(range(1, a.ndim)))
                     for a in jax.tree_util.tree_leaves(dense0))
-        w0_sq = np.stack([np.sum(np.asarray(w, np.float64) ** 2, axis=(1, 2)) for w, _ in dense0], -1)
+        w0_sq = np.stack([np.sum(np.asarray(w, np.float64) ** 2, axis=tuple(range(1, w.ndim)))
+                          for w in weights(dense0)], -1)
         part = {**{f"rec_{k}": v for k, v in rec.items()}, **init_np,
                 "f_net_test": np.asarray(f_net_test), "f_lin_test": np.asarray(f_lin_test),
                 "p0_sq": p0_sq, "w0_sq": w0_sq}

@@ -204,7 +204,8 @@ def dynamics_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     widths, batches = summary["widths"], summary["batch_sizes"]
     parts = [
         "## Training dynamics under SGD: the seed's experiment (`study.dynamics`)\n",
-        f"Depth-{cfg['model']['depth']} ReLU network, {cfg['model']['parameterization']} parameterization "
+        f"Depth-{cfg['model']['depth']} `{cfg['model']['arch']}` network ({cfg['model']['activation']}), "
+        f"{cfg['model']['parameterization']} parameterization "
         f"(W_std = {fmt(cfg['model']['W_std'])}, b_std = {fmt(cfg['model']['b_std'])}), loss `{cfg['loss']}`, "
         f"lr = {fmt(cfg['lr'])}, {cfg['epochs']} epochs, batch sizes {', '.join(map(str, batches))}, "
         f"{cfg['seeds']} seed(s); values at the last epoch (mean ± std over seeds).",

@@ -28,6 +28,12 @@ per-layer pieces of the empirical NTK below. tests/test_sgd.py checks this again
 The empirical NTK of the FC net is assembled from per-sample activations h and
 backpropagated derivatives d = df/dz: K(x, x') = sum_l s_l^2 (h_{l-1} . h'_{l-1})(d_l . d'_l)
 + t_l^2 (d_l . d'_l) (tested equal to ``nt.empirical_ntk_fn``).
+
+Every other network (``res_fc``, user builders ``module:function``; any stax net) is trained
+by the generic trainer (:class:`GenericPlan`): the same batches, loss, records and
+function-space linearization, with ``jax.grad`` of its ``apply_fn`` on stax's parameter
+pytree and the empirical NTK of :func:`studylib.kernels.empirical_ntk_fn`; tests check that
+on the FC net it gives the fast trainer's curves.
 """
 
 from __future__ import annotations
@@ -387,24 +393,179 @@ def segment_fn(plan: Plan):
 def compiled_runner(plan: Plan, *, vmapped: bool):
     """Jitted (init_fn, segment_fn, final_fn), vmapped over a leading seed axis when ``vmapped``;
     cached per (plan, vmapped), so that a rerun in the same process compiles nothing.
+    ``plan`` is a :class:`Plan` (hand-written FC trainer; parameters = :func:`dense_params`) or a
+    :class:`GenericPlan` (any stax net by jax.grad; parameters = stax's whole pytree).
 
     * ``init_fn(dense0, x, x_test) -> init dict``;
     * ``segment_fn(dense, c, dense0, perms, x, y, lr, init) -> (dense, c, records)``, with
       ``dense`` and ``c`` donated (the carry is updated in place between segments);
     * ``final_fn(dense, c, x_test, init) -> (f_net_test, f_lin_test)``.
     """
-    def init_fn(dense0, x, x_test):
-        return measure_init(plan, dense0, x, x_test)
+    if isinstance(plan, GenericPlan):
+        init_fn, seg, final_fn = _generic_fns(plan, plan.network().apply_fn, generic_dense_indices(plan))
+    else:
+        def init_fn(dense0, x, x_test):
+            return measure_init(plan, dense0, x, x_test)
 
-    def final_fn(dense, c, x_test, init):
-        return forward(plan.net, dense, x_test)[0][:, 0], init["f0_test"] + _mv(init["k0_test"], c)
+        def final_fn(dense, c, x_test, init):
+            return forward(plan.net, dense, x_test)[0][:, 0], init["f0_test"] + _mv(init["k0_test"], c)
 
-    seg = segment_fn(plan)
+        seg = segment_fn(plan)
     if vmapped:
         init_fn = jax.vmap(init_fn, in_axes=(0, None, None))
         seg = jax.vmap(seg, in_axes=(0, 0, 0, 0, None, None, None, 0))
         final_fn = jax.vmap(final_fn, in_axes=(0, 0, None, 0))
     return jax.jit(init_fn), jax.jit(seg, donate_argnums=(0, 1)), jax.jit(final_fn)
+
+
+# ---------------------------------------------------------------------------------------------
+# The generic trainer: any stax network, by jax.grad
+# ---------------------------------------------------------------------------------------------
+
+#: Architectures the hand-written FC trainer above handles (``erf_fc`` is ``fc`` with Erf).
+FAST_ARCHS = ("fc", "erf_fc")
+
+
+def fast_mlp(model_cfg, width: int) -> MLP | None:
+    """The :class:`MLP` of a model the hand-written trainer handles, else None."""
+    if model_cfg.arch == "fc":
+        return mlp_from_config(model_cfg, width)
+    if model_cfg.arch == "erf_fc":
+        return mlp(width, depth=model_cfg.depth, activation="erf", W_std=model_cfg.W_std, b_std=model_cfg.b_std,
+                   parameterization=model_cfg.parameterization)
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenericPlan:
+    """Static shape of one run of the generic trainer: the network ``models.build(model, width)``
+    (any architecture, including user builders) trained through its stax ``apply_fn``.
+
+    Same SGD as :class:`Plan` (same batches, loss convention and records), with the gradient
+    from ``jax.grad`` of ``apply_fn`` on stax's parameter pytree, the empirical NTK from
+    :func:`studylib.kernels.empirical_ntk_fn`, and per-layer weight changes over the top-level
+    Dense layers (:func:`studylib.models.dense_layer_indices`). The linearized model is trained
+    in function space exactly as in :class:`Plan` (it needs only f_0 and K_0); its per-layer
+    kernel pieces K_0^(W_l) = J_{W_l} J_{W_l}^T come from the N vjp rows J^T e_j at init.
+    """
+
+    model: Any  # studylib.config.ModelConfig (hashable)
+    width: int
+    n_train: int
+    batch_size: int
+    record_every: int
+    loss: str = "mse"
+    method: str = "generic"
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n_train // self.batch_size
+
+    @property
+    def steps_per_record(self) -> int:
+        return self.record_every * self.steps_per_epoch
+
+    @property
+    def chunk(self) -> int:
+        return 1
+
+    def network(self):
+        from studylib import models
+
+        return models.build(self.model, self.width)
+
+
+def _generic_fns(plan: GenericPlan, apply_fn, dense_idx: Sequence[int]):
+    """(init_fn, seg, final_fn) of the generic trainer for one seed (see :func:`compiled_runner`).
+
+    The empirical NTK on the training inputs, at init and at every record, is
+    :func:`studylib.kernels.empirical_ntk_fn` (NT's implementation 2, NTK-vector products:
+    55 ms at width 1000 here, against 115-250 ms for the Gram of the N Jacobian rows, which
+    writes N parameter copies). At init only, the N rows J^T e_j (one batched vjp) also give the
+    weight pieces K_0^(W_l) (the Gram of each top-level Dense layer's rows) and K_0(x_test, X)
+    (the jvp of every row through f(x_test), as :func:`studylib.kernels.ntk_cross`).
+    """
+    from studylib import kernels
+
+    ntk_fn = kernels.empirical_ntk_fn(apply_fn)
+    cf = LOSS_FACTOR[plan.loss] / 2.0
+    tmap = jax.tree_util.tree_map
+    f1 = lambda p, x: apply_fn(p, x)[:, 0]  # noqa: E731
+
+    def loss_fn(p, xb, yb):  # (c/2) mean over the batch, as Plan's gfac = c / B
+        return cf * jnp.mean((apply_fn(p, xb) - yb) ** 2)
+
+    grad_fn = jax.grad(loss_fn)
+
+    def rows_of(p, x):
+        """J(x)^T e_j for every j: the parameter pytree with a leading axis of size N."""
+        _, vjp = jax.vjp(lambda q: f1(q, x), p)
+        return jax.vmap(vjp)(jnp.eye(x.shape[0], dtype=x.dtype))[0]
+
+    def gram(a):  # rows . rows^T over all but the leading axis
+        a = a.reshape(a.shape[0], -1)
+        return lax.dot_general(a, a, (((1,), (1,)), ((), ())))
+
+    def changes(delta):
+        """Squared norms of the whole change and of each top-level Dense layer's weights."""
+        return (sum(_sq(leaf) for leaf in jax.tree_util.tree_leaves(delta)),
+                jnp.stack([_sq(delta[i][0]) for i in dense_idx]))
+
+    def init_fn(p0, x, x_test):
+        rows = rows_of(p0, x)
+        # K_0(x_test, x) = J(x_test) J(x)^T: the jvp of every row through f(x_test)
+        k_test = jax.vmap(lambda t: jax.jvp(lambda q: f1(q, x_test), (p0,), (t,))[1])(rows).T
+        return {
+            "f0_train": f1(p0, x),
+            "f0_test": f1(p0, x_test),
+            "k0_w": jnp.stack([gram(rows[i][0]) for i in dense_idx]),  # (L, N, N) top-level Dense weights
+            "k0": ntk_fn(x, None, p0),  # the same estimator as the recorded K_t
+            "k0_test": k_test,  # (M, N)
+        }
+
+    def measure_g(p, p0, c, x, y, init):
+        f_net = f1(p, x)
+        f_lin = init["f0_train"] + _mv(init["k0"], c)
+        dsq, wd = changes(tmap(jnp.subtract, p, p0))
+        return {
+            "loss_net": cf * jnp.mean((f_net - y[:, 0]) ** 2),
+            "loss_lin": cf * jnp.mean((f_lin - y[:, 0]) ** 2),
+            "f_net_train": f_net,
+            "f_lin_train": f_lin,
+            "k_net": ntk_fn(x, None, p),
+            "dsq_net": dsq,
+            "wdsq_net": wd,
+            "dsq_lin": c @ init["k0"] @ c,
+            "wdsq_lin": jnp.einsum("i,lij,j->l", c, init["k0_w"], c),
+        }
+
+    def seg(p, c, p0, perms, x, y, lr, init):
+        lin_step = _lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
+
+        def step(carry, idx):
+            p, c = carry
+            g = grad_fn(p, x[idx], y[idx])
+            return (tmap(lambda a, b: a - lr * b, p, g), lin_step(c, idx)), None
+
+        def body(carry, perm):
+            carry, _ = lax.scan(step, carry, perm.reshape(-1, plan.batch_size))
+            return carry, measure_g(carry[0], p0, carry[1], x, y, init)
+
+        (p, c), recs = lax.scan(body, (p, c), perms)
+        return p, c, recs
+
+    def final_fn(p, c, x_test, init):
+        return f1(p, x_test), init["f0_test"] + _mv(init["k0_test"], c)
+
+    return init_fn, seg, final_fn
+
+
+def generic_dense_indices(plan: GenericPlan) -> list[int]:
+    """Top-level Dense layers of the plan's network (from parameter shapes; nothing is drawn)."""
+    from studylib import models
+
+    shapes = jax.eval_shape(lambda k: plan.network().init_fn(k, (plan.n_train, 1))[1], jax.random.PRNGKey(0))
+    return models.dense_layer_indices(shapes)
 
 
 def gd_reference(net: MLP, dense, x, y, lr, steps: int, loss: str = "mse"):

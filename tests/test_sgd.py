@@ -140,3 +140,32 @@ def test_chunk_steps():
     assert sgd.chunk_steps(5, 10) == 5
     assert sgd.chunk_steps(100, 1) == 50
     assert sgd.chunk_steps(7, 64) == 1
+
+
+def test_generic_trainer_kernels_on_a_residual_net():
+    """The generic trainer's K_0 (train Gram and test x train block) and per-layer weight pieces
+    K_0^(W_l) on res_fc (nested residual parameters) equal the kernels of full Jacobians
+    (jax.jacrev), in float64 to RTOL; the weight pieces are those of the top-level Dense layers."""
+    from studylib.config import ModelConfig
+
+    cfg = ModelConfig(arch="res_fc", options={"blocks": 1}, b_std=0.2)
+    plan = sgd.GenericPlan(cfg, 5, n_train=10, batch_size=5, record_every=1)
+    net = plan.network()
+    _, params = net.init_fn(jax.random.PRNGKey(0), (10, 1))
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    x = jnp.linspace(-5, 5, 10, dtype=jnp.float64)[:, None]
+    xt = jnp.linspace(-10, 10, 10, dtype=jnp.float64)[:, None] + 0.3  # a test grid apart from x
+    idx = sgd.generic_dense_indices(plan)
+    assert idx == models.dense_layer_indices(params) == [0, len(params) - 1]
+    init_fn, _, _ = sgd.compiled_runner(plan, vmapped=False)
+    init = init_fn(params, x, xt)
+    # Jacobians at x and at xt in one compiled call (leading axis 0: x, 1: xt)
+    jac = jax.jit(jax.vmap(jax.jacrev(lambda p, xx: net.apply_fn(p, xx)[:, 0]), in_axes=(None, 0)))(
+        params, jnp.stack([x, xt]))
+    flat = [jnp.concatenate([a[k].reshape(10, -1) for a in jax.tree_util.tree_leaves(jac)], 1) for k in (0, 1)]
+    _close(init["k0"], flat[0] @ flat[0].T)
+    _close(init["k0_test"], flat[1] @ flat[0].T)
+    _close(init["f0_test"], net.apply_fn(params, xt)[:, 0])
+    for l, i in enumerate(idx):  # kernel of W_i alone: the Jacobian restricted to that leaf
+        jw = jac[i][0][0].reshape(10, -1)
+        _close(init["k0_w"][l], jw @ jw.T)
