@@ -405,6 +405,10 @@ def run(cfg: DynamicsConfig, out: str | Path, *, force: bool = False, progress: 
     cells_dir = out / "cells"
     R.write_json(out / "config.json", dataclasses.asdict(cfg))
     dataset = D.load(cfg.data)
+    if progress:
+        from studylib import devices
+
+        tqdm.write(f"devices: {devices.describe()} (one cell at a time; seeds vmapped where they fit the cache)")
     start = time.perf_counter()
     cells: dict[tuple[int, int], dict] = {}
     todo = [(w, b) for w in cfg.widths for b in cfg.batch_sizes]
