@@ -493,33 +493,6 @@ def cell_key(cfg: CompareConfig, width: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def save_cell(path: Path, res: dict) -> None:
-    """One width's results as a flat .npz (nested dicts as 'outer/inner' keys), atomically."""
-    from studylib import results as R
-
-    flat = {}
-    for k, v in res.items():
-        if isinstance(v, dict):
-            flat |= {f"{k}/{k2}": v2 for k2, v2 in v.items()}
-        else:
-            flat[k] = v
-    R.write_npz(path, flat)
-
-
-def load_cell(path: Path) -> dict:
-    from studylib import results as R
-
-    res: dict[str, Any] = {}
-    for k, v in R.read_npz(path).items():
-        v = v.item() if v.ndim == 0 else v
-        if "/" in k:
-            outer, inner = k.split("/", 1)
-            res.setdefault(outer, {})[inner] = v
-        else:
-            res[k] = v
-    return res
-
-
 def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = True, force: bool = False) -> dict:
     """Run the whole study; write ``summary.json``, ``curves.npz`` and ``config.json`` into
     ``out`` (when given) and return the summary (see README for the schema).
@@ -551,7 +524,7 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
             bar.set_description(f"width {w}")
             cell = None if out is None else out / "cells" / f"width{w}-{cell_key(cfg, w)}.npz"
             if cell is not None and cell.is_file() and not force:
-                res = load_cell(cell)
+                res = R.load_nested_npz(cell)
                 bar.update(cost[w])
                 tqdm.write(f"width {w}: reusing {cell}")
             else:
@@ -567,7 +540,7 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
                                                scale=cost[w] / cfg.steps * len(seed_ids[i:i + chunk]) / cfg.seeds))
                     for i in range(0, cfg.seeds, chunk)])
                 if cell is not None:
-                    save_cell(cell, res)
+                    R.save_nested_npz(cell, res)
             per_width.append(res)
             for model in ("net", "lin"):
                 for s, step in enumerate(res[f"diverged_{model}_step"]):

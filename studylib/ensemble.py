@@ -416,7 +416,6 @@ def run(cfg: EnsembleConfig, out: str | Path | None = None, *, progress: bool = 
     from studylib import data as D
     from studylib import results as R
     from studylib import training
-    from studylib.compare import load_cell, save_cell
 
     # The GP side is always float64 (the NNGP Gram spans 7 decades); networks are cast to cfg.dtype.
     jax.config.update("jax_enable_x64", True)
@@ -440,14 +439,14 @@ def run(cfg: EnsembleConfig, out: str | Path | None = None, *, progress: bool = 
             bar.set_description(f"width {w}")
             cell = None if out is None else out / "cells" / f"width{w}-{cell_key(cfg, w)}.npz"
             if cell is not None and cell.is_file() and not force:
-                res = load_cell(cell)
+                res = R.load_nested_npz(cell)
                 bar.update(cost[w])
                 tqdm.write(f"width {w}: reusing {cell}")
             else:
                 res = train_width(cfg, w, dataset, lrs=gp["lr"], steps=steps,
                                   progress=lambda frac, w=w: bar.update(frac * cost[w]))
                 if cell is not None:
-                    save_cell(cell, res)
+                    R.save_nested_npz(cell, res)
             for m in cfg.modes:
                 nets[m].append(res[m])
                 bad = int(unstable_members(res[m]["train"], dataset.y_train).sum())

@@ -633,7 +633,7 @@ def run(cfg: RegimesConfig, out: str | Path | None = None, *, progress: bool = T
     from tqdm.auto import tqdm
 
     from studylib import results as R
-    from studylib.compare import enable_dtype, load_cell, save_cell
+    from studylib.compare import enable_dtype
 
     enable_dtype(cfg.dtype)
     if "float64" in cfg.options:
@@ -659,13 +659,13 @@ def run(cfg: RegimesConfig, out: str | Path | None = None, *, progress: bool = T
                                 f"{c['parameterization'][:3]}")
             path = None if out is None else cell_path(out / "cells", cfg, c, w)
             if path is not None and path.is_file() and not force:
-                res = load_cell(path) | {"cell": c}
+                res = R.load_nested_npz(path) | {"cell": c}
                 bar.update(k)
                 tqdm.write(f"width {w}, {cell_label(c)}: reusing {path}")
             else:
                 res = run_cell(cfg, c, w, cache, progress=lambda dt, k=k: bar.update(k * dt / cfg.steps))
                 if path is not None:
-                    save_cell(path, {key: v for key, v in res.items() if key != "cell"})
+                    R.save_nested_npz(path, {key: v for key, v in res.items() if key != "cell"})
             results.append(res)
             if res["diverged_net"].any() or res["diverged_lin"].any():
                 tqdm.write(f"note: width {w}, {cell_label(c)}: diverged seeds: net "

@@ -82,3 +82,28 @@ def read_json(path: str | os.PathLike) -> Any:
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+def save_nested_npz(path: str | os.PathLike, tree: dict) -> None:
+    """A dict of arrays, scalars and one level of nested dicts as a flat .npz ('outer/inner' keys),
+    written atomically: how the studies store each finished cell."""
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat |= {f"{k}/{k2}": v2 for k2, v2 in v.items()}
+        else:
+            flat[k] = v
+    write_npz(path, flat)
+
+
+def load_nested_npz(path: str | os.PathLike) -> dict:
+    """Inverse of :func:`save_nested_npz` (0-d arrays come back as Python scalars)."""
+    out: dict[str, Any] = {}
+    for k, v in read_npz(path).items():
+        v = v.item() if v.ndim == 0 else v
+        if "/" in k:
+            outer, inner = k.split("/", 1)
+            out.setdefault(outer, {})[inner] = v
+        else:
+            out[k] = v
+    return out
