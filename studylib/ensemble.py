@@ -78,7 +78,7 @@ class EnsembleConfig:
     ``lr``: absolute learning rate of full training; when None it is
     ``lr_fraction`` x 2N/lambda_max of the analytic NTK. Readout-only training
     uses ``readout_lr_fraction`` x 2N/lambda_max of the analytic NNGP (its own
-    kernel). ``chunk``: members per vmapped batch (None = all members at once);
+    kernel). ``chunk``: members per vmapped batch (None = as many as fit the device memory, see member_chunk);
     only memory and speed depend on it. ``mc_repeats``: repeats of the
     Monte-Carlo floor.
     """
@@ -285,7 +285,7 @@ def train_width(cfg: EnsembleConfig, width: int, data, *, lrs: dict[str, float],
     y_train = jnp.asarray(data.y_train, dtype)
     x_test = jnp.asarray(data.x_test, dtype)
     seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.members))
-    chunk = cfg.chunk or cfg.members
+    chunk = cfg.chunk or member_chunk(cfg, width)
 
     net = models.build(cfg.model, width)
     ro_fn = readout_model(net.apply_fn)
@@ -337,6 +337,21 @@ def train_width(cfg: EnsembleConfig, width: int, data, *, lrs: dict[str, float],
                 out[mode]["lambda_final"][idx] = np.linalg.eigvalsh(gram_t)
                 out[mode]["kernel_change"][idx] = Mx.rel_change(gram_t, gram0, axis=(1, 2))
     return out
+
+
+def member_chunk(cfg: EnsembleConfig, width: int) -> int:
+    """Members vmapped at once when ``chunk`` is not set: as many as fit half of the devices'
+    memory (parameters x ~5 buffers per member: theta_0, theta_t, gradient, update temporaries)."""
+    import jax
+
+    from studylib import devices, models
+
+    net = models.build(cfg.model, width)
+    d_in = cfg.data.dim if cfg.data.name == "sphere" else 1
+    shapes = jax.eval_shape(lambda k: net.init_fn(k, (cfg.data.n_train, d_in))[1], jax.random.PRNGKey(0))
+    n_params = sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes))
+    item = 8 if cfg.dtype == "float64" else 4
+    return devices.seeds_per_chunk(5 * n_params * item, cfg.members)
 
 
 def unstable_members(train_out: np.ndarray, y_train: np.ndarray) -> np.ndarray:
