@@ -523,24 +523,22 @@ def run(cfg: CompareConfig, out: str | Path | None = None, *, progress: bool = T
         for w in cfg.widths:
             bar.set_description(f"width {w}")
             cell = None if out is None else out / "cells" / f"width{w}-{cell_key(cfg, w)}.npz"
-            if cell is not None and cell.is_file() and not force:
-                res = R.load_nested_npz(cell)
-                bar.update(cost[w])
-                tqdm.write(f"width {w}: reusing {cell}")
-            else:
+
+            def compute(w=w):
                 plan = memory_plan(cfg, w)
                 seed_ids = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
                 chunk = plan["seeds_per_chunk"]
                 if chunk < cfg.seeds:
                     tqdm.write(f"width {w}: {plan['params']:,} parameters, ~{plan['bytes_per_seed'] / 2**20:.0f} MiB "
                                f"per seed: vmapping {chunk} seeds at a time")
-                res = concat_seed_chunks([
+                return concat_seed_chunks([
                     run_width(cfg, w, dataset, seeds=seed_ids[i:i + chunk], log=tqdm.write,
                               progress=partial(lambda k, scale: bar.update(k * scale),
                                                scale=cost[w] / cfg.steps * len(seed_ids[i:i + chunk]) / cfg.seeds))
                     for i in range(0, cfg.seeds, chunk)])
-                if cell is not None:
-                    R.save_nested_npz(cell, res)
+
+            res = R.cached(cell, compute, force=force,
+                           on_reuse=lambda p, w=w: (bar.update(cost[w]), tqdm.write(f"width {w}: reusing {p}")))
             per_width.append(res)
             for model in ("net", "lin"):
                 for s, step in enumerate(res[f"diverged_{model}_step"]):

@@ -453,15 +453,12 @@ def run(cfg: EnsembleConfig, out: str | Path | None = None, *, progress: bool = 
         for w in cfg.widths:
             bar.set_description(f"width {w}")
             cell = None if out is None else out / "cells" / f"width{w}-{cell_key(cfg, w)}.npz"
-            if cell is not None and cell.is_file() and not force:
-                res = R.load_nested_npz(cell)
-                bar.update(cost[w])
-                tqdm.write(f"width {w}: reusing {cell}")
-            else:
-                res = train_width(cfg, w, dataset, lrs=gp["lr"], steps=steps,
-                                  progress=lambda frac, w=w: bar.update(frac * cost[w]))
-                if cell is not None:
-                    R.save_nested_npz(cell, res)
+            res = R.cached(
+                cell,
+                lambda w=w: train_width(cfg, w, dataset, lrs=gp["lr"], steps=steps,
+                                        progress=lambda frac, w=w: bar.update(frac * cost[w])),
+                force=force,
+                on_reuse=lambda p, w=w: (bar.update(cost[w]), tqdm.write(f"width {w}: reusing {p}")))
             for m in cfg.modes:
                 nets[m].append(res[m])
                 bad = int(unstable_members(res[m]["train"], dataset.y_train).sum())

@@ -658,14 +658,16 @@ def run(cfg: RegimesConfig, out: str | Path | None = None, *, progress: bool = T
             bar.set_description(f"w={w} {c['option']} d={c['depth']} lr={c['lr_fraction']:g} x={c['x_range']:g} "
                                 f"{c['parameterization'][:3]}")
             path = None if out is None else cell_path(out / "cells", cfg, c, w)
-            if path is not None and path.is_file() and not force:
-                res = R.load_nested_npz(path) | {"cell": c}
+
+            def compute(c=c, w=w, k=k):
+                res = run_cell(cfg, c, w, cache, progress=lambda dt: bar.update(k * dt / cfg.steps))
+                return {key: v for key, v in res.items() if key != "cell"}  # the cell is known from the sweep
+
+            def reused(p, c=c, w=w, k=k):
                 bar.update(k)
-                tqdm.write(f"width {w}, {cell_label(c)}: reusing {path}")
-            else:
-                res = run_cell(cfg, c, w, cache, progress=lambda dt, k=k: bar.update(k * dt / cfg.steps))
-                if path is not None:
-                    R.save_nested_npz(path, {key: v for key, v in res.items() if key != "cell"})
+                tqdm.write(f"width {w}, {cell_label(c)}: reusing {p}")
+
+            res = R.cached(path, compute, force=force, on_reuse=reused) | {"cell": c}
             results.append(res)
             if res["diverged_net"].any() or res["diverged_lin"].any():
                 tqdm.write(f"note: width {w}, {cell_label(c)}: diverged seeds: net "

@@ -107,3 +107,17 @@ def load_nested_npz(path: str | os.PathLike) -> dict:
         else:
             out[k] = v
     return out
+
+
+def cached(path: str | os.PathLike | None, compute, *, force: bool = False, on_reuse=None) -> dict:
+    """One study cell: loaded from ``path`` when stored there (and not ``force``), else computed by
+    ``compute()`` and stored at once (atomically), so an interrupted run resumes. ``on_reuse(path)``
+    is called when a stored cell is used; ``path=None`` means no storage."""
+    if path is not None and Path(path).is_file() and not force:
+        if on_reuse is not None:
+            on_reuse(path)
+        return load_nested_npz(path)
+    res = compute()
+    if path is not None:
+        save_nested_npz(path, res)
+    return res
