@@ -40,6 +40,7 @@ from studylib.config import (
     check_float,
     check_int,
     check_int_list,
+    check_model_data,
     set_frozen,
 )
 
@@ -111,10 +112,7 @@ class CompareConfig:
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("lin_mode", self.lin_mode, LIN_MODES)
         set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
-        if not isinstance(self.model, ModelConfig):
-            raise ConfigError(f"model: expected a ModelConfig, got {type(self.model).__name__}")
-        if not isinstance(self.data, DataConfig):
-            raise ConfigError(f"data: expected a DataConfig, got {type(self.data).__name__}")
+        check_model_data(self)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

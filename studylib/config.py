@@ -144,6 +144,14 @@ class DataConfig:
             raise ConfigError(f"data.path: only used with data.name = 'file', got name {self.name!r}")
 
 
+def check_model_data(cfg: Any) -> None:
+    """A study config's nested ``model`` and ``data`` must be the config classes themselves."""
+    if not isinstance(cfg.model, ModelConfig):
+        raise ConfigError(f"model: expected a ModelConfig, got {type(cfg.model).__name__}")
+    if not isinstance(cfg.data, DataConfig):
+        raise ConfigError(f"data: expected a DataConfig, got {type(cfg.data).__name__}")
+
+
 def to_dict(cfg: Any) -> dict:
     """A JSON-ready dict of a (nested) config dataclass."""
     return dataclasses.asdict(cfg)

@@ -44,6 +44,7 @@ from studylib.config import (
     check_float,
     check_int,
     check_int_list,
+    check_model_data,
     set_frozen,
 )
 
@@ -109,10 +110,7 @@ class DynamicsConfig:
         check_choice("loss", self.loss, LOSSES)
         check_choice("dtype", self.dtype, DTYPES)
         check_choice("method", self.method, METHODS)
-        if not isinstance(self.model, ModelConfig):
-            raise ConfigError(f"model: expected a ModelConfig, got {type(self.model).__name__}")
-        if not isinstance(self.data, DataConfig):
-            raise ConfigError(f"data: expected a DataConfig, got {type(self.data).__name__}")
+        check_model_data(self)
         if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
                               f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")

@@ -57,6 +57,7 @@ from studylib.config import (
     check_float,
     check_int,
     check_int_list,
+    check_model_data,
     set_frozen,
 )
 
@@ -114,10 +115,7 @@ class EnsembleConfig:
             set_frozen(self, "chunk", check_int("chunk", self.chunk))
         check_choice("dtype", self.dtype, DTYPES)
         set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
-        if not isinstance(self.model, ModelConfig):
-            raise ConfigError(f"model: expected a ModelConfig, got {type(self.model).__name__}")
-        if not isinstance(self.data, DataConfig):
-            raise ConfigError(f"data: expected a DataConfig, got {type(self.data).__name__}")
+        check_model_data(self)
         if self.model.parameterization != "ntk":
             raise ConfigError(
                 f"model.parameterization: the ensemble study needs 'ntk' (a width-independent GP limit, "

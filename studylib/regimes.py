@@ -49,6 +49,7 @@ from studylib.config import (
     check_float,
     check_int,
     check_int_list,
+    check_model_data,
     set_frozen,
 )
 
@@ -127,10 +128,7 @@ class RegimesConfig:
         if self.ntk_implementation not in (1, 2):
             raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
                               "(3 fails with the pinned jax)")
-        if not isinstance(self.model, ModelConfig):
-            raise ConfigError(f"model: expected a ModelConfig, got {type(self.model).__name__}")
-        if not isinstance(self.data, DataConfig):
-            raise ConfigError(f"data: expected a DataConfig, got {type(self.data).__name__}")
+        check_model_data(self)
         check_choice("sweep", self.sweep, SWEEPS)
         set_frozen(self, "lr_fractions", _check_float_list("lr_fractions", self.lr_fractions))
         set_frozen(self, "depths", check_int_list("depths", self.depths))
