@@ -1,12 +1,14 @@
 """Benchmark the study's SGD step against this machine's floor and the seed's loop, in one run.
 
-    python -m study.bench                      # full table (~5 min on 2 CPU cores)
+    python -m study.bench                      # full table (~3 min on 2 CPU cores)
     python -m study.bench --preset tiny        # seconds (smoke test)
     python -m study.bench --widths 1000 --batch-sizes 1 --out results/bench
 
 Prints a table and writes OUT/bench.json: per-step times after compilation, the ratio to
-the in-place BLAS floor and the speed-up over a seed-style loop, the empirical NTK cost per
-implementation, and the projected time of `python -m study.dynamics --preset seed --seeds 1`.
+the in-place BLAS floor and to the machine's bound (weights read twice, or the flops at the
+peak matmul rate), the speed-up over a seed-style loop and the largest one possible, a profile
+of the width-1000 step, the empirical NTK cost per implementation, and the projected time of
+`python -m study.dynamics --preset seed --seeds 1` with the share of it spent on metrics.
 """
 
 from __future__ import annotations

@@ -5,3 +5,7 @@ what you need, e.g. ``from studylib import models``.
 """
 
 __version__ = "0.1.0"
+
+from studylib import _xla as _xla
+
+_xla.configure()

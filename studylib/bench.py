@@ -7,6 +7,11 @@ N = 10 points x = linspace(-5, 5, 10)):
   wrappers (batch 1: gemv forward, gemv backward, ger rank-1 update in place; batch > 1:
   gemm forward/backward and gemm with beta=1 into the weights) -- no allocation of weight
   sized arrays, so it shows what the cache and the cores allow; and matmul GFLOP/s.
+* ``bounds``: no SGD step of the width-``floor_width`` net can be faster than reading its
+  weights twice (forward and backward products; timed through BLAS) or than its 6 B n^2
+  flops per hidden layer at the peak matmul rate (:func:`machine_bounds`);
+* ``profile``: the big products of the study's width-``floor_width`` step, each timed alone
+  (:func:`step_profile`), against the whole step;
 * ``step``: the study's training step (:mod:`studylib.sgd`; network and function-space
   linearized model together, after compilation), per step, for each width and batch size,
   with the method 'auto' picks and, at widths >= 256, also the other one; ``lin_step``: the
@@ -95,9 +100,12 @@ def _loadavg() -> list[float] | None:
 
 # ------------------------------------------------------------------------------------- floor
 
-def blas_floor(width: int, batch: int, depth: int, *, target_ms: int, repeats: int) -> float:
+def blas_floor(width: int, batch: int, depth: int, *, target_ms: int, repeats: int, update: bool = True) -> float:
     """Seconds per SGD step of the depth-``depth`` net's (depth-1) square hidden layers as
-    in-place SciPy BLAS calls (the input and readout layers are negligible at large width)."""
+    in-place SciPy BLAS calls (the input and readout layers are negligible at large width).
+
+    With ``update=False`` only the forward and backward products: the cost of reading every
+    weight matrix twice, which any SGD step pays (each step applies W and W^T to new vectors)."""
     from scipy.linalg import blas
 
     rng = np.random.default_rng(0)
@@ -118,10 +126,12 @@ def blas_floor(width: int, batch: int, depth: int, *, target_ms: int, repeats: i
         for l in reversed(range(n_sq)):
             if batch == 1:
                 dn = blas.sgemv(1.0, ws[l], d[:, 0])[:, None]
-                blas.sger(-lr, acts[l][:, 0], d[:, 0], a=ws[l], overwrite_a=1)
+                if update:
+                    blas.sger(-lr, acts[l][:, 0], d[:, 0], a=ws[l], overwrite_a=1)
             else:
                 dn = blas.sgemm(1.0, ws[l], d)
-                blas.sgemm(-lr, acts[l], d, beta=1.0, c=ws[l], trans_b=1, overwrite_c=1)
+                if update:
+                    blas.sgemm(-lr, acts[l], d, beta=1.0, c=ws[l], trans_b=1, overwrite_c=1)
             d = dn
 
     step()
@@ -130,7 +140,8 @@ def blas_floor(width: int, batch: int, depth: int, *, target_ms: int, repeats: i
     return _median_time(lambda: [step() for _ in range(k)], repeats) / k
 
 
-def blas_floor_best(width: int, batch: int, depth: int, *, target_ms: int, repeats: int) -> dict[str, float]:
+def blas_floor_best(width: int, batch: int, depth: int, *, target_ms: int, repeats: int,
+                    update: bool = True) -> dict[str, float]:
     """:func:`blas_floor` with OpenBLAS on 1 thread and on its default thread count, each in a
     fresh process (the thread count is fixed at import); the floor is the faster of the two."""
     import json
@@ -142,7 +153,8 @@ def blas_floor_best(width: int, batch: int, depth: int, *, target_ms: int, repea
         if threads is not None:
             env["OPENBLAS_NUM_THREADS"] = threads
         code = ("import json; from studylib.bench import blas_floor; "
-                f"print(json.dumps(blas_floor({width}, {batch}, {depth}, target_ms={target_ms}, repeats={repeats})))")
+                f"print(json.dumps(blas_floor({width}, {batch}, {depth}, target_ms={target_ms}, repeats={repeats}, "
+                f"update={update})))")
         r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
                            cwd=Path(__file__).resolve().parents[1])
         out[f"threads_{threads or 'default'}"] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -234,6 +246,70 @@ def study_step(width: int, batch: int, method: str, cfg: BenchConfig) -> dict[st
     return out
 
 
+def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
+    """Seconds per step of the big products of the study's low-rank step at ``width``, each
+    timed alone in a jitted ``lax.scan`` over the (depth-1) hidden matrices in turn, as the step
+    runs them (:mod:`studylib.sgd`):
+
+    * ``fwd_s``: forward ``h @ W`` (B rows);
+    * ``bwd_s``: backward ``d @ W^T`` read from W itself (``sgd._mm_t``; the step at B = 1);
+    * ``bwd_pretransposed_s``: the same product from a row-major transposed copy of W (the
+      step at B > 1), and ``transpose_s`` the copies (``sgd.transposed_copy``, once per chunk);
+    * ``fold_s``: the end-of-chunk fold ``W + U V`` (rank K*B), divided by the K steps of a chunk.
+
+    ``sum_s`` adds up the products the step uses. What it spends beyond them is the low-rank
+    corrections, the element-wise work and XLA's per-operation dispatch."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from studylib import sgd
+
+    rng = np.random.default_rng(0)
+    n_sq = cfg.depth - 1
+    f32 = lambda a: jnp.asarray(a.astype(np.float32))  # noqa: E731
+    ws = tuple(f32(rng.standard_normal((width, width)) / np.sqrt(width)) for _ in range(n_sq))
+    wts = tuple(jnp.array(np.ascontiguousarray(np.asarray(w).T)) for w in ws)
+    k = sgd.chunk_steps(cfg.record_every * cfg.n_train // batch, batch)
+    us = tuple(f32(1e-3 * rng.standard_normal((width, k * batch))) for _ in range(n_sq))
+    vs = tuple(f32(1e-3 * rng.standard_normal((k * batch, width))) for _ in range(n_sq))
+    h0 = f32(rng.standard_normal((batch, width)))
+
+    def chain(prod, mats, steps):
+        def body(h, _):
+            for m in mats:
+                h = prod(h, m)
+            return h * lax.rsqrt(jnp.mean(h * h)), None  # keeps the values O(1) over many steps
+        return jax.jit(lambda h, mats: lax.scan(body, h, None, length=steps)[0])
+
+    def per_step(fn, args, steps):
+        jax.block_until_ready(fn(*args))
+        return _median_time(lambda: jax.block_until_ready(fn(*args)), cfg.repeats) / steps
+
+    probe = per_step(chain(sgd._mm, ws, 4), (h0, ws), 4)
+    steps = int(np.clip(cfg.target_ms / 1000 / max(probe, 1e-7), 4, 20000))
+    out = {"fwd_s": per_step(chain(sgd._mm, ws, steps), (h0, ws), steps),
+           "bwd_s": per_step(chain(sgd._mm_t, ws, steps), (h0, ws), steps),
+           "bwd_pretransposed_s": per_step(chain(sgd._mm, wts, steps), (h0, wts), steps),
+           "chunk_steps": k}
+    fold = jax.jit(lambda ws, us, vs: tuple(w + sgd._mm(u, v) for w, u, v in zip(ws, us, vs, strict=True)),
+                   donate_argnums=(0,))
+    state = [tuple(jnp.copy(w) for w in ws)]
+
+    def go():
+        state[0] = fold(state[0], us, vs)
+        jax.block_until_ready(state[0])
+
+    go()
+    out["fold_s"] = _median_time(go, max(cfg.repeats, 5)) / k
+    tr = jax.jit(lambda ws: tuple(sgd.transposed_copy(w) for w in ws))
+    jax.block_until_ready(tr(ws))
+    out["transpose_s"] = _median_time(lambda: jax.block_until_ready(tr(ws)), max(cfg.repeats, 5)) / k
+    bwd = out["bwd_s"] if batch == 1 else out["bwd_pretransposed_s"] + out["transpose_s"]
+    out["sum_s"] = out["fwd_s"] + bwd + out["fold_s"]
+    return out
+
+
 def record_time(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     """Seconds per record interval of study.dynamics (record_every epochs + metrics), one seed,
     and the compile time of its segment function."""
@@ -264,8 +340,20 @@ def record_time(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
         jax.block_until_ready(r)
 
     go()
-    return {"record_s": _median_time(go, cfg.repeats) / n_rec, "compile_s": compile_s, "method": method,
-            "records_timed": n_rec}
+    out = {"record_s": _median_time(go, cfg.repeats) / n_rec, "compile_s": compile_s, "method": method,
+           "records_timed": n_rec}
+    # The metrics of one record alone (NTK Gram, outputs, losses, norms), jitted as in the
+    # segment, less the cost of dispatching a jitted call on the same arguments (which the
+    # segment, one call for many records, does not pay; at small widths it is most of it).
+    def per_call(fn):
+        jax.block_until_ready(fn(state[0], state[1]))
+        return _median_time(lambda: [jax.block_until_ready(fn(state[0], state[1])) for _ in range(20)],
+                            cfg.repeats) / 20
+
+    meas = per_call(jax.jit(lambda d, c: sgd.measure(plan, d, dense0, c, x, y, init)))
+    dispatch = per_call(jax.jit(lambda d, c: (d, c)))
+    out["metrics_s"] = max(meas - dispatch, 0.0)
+    return out
 
 
 def ntk_times(width: int, cfg: BenchConfig) -> dict[str, float]:
@@ -333,6 +421,25 @@ def help_time() -> float:
     return time.perf_counter() - t
 
 
+def machine_bounds(cfg: BenchConfig, read2_s: float, peak_gflops: float) -> dict[str, Any]:
+    """Lower bounds on the SGD step of the width-``floor_width`` net from two measured machine
+    figures, per batch size B:
+
+    * weight traffic: every SGD step applies each hidden matrix W to the batch and W^T to the
+      backpropagated batch, so it reads all the weights at least twice; ``read2_s`` is that
+      read (forward + backward BLAS products at B = 1, no update);
+    * arithmetic: 6 B n^2 flops per hidden n x n layer (forward, backward, update) at the peak
+      float32 matmul rate (the square n^3 matmul, the best case for the cores).
+
+    ``step_s[B]`` = max of the two: no formulation of the step can go below it."""
+    n, n_sq = cfg.floor_width, cfg.depth - 1
+    flops = {b: 6.0 * b * n * n * n_sq for b in cfg.batch_sizes}
+    flop_s = {b: f / (peak_gflops * 1e9) for b, f in flops.items()}
+    return {"width": n, "weights_read_twice_s": read2_s, "peak_gflops": peak_gflops,
+            "flops": {str(b): f for b, f in flops.items()}, "flop_s": {str(b): t for b, t in flop_s.items()},
+            "step_s": {str(b): max(read2_s, t) for b, t in flop_s.items()}}
+
+
 # --------------------------------------------------------------------------------------- run
 
 def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
@@ -344,13 +451,14 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
     res: dict[str, Any] = {"study": "bench", "config": dataclasses.asdict(cfg), "versions": R.versions(),
                            "loadavg_before": _loadavg(), "cpu_count": os.cpu_count()}
     start = time.perf_counter()
-    tasks = ([("floor", b) for b in cfg.batch_sizes] + [("gflops",)]
+    tasks = ([("floor", b) for b in cfg.batch_sizes] + [("read2",), ("gflops",)]
+             + [("profile", b) for b in cfg.batch_sizes]
              + [("step", w, b) for w in cfg.widths for b in cfg.batch_sizes]
              + [("record", w, b) for w in cfg.projection_widths for b in cfg.batch_sizes]
              + [("ntk", w) for w in cfg.ntk_widths]
              + [("seed", w, b) for w in cfg.seed_style_widths for b in cfg.batch_sizes]
              + ([("help",)] if cfg.help_check else []))
-    floor, steps, records, ntks, seeds = {}, {}, {}, {}, {}
+    floor, steps, records, ntks, seeds, profiles = {}, {}, {}, {}, {}, {}
     for task in tqdm(tasks, disable=not progress, desc="bench"):
         kind = task[0]
         if kind == "floor":
@@ -358,8 +466,13 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
                                         repeats=cfg.repeats)
             floor[task[1]] = floor_all["best"]
             res.setdefault("floor_detail_s", {})[str(task[1])] = floor_all
+        elif kind == "read2":
+            res["read2_detail_s"] = blas_floor_best(cfg.floor_width, 1, cfg.depth, target_ms=cfg.target_ms,
+                                                    repeats=cfg.repeats, update=False)
         elif kind == "gflops":
             res["matmul_gflops"] = matmul_gflops(repeats=cfg.repeats)
+        elif kind == "profile":
+            profiles[task[1]] = step_profile(cfg.floor_width, task[1], cfg)
         elif kind == "step":
             _, w, b = task
             from studylib.dynamics import LOWRANK_FROM_WIDTH
@@ -378,6 +491,7 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
             res["compare_help_s"] = help_time()
     res["floor_width"] = cfg.floor_width
     res["floor_step_s"] = {str(b): v for b, v in floor.items()}
+    res["bounds"] = bounds = machine_bounds(cfg, res["read2_detail_s"]["best"], max(res["matmul_gflops"].values()))
     rows = []
     for (w, b), st in steps.items():
         auto = st["auto"]
@@ -386,20 +500,39 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
                "other_methods": {m: st[m]["step_s"] for m in st if m not in ("auto", auto)}}
         if w == cfg.floor_width and b in floor:
             row["ratio_to_floor"] = row["step_s"] / floor[b]
+        if w == cfg.floor_width:
+            row["ratio_to_bound"] = row["step_s"] / bounds["step_s"][str(b)]
         if (w, b) in seeds:
             row["seed_style_step_s"] = seeds[(w, b)]
             row["speedup_vs_seed_style"] = seeds[(w, b)] / row["step_s"]
+            if w == cfg.floor_width:
+                row["speedup_possible_vs_seed_style"] = seeds[(w, b)] / bounds["step_s"][str(b)]
         b1 = steps.get((w, 1))
         if b1 is not None:
             row["ratio_to_batch1"] = row["step_s"] / b1[b1["auto"]]["step_s"]
         rows.append(row)
     res["steps"] = rows
+    step_of = {(r["width"], r["batch_size"]): r["step_s"] for r in rows}
+    prof = {}
+    for b, pr in profiles.items():
+        pr = dict(pr)
+        if (cfg.floor_width, b) in step_of:
+            pr["step_s"] = step_of[(cfg.floor_width, b)]
+            pr["rest_s"] = pr["step_s"] - pr["sum_s"]
+        prof[str(b)] = pr
+    res["profile"] = {"width": cfg.floor_width, "batch": prof}
     n_records = cfg.projection_epochs // cfg.record_every
     proj_cells = []
     for (w, b), r in records.items():
-        proj_cells.append({"width": w, "batch_size": b, "record_s": r["record_s"], "method": r["method"],
-                           "compile_s": r["compile_s"], "projected_s": r["record_s"] * n_records + r["compile_s"],
-                           "per_step_incl_metrics_s": r["record_s"] / (cfg.record_every * cfg.n_train // b)})
+        spr = cfg.record_every * cfg.n_train // b
+        cell = {"width": w, "batch_size": b, "record_s": r["record_s"], "method": r["method"],
+                "compile_s": r["compile_s"], "projected_s": r["record_s"] * n_records + r["compile_s"],
+                "per_step_incl_metrics_s": r["record_s"] / spr}
+        cell["metrics_s"] = r["metrics_s"]
+        cell["metrics_fraction"] = min(1.0, r["metrics_s"] / r["record_s"])  # timed apart: noise can exceed 1
+        if (w, b) in step_of:  # the record's steps at the speed of the step table (warm caches)
+            cell["steps_only_s"] = spr * step_of[(w, b)]
+        proj_cells.append(cell)
     res["projection"] = {"epochs": cfg.projection_epochs, "record_every": cfg.record_every, "seeds": 1,
                          "cells": proj_cells, "total_s": sum(c["projected_s"] for c in proj_cells)}
     res["ntk"] = {str(w): v for w, v in ntks.items()}
@@ -412,28 +545,54 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
 
 def format_table(res: dict) -> str:
     ms = lambda s: f"{1e3 * s:9.3f}" if s is not None else f"{'-':>9}"  # noqa: E731
+    nan = float("nan")
+    bd = res["bounds"]
     lines = [f"machine: {res['cpu_count']} CPUs, load average before {res['loadavg_before']}, "
              f"after {res['loadavg_after']}",
              f"matmul float32 1000^3: numpy {res['matmul_gflops']['numpy']:.1f} GFLOP/s, "
              f"XLA {res['matmul_gflops']['xla']:.1f} GFLOP/s",
              f"floor (in-place SciPy BLAS, width {res['floor_width']}): "
-             + ", ".join(f"batch {b}: {1e3 * s:.3f} ms" for b, s in res["floor_step_s"].items()), ""]
+             + ", ".join(f"batch {b}: {1e3 * s:.3f} ms" for b, s in res["floor_step_s"].items()),
+             f"bound (width {bd['width']}): max(weights read twice {1e3 * bd['weights_read_twice_s']:.3f} ms, "
+             f"6Bn^2 flops per layer at {bd['peak_gflops']:.0f} GFLOP/s): "
+             + ", ".join(f"batch {b}: {1e3 * t:.3f} ms" for b, t in bd["step_s"].items()), ""]
     head = (f"{'width':>6} {'batch':>5} {'method':>8} {'step ms':>9} {'lin ms':>9} {'compile s':>9} "
-            f"{'x floor':>8} {'x b=1':>6} {'seed-style ms':>13} {'speed-up':>9}  other method ms")
+            f"{'x floor':>8} {'x bound':>8} {'x b=1':>6} {'seed-style ms':>13} {'speed-up':>9} {'possible':>9}"
+            f"  other method ms")
     lines += [head, "-" * len(head)]
     for r in res["steps"]:
         other = ", ".join(f"{m} {1e3 * s:.3f}" for m, s in r["other_methods"].items())
         lines.append(f"{r['width']:>6} {r['batch_size']:>5} {r['method']:>8} {ms(r['step_s'])} {ms(r['lin_step_s'])} "
-                     f"{r['compile_s']:>9.2f} {r.get('ratio_to_floor', float('nan')):>8.2f} "
-                     f"{r.get('ratio_to_batch1', float('nan')):>6.2f} "
-                     f"{ms(r.get('seed_style_step_s')):>13} {r.get('speedup_vs_seed_style', float('nan')):>9.0f}  "
-                     f"{other}")
+                     f"{r['compile_s']:>9.2f} {r.get('ratio_to_floor', nan):>8.2f} "
+                     f"{r.get('ratio_to_bound', nan):>8.2f} "
+                     f"{r.get('ratio_to_batch1', nan):>6.2f} "
+                     f"{ms(r.get('seed_style_step_s')):>13} {r.get('speedup_vs_seed_style', nan):>9.0f} "
+                     f"{r.get('speedup_possible_vs_seed_style', nan):>9.0f}  {other}")
+    lines.append("(x bound: step / the machine bound above; possible: seed-style / bound, the largest speed-up "
+                 "any step could reach)")
+    pf = res.get("profile", {})
+    if pf.get("batch"):
+        lines += ["", f"step profile at width {pf['width']}, ms per step (each product timed alone, all hidden "
+                  "layers):",
+                  f"{'batch':>5} {'fwd h@W':>9} {'bwd from W':>10} {'from W^T':>9} {'W^T copy':>9} "
+                  f"{'fold W+UV':>9} {'sum':>9} {'step':>9} {'rest':>9}"]
+        for b, p in pf["batch"].items():
+            lines.append(f"{b:>5} {ms(p['fwd_s'])} {ms(p['bwd_s']):>10} {ms(p['bwd_pretransposed_s'])} "
+                         f"{ms(p['transpose_s'])} {ms(p['fold_s'])} {ms(p['sum_s'])} {ms(p.get('step_s'))} "
+                         f"{ms(p.get('rest_s'))}")
+        lines.append("(backward d@W^T read from W itself, or from a row-major transposed copy made once per chunk; "
+                     "sum: what the step uses (B = 1: from W; B > 1: from the copy + the copy); rest: low-rank "
+                     "corrections, element-wise work, dispatch)")
     p = res["projection"]
     lines += ["", f"projected study.dynamics --preset seed --seeds 1 ({p['epochs']} epochs, metrics every "
               f"{p['record_every']}): {p['total_s']:.0f} s = {p['total_s'] / 60:.1f} min"]
     for c in p["cells"]:
+        steps = f"steps alone {1e3 * c['steps_only_s']:.3f} ms, " if "steps_only_s" in c else ""
+        # below ~1 ms per record the separately timed pieces are dominated by call overheads
+        frac = f" = {100 * c['metrics_fraction']:.0f}%" if c["metrics_fraction"] < 1.0 else ""
         lines.append(f"  width {c['width']:>5} batch {c['batch_size']:>2}: {1e3 * c['record_s']:8.3f} ms/record "
-                     f"({1e3 * c['per_step_incl_metrics_s']:.3f} ms/step incl. metrics) -> {c['projected_s']:.0f} s")
+                     f"({steps}metrics alone {1e3 * c['metrics_s']:.3f} ms{frac}) "
+                     f"-> {c['projected_s']:.0f} s")
     lines += ["", "empirical NTK evaluation, ms per call (x0,x0 | 10x10 Gram):"]
     for w, v in res["ntk"].items():
         parts = []

@@ -17,6 +17,11 @@ but its forward and backward passes are written by hand so that one jitted
   Both are the same arithmetic up to float rounding (tests check it in float64); lowrank
   reads each big weight matrix twice per step instead of reading it three times and
   writing it once, which is what bounds the step at width 1000 (SCIENCE.md section 5).
+  At B > 1 the backward products read a transposed copy of each weight matrix made once per
+  chunk (:func:`transposed_copy`): XLA's CPU matmul is several times slower on (B, n) @ W^T
+  than on (B, n) @ W (``study.bench`` prints the profile). The factors' new slices are written
+  in place when XLA's copy insertion uses region analysis (set by :mod:`studylib._xla`);
+  without it XLA copies every U and V twice per step.
 
 The linearized model ``nt.linearize(apply_fn, theta_0)`` is trained in function space
 (SCIENCE.md section 6): theta_t - theta_0 = J_0^T c_t, so f_lin,t(x) = f_0(x) + K_0(x, X) c_t,
@@ -177,23 +182,28 @@ def grads(net: MLP, dense, x, g):
                  for l in range(net.n_layers))
 
 
-def ntk_parts(net: MLP, dense, x1, x2=None):
+def _per_sample(net: MLP, dense, x):
+    """Output f (N, out), layer inputs h and backpropagated d = df/dz (d of ones) of each point."""
+    f, cache = forward(net, dense, x)
+    ones = jnp.ones((x.shape[0], net.sizes[-1]), x.dtype)
+    return f, cache[0], backward(net, dense, cache, ones)
+
+
+def ntk_parts(net: MLP, dense, x1, x2=None, *, with_f: bool = False):
     """Per-layer pieces of the empirical NTK: (weights (L, N1, N2), biases (L, N1, N2)).
 
-    K = sum of both over layers; layer l's weight piece is the kernel of W_l alone.
+    K = sum of both over layers; layer l's weight piece is the kernel of W_l alone. With
+    ``with_f`` also the output f(x1) (N1, out) of the same forward pass (one pass, not two).
     """
-    def per_sample(x):
-        _, cache = forward(net, dense, x)
-        ones = jnp.ones((x.shape[0], net.sizes[-1]), x.dtype)
-        return cache[0], backward(net, dense, cache, ones)
-
-    h1, d1 = per_sample(x1)
-    h2, d2 = (h1, d1) if x2 is None else per_sample(x2)
+    f1, h1, d1 = _per_sample(net, dense, x1)
+    _, h2, d2 = (f1, h1, d1) if x2 is None else _per_sample(net, dense, x2)
     kw, kb = [], []
     for l in range(net.n_layers):
         dd = _mm(d1[l], d2[l].T)
         kw.append(net.w_scale[l] ** 2 * _mm(h1[l], h2[l].T) * dd)
         kb.append(net.b_scale[l] ** 2 * dd)
+    if with_f:
+        return jnp.stack(kw), jnp.stack(kb), f1
     return jnp.stack(kw), jnp.stack(kb)
 
 
@@ -281,6 +291,13 @@ def _direct_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     return dense, c
 
 
+def transposed_copy(w):
+    """w.T as a new row-major array. A plain ``w.T`` feeding a dot is folded by XLA into the
+    dot's dimension numbers (or a column-major layout of w), which is the slow layout; the flat
+    reshape behind an optimization barrier forces the physical transpose."""
+    return lax.optimization_barrier(w.T.reshape(-1)).reshape(w.shape[1], w.shape[0])
+
+
 def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     """K steps with the weights fixed at ``dense`` and the updates carried as factors
     W = W_base + U V; folded into the weights at the end. batches: (K, B)."""
@@ -292,6 +309,17 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     vs0 = tuple(jnp.zeros((rank, w.shape[1]), dt) for w, _ in dense)
     bs0 = tuple(b for _, b in dense)
     gfac = LOSS_FACTOR[plan.loss] / bsz
+    # For B > 1 the backward product d @ W^T is read from a transposed copy of W made once per
+    # chunk: XLA's CPU matmul runs (B, n) @ (n, n) 3-7x faster with a row-major right operand
+    # than with a transposed one (study.bench's step profile). The flat reshape behind an
+    # optimization barrier (transposed_copy) keeps XLA from turning the transpose back into a
+    # layout change of W.
+    # At B = 1 both layouts are equally fast matrix-vector products and the copy would only
+    # double the weights' cache footprint.
+    wts = tuple(transposed_copy(w) if l > 0 and bsz > 1 else None for l, (w, _) in enumerate(dense))
+
+    def back(d, l):
+        return _mm(d, wts[l]) if wts[l] is not None else _mm_t(d, dense[l][0])
 
     def step(carry, inp):
         k, idx = inp
@@ -310,8 +338,7 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
         for l in reversed(range(net.n_layers)):
             d_prev = None
             if l > 0:
-                w = dense[l][0]
-                d_prev = net.w_scale[l] * (_mm_t(d, w) + _mm_t(_mm_t(d, vs[l]), us[l])) \
+                d_prev = net.w_scale[l] * (back(d, l) + _mm_t(_mm_t(d, vs[l]), us[l])) \
                     * _dact(net.activation, zs[l - 1])
             new_u[l] = lax.dynamic_update_slice(us[l], (-lr * net.w_scale[l]) * hs[l].T, (0, k * bsz))
             new_v[l] = lax.dynamic_update_slice(vs[l], d, (k * bsz, 0))
@@ -356,7 +383,8 @@ def measure(plan: Plan, dense, dense0, c, x, y, init):
     """One record: network and linearized-model metrics (scalars and small arrays)."""
     net = plan.net
     cf = LOSS_FACTOR[plan.loss] / 2.0
-    f_net = forward(net, dense, x)[0][:, 0]
+    kw, kb, f = ntk_parts(net, dense, x, with_f=True)  # f_net from the NTK's own forward pass
+    f_net = f[:, 0]
     f_lin = init["f0_train"] + _mv(init["k0"], c)
     wd = jnp.stack([_sq(w - w0) for (w, _), (w0, _) in zip(dense, dense0, strict=True)])
     bd = sum(_sq(b - b0) for (_, b), (_, b0) in zip(dense, dense0, strict=True))
@@ -365,7 +393,7 @@ def measure(plan: Plan, dense, dense0, c, x, y, init):
         "loss_lin": cf * jnp.mean((f_lin - y[:, 0]) ** 2),
         "f_net_train": f_net,
         "f_lin_train": f_lin,
-        "k_net": ntk(net, dense, x),
+        "k_net": jnp.sum(kw, 0) + jnp.sum(kb, 0),
         "dsq_net": jnp.sum(wd) + bd,
         "wdsq_net": wd,
         "dsq_lin": c @ init["k0"] @ c,

@@ -6,6 +6,8 @@ study code casts to the dtype its config names, so float32 paths stay float32.
 
 import jax
 
+import studylib  # noqa: F401  (sets the study's XLA flags before the backend starts, as the entry points do)
+
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", True)
 

@@ -21,6 +21,29 @@ def test_bench_tiny_writes_json(tmp_path):
     assert res["floor_step_s"]["1"] > 0
     assert res["projection"]["total_s"] > 0 and len(res["projection"]["cells"]) == 1
     assert {"nt_impl1_gram_s", "nt_impl2_gram_s", "study_gram_s"} <= set(res["ntk"]["8"])
+    # machine bounds: the larger of the two-read weight traffic and the arithmetic at peak rate
+    bd = res["bounds"]
+    n, n_sq = 32, 1  # tiny preset: floor width 32, depth 2 -> one hidden square layer
+    assert bd["flops"]["1"] == 6 * n * n * n_sq
+    assert bd["flop_s"]["1"] == bd["flops"]["1"] / (bd["peak_gflops"] * 1e9)
+    assert bd["step_s"]["1"] == max(bd["weights_read_twice_s"], bd["flop_s"]["1"]) > 0
+    prof = res["profile"]["batch"]["1"]
+    for key in ("fwd_s", "bwd_s", "bwd_pretransposed_s", "transpose_s", "fold_s"):
+        assert math.isfinite(prof[key]) and prof[key] > 0, key
+    assert math.isclose(prof["sum_s"], prof["fwd_s"] + prof["bwd_s"] + prof["fold_s"])  # B = 1: backward from W
+    cell = res["projection"]["cells"][0]
+    assert cell["metrics_s"] >= 0 and 0.0 <= cell["metrics_fraction"] <= 1.0
+
+
+def test_machine_bounds_pick_the_larger_cost():
+    """Weight traffic bounds small batches, arithmetic large ones (numbers chosen by hand)."""
+    from studylib import bench
+
+    cfg = bench.BenchConfig(floor_width=1000, depth=5, batch_sizes=(1, 10))
+    bd = bench.machine_bounds(cfg, read2_s=4e-4, peak_gflops=200.0)
+    # 6 * B * 1000^2 * 4 flops: 24 MFLOP at B = 1 (0.12 ms at 200 GFLOP/s), 240 MFLOP at B = 10 (1.2 ms)
+    assert math.isclose(bd["step_s"]["1"], 4e-4)
+    assert math.isclose(bd["step_s"]["10"], 1.2e-3)
 
 
 def test_ntk_impls_agree_in_bench_setup():
