@@ -251,14 +251,15 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     timed alone in a jitted ``lax.scan`` over the (depth-1) hidden matrices in turn, as the step
     runs them (:mod:`studylib.sgd`):
 
-    * ``fwd_s``: forward ``h @ W`` (B rows);
-    * ``bwd_s``: backward ``d @ W^T`` read from W itself (``sgd._mm_t``; the step at B = 1);
-    * ``bwd_pretransposed_s``: the same product from a row-major transposed copy of W (the
-      step at B > 1), and ``transpose_s`` the copies (``sgd.transposed_copy``, once per chunk);
+    * ``fwd_s``: forward ``h @ W`` (h: B x n);
+    * ``bwd_s``: backward in the step's transposed layout, ``W @ d`` (d: n x B;
+      :func:`studylib.sgd.backward_t`);
+    * ``bwd_row_layout_s``: the same product written ``d @ W^T`` (d: B x n), for comparison:
+      XLA's CPU matmul is slow with a transposed right operand when B > 1;
     * ``fold_s``: the end-of-chunk fold ``W + U V`` (rank K*B), divided by the K steps of a chunk.
 
-    ``sum_s`` adds up the products the step uses. What it spends beyond them is the low-rank
-    corrections, the element-wise work and XLA's per-operation dispatch."""
+    ``sum_s`` = fwd + bwd + fold. What the step spends beyond it is the low-rank corrections,
+    the element-wise work, the cache misses of the full step and XLA's per-operation dispatch."""
     import jax
     import jax.numpy as jnp
     from jax import lax
@@ -269,11 +270,11 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     n_sq = cfg.depth - 1
     f32 = lambda a: jnp.asarray(a.astype(np.float32))  # noqa: E731
     ws = tuple(f32(rng.standard_normal((width, width)) / np.sqrt(width)) for _ in range(n_sq))
-    wts = tuple(jnp.array(np.ascontiguousarray(np.asarray(w).T)) for w in ws)
     k = sgd.chunk_steps(cfg.record_every * cfg.n_train // batch, batch)
     us = tuple(f32(1e-3 * rng.standard_normal((width, k * batch))) for _ in range(n_sq))
     vs = tuple(f32(1e-3 * rng.standard_normal((k * batch, width))) for _ in range(n_sq))
     h0 = f32(rng.standard_normal((batch, width)))
+    w_d = lambda w, d: sgd._mm(w, d)  # noqa: E731  (d: n x B, transposed layout)
 
     def chain(prod, mats, steps):
         def body(h, _):
@@ -289,8 +290,8 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     probe = per_step(chain(sgd._mm, ws, 4), (h0, ws), 4)
     steps = int(np.clip(cfg.target_ms / 1000 / max(probe, 1e-7), 4, 20000))
     out = {"fwd_s": per_step(chain(sgd._mm, ws, steps), (h0, ws), steps),
-           "bwd_s": per_step(chain(sgd._mm_t, ws, steps), (h0, ws), steps),
-           "bwd_pretransposed_s": per_step(chain(sgd._mm, wts, steps), (h0, wts), steps),
+           "bwd_s": per_step(chain(lambda d, w: w_d(w, d), ws, steps), (h0.T, ws), steps),
+           "bwd_row_layout_s": per_step(chain(sgd._mm_t, ws, steps), (h0, ws), steps),
            "chunk_steps": k}
     fold = jax.jit(lambda ws, us, vs: tuple(w + sgd._mm(u, v) for w, u, v in zip(ws, us, vs, strict=True)),
                    donate_argnums=(0,))
@@ -302,11 +303,7 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
 
     go()
     out["fold_s"] = _median_time(go, max(cfg.repeats, 5)) / k
-    tr = jax.jit(lambda ws: tuple(sgd.transposed_copy(w) for w in ws))
-    jax.block_until_ready(tr(ws))
-    out["transpose_s"] = _median_time(lambda: jax.block_until_ready(tr(ws)), max(cfg.repeats, 5)) / k
-    bwd = out["bwd_s"] if batch == 1 else out["bwd_pretransposed_s"] + out["transpose_s"]
-    out["sum_s"] = out["fwd_s"] + bwd + out["fold_s"]
+    out["sum_s"] = out["fwd_s"] + out["bwd_s"] + out["fold_s"]
     return out
 
 
@@ -351,7 +348,7 @@ def record_time(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
                             cfg.repeats) / 20
 
     meas = per_call(jax.jit(lambda d, c: sgd.measure(plan, d, dense0, c, x, y, init)))
-    dispatch = per_call(jax.jit(lambda d, c: (d, c)))
+    dispatch = per_call(jax.jit(lambda d, c: c + 1))  # same arguments; returns nothing weight-sized
     out["metrics_s"] = max(meas - dispatch, 0.0)
     return out
 
@@ -574,15 +571,14 @@ def format_table(res: dict) -> str:
     if pf.get("batch"):
         lines += ["", f"step profile at width {pf['width']}, ms per step (each product timed alone, all hidden "
                   "layers):",
-                  f"{'batch':>5} {'fwd h@W':>9} {'bwd from W':>10} {'from W^T':>9} {'W^T copy':>9} "
-                  f"{'fold W+UV':>9} {'sum':>9} {'step':>9} {'rest':>9}"]
+                  f"{'batch':>5} {'fwd h@W':>9} {'bwd W@d':>9} {'(d@W^T)':>9} {'fold W+UV':>9} {'sum':>9} "
+                  f"{'step':>9} {'rest':>9}"]
         for b, p in pf["batch"].items():
-            lines.append(f"{b:>5} {ms(p['fwd_s'])} {ms(p['bwd_s']):>10} {ms(p['bwd_pretransposed_s'])} "
-                         f"{ms(p['transpose_s'])} {ms(p['fold_s'])} {ms(p['sum_s'])} {ms(p.get('step_s'))} "
-                         f"{ms(p.get('rest_s'))}")
-        lines.append("(backward d@W^T read from W itself, or from a row-major transposed copy made once per chunk; "
-                     "sum: what the step uses (B = 1: from W; B > 1: from the copy + the copy); rest: low-rank "
-                     "corrections, element-wise work, dispatch)")
+            lines.append(f"{b:>5} {ms(p['fwd_s'])} {ms(p['bwd_s'])} {ms(p['bwd_row_layout_s'])} "
+                         f"{ms(p['fold_s'])} {ms(p['sum_s'])} {ms(p.get('step_s'))} {ms(p.get('rest_s'))}")
+        lines.append("(bwd W@d: the step's backward product in transposed layout; (d@W^T): the same product in row "
+                     "layout, not used; sum = fwd + bwd + fold; rest: low-rank corrections, element-wise work, "
+                     "cache misses, dispatch)")
     p = res["projection"]
     lines += ["", f"projected study.dynamics --preset seed --seeds 1 ({p['epochs']} epochs, metrics every "
               f"{p['record_every']}): {p['total_s']:.0f} s = {p['total_s'] / 60:.1f} min"]

@@ -17,9 +17,9 @@ but its forward and backward passes are written by hand so that one jitted
   Both are the same arithmetic up to float rounding (tests check it in float64); lowrank
   reads each big weight matrix twice per step instead of reading it three times and
   writing it once, which is what bounds the step at width 1000 (SCIENCE.md section 5).
-  At B > 1 the backward products read a transposed copy of each weight matrix made once per
-  chunk (:func:`transposed_copy`): XLA's CPU matmul is several times slower on (B, n) @ W^T
-  than on (B, n) @ W (``study.bench`` prints the profile). The factors' new slices are written
+  The backward pass runs in transposed layout (:func:`backward_t`: ``W @ d^T``, not
+  ``d @ W^T``): for B > 1 XLA's CPU matmul is 2-3x slower with a transposed right operand
+  (``study.bench`` prints the profile). The factors' new slices are written
   in place when XLA's copy insertion uses region analysis (set by :mod:`studylib._xla`);
   without it XLA copies every U and V twice per step.
 
@@ -173,6 +173,22 @@ def backward(net: MLP, dense, cache, g):
     return ds
 
 
+def backward_t(net: MLP, dense, cache, g):
+    """:func:`backward` in transposed layout: dL/dz of every layer as (fan_out, B) arrays.
+
+    The backward product is then ``W @ d^T`` (the weight matrix as the left operand, as
+    stored), which XLA's CPU matmul runs 2-3x faster for B > 1 than ``d @ W^T`` (a transposed
+    right operand); for B = 1 both are the same matrix-vector product."""
+    zs = cache[1]
+    ds = [None] * net.n_layers
+    d = g.T
+    for l in reversed(range(net.n_layers)):
+        ds[l] = d
+        if l > 0:
+            d = net.w_scale[l] * _mm(dense[l][0], d) * _dact(net.activation, zs[l - 1]).T
+    return ds
+
+
 def grads(net: MLP, dense, x, g):
     """Gradient pytree (same layout as ``dense``) of sum_i g_i f(x_i); used by tests and GD."""
     _, cache = forward(net, dense, x)
@@ -183,10 +199,11 @@ def grads(net: MLP, dense, x, g):
 
 
 def _per_sample(net: MLP, dense, x):
-    """Output f (N, out), layer inputs h and backpropagated d = df/dz (d of ones) of each point."""
+    """Output f (N, out), layer inputs h (N, fan_in) and backpropagated d = df/dz of each
+    point (d of ones), the latter transposed: (fan_out, N) (:func:`backward_t`)."""
     f, cache = forward(net, dense, x)
     ones = jnp.ones((x.shape[0], net.sizes[-1]), x.dtype)
-    return f, cache[0], backward(net, dense, cache, ones)
+    return f, cache[0], backward_t(net, dense, cache, ones)
 
 
 def ntk_parts(net: MLP, dense, x1, x2=None, *, with_f: bool = False):
@@ -199,7 +216,7 @@ def ntk_parts(net: MLP, dense, x1, x2=None, *, with_f: bool = False):
     _, h2, d2 = (f1, h1, d1) if x2 is None else _per_sample(net, dense, x2)
     kw, kb = [], []
     for l in range(net.n_layers):
-        dd = _mm(d1[l], d2[l].T)
+        dd = lax.dot_general(d1[l], d2[l], (((0,), (0,)), ((), ())))  # d1 . d2 per pair of points
         kw.append(net.w_scale[l] ** 2 * _mm(h1[l], h2[l].T) * dd)
         kb.append(net.b_scale[l] ** 2 * dd)
     if with_f:
@@ -291,13 +308,6 @@ def _direct_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     return dense, c
 
 
-def transposed_copy(w):
-    """w.T as a new row-major array. A plain ``w.T`` feeding a dot is folded by XLA into the
-    dot's dimension numbers (or a column-major layout of w), which is the slow layout; the flat
-    reshape behind an optimization barrier forces the physical transpose."""
-    return lax.optimization_barrier(w.T.reshape(-1)).reshape(w.shape[1], w.shape[0])
-
-
 def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     """K steps with the weights fixed at ``dense`` and the updates carried as factors
     W = W_base + U V; folded into the weights at the end. batches: (K, B)."""
@@ -309,18 +319,6 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     vs0 = tuple(jnp.zeros((rank, w.shape[1]), dt) for w, _ in dense)
     bs0 = tuple(b for _, b in dense)
     gfac = LOSS_FACTOR[plan.loss] / bsz
-    # For B > 1 the backward product d @ W^T is read from a transposed copy of W made once per
-    # chunk: XLA's CPU matmul runs (B, n) @ (n, n) 3-7x faster with a row-major right operand
-    # than with a transposed one (study.bench's step profile). The flat reshape behind an
-    # optimization barrier (transposed_copy) keeps XLA from turning the transpose back into a
-    # layout change of W.
-    # At B = 1 both layouts are equally fast matrix-vector products and the copy would only
-    # double the weights' cache footprint.
-    wts = tuple(transposed_copy(w) if l > 0 and bsz > 1 else None for l, (w, _) in enumerate(dense))
-
-    def back(d, l):
-        return _mm(d, wts[l]) if wts[l] is not None else _mm_t(d, dense[l][0])
-
     def step(carry, inp):
         k, idx = inp
         us, vs, bs, c = carry
@@ -333,16 +331,17 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
                 zs.append(z)
                 h = _act(net.activation, z)
                 hs.append(h)
-        d = gfac * (z - yb)
+        # backward in transposed layout (d: (fan_out, B)), as backward_t: W @ d and U (V d)
+        d = (gfac * (z - yb)).T
         new_u, new_v, new_b = list(us), list(vs), list(bs)
         for l in reversed(range(net.n_layers)):
             d_prev = None
             if l > 0:
-                d_prev = net.w_scale[l] * (back(d, l) + _mm_t(_mm_t(d, vs[l]), us[l])) \
-                    * _dact(net.activation, zs[l - 1])
+                d_prev = net.w_scale[l] * (_mm(dense[l][0], d) + _mm(us[l], _mm(vs[l], d))) \
+                    * _dact(net.activation, zs[l - 1]).T
             new_u[l] = lax.dynamic_update_slice(us[l], (-lr * net.w_scale[l]) * hs[l].T, (0, k * bsz))
-            new_v[l] = lax.dynamic_update_slice(vs[l], d, (k * bsz, 0))
-            new_b[l] = bs[l] - (lr * net.b_scale[l]) * jnp.sum(d, 0, keepdims=True)
+            new_v[l] = lax.dynamic_update_slice(vs[l], d.T, (k * bsz, 0))
+            new_b[l] = bs[l] - (lr * net.b_scale[l]) * jnp.sum(d, 1)[None, :]
             d = d_prev
         return (tuple(new_u), tuple(new_v), tuple(new_b), lin_step(c, idx)), None
 
