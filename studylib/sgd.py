@@ -319,6 +319,7 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
     vs0 = tuple(jnp.zeros((rank, w.shape[1]), dt) for w, _ in dense)
     bs0 = tuple(b for _, b in dense)
     gfac = LOSS_FACTOR[plan.loss] / bsz
+
     def step(carry, inp):
         k, idx = inp
         us, vs, bs, c = carry
