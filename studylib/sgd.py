@@ -253,16 +253,12 @@ def _sq(a):
 # The cell runner
 # ---------------------------------------------------------------------------------------------
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """Static shape of one training run (one compile)."""
+class _Schedule:
+    """Steps per epoch and per record of a plan (fields n_train, batch_size, record_every)."""
 
-    net: MLP
     n_train: int
     batch_size: int
-    record_every: int  # epochs between records
-    loss: str = "mse"
-    method: str = "direct"
+    record_every: int
 
     @property
     def steps_per_epoch(self) -> int:
@@ -271,6 +267,18 @@ class Plan:
     @property
     def steps_per_record(self) -> int:
         return self.record_every * self.steps_per_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan(_Schedule):
+    """Static shape of one training run (one compile)."""
+
+    net: MLP
+    n_train: int
+    batch_size: int
+    record_every: int  # epochs between records
+    loss: str = "mse"
+    method: str = "direct"
 
     @property
     def chunk(self) -> int:
@@ -465,7 +473,7 @@ def fast_mlp(model_cfg, width: int) -> MLP | None:
 
 
 @dataclasses.dataclass(frozen=True)
-class GenericPlan:
+class GenericPlan(_Schedule):
     """Static shape of one run of the generic trainer: the network ``models.build(model, width)``
     (any architecture, including user builders) trained through its stax ``apply_fn``.
 
@@ -484,14 +492,6 @@ class GenericPlan:
     record_every: int
     loss: str = "mse"
     method: str = "generic"
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return self.n_train // self.batch_size
-
-    @property
-    def steps_per_record(self) -> int:
-        return self.record_every * self.steps_per_epoch
 
     @property
     def chunk(self) -> int:
