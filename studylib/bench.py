@@ -274,7 +274,6 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     us = tuple(f32(1e-3 * rng.standard_normal((width, k * batch))) for _ in range(n_sq))
     vs = tuple(f32(1e-3 * rng.standard_normal((k * batch, width))) for _ in range(n_sq))
     h0 = f32(rng.standard_normal((batch, width)))
-    w_d = lambda w, d: sgd._mm(w, d)  # noqa: E731  (d: n x B, transposed layout)
 
     def chain(prod, mats, steps):
         def body(h, _):
@@ -290,7 +289,7 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     probe = per_step(chain(sgd._mm, ws, 4), (h0, ws), 4)
     steps = int(np.clip(cfg.target_ms / 1000 / max(probe, 1e-7), 4, 20000))
     out = {"fwd_s": per_step(chain(sgd._mm, ws, steps), (h0, ws), steps),
-           "bwd_s": per_step(chain(lambda d, w: w_d(w, d), ws, steps), (h0.T, ws), steps),
+           "bwd_s": per_step(chain(lambda d, w: sgd._mm(w, d), ws, steps), (h0.T, ws), steps),  # d: n x B
            "bwd_row_layout_s": per_step(chain(sgd._mm_t, ws, steps), (h0, ws), steps),
            "chunk_steps": k}
     fold = jax.jit(lambda ws, us, vs: tuple(w + sgd._mm(u, v) for w, u, v in zip(ws, us, vs, strict=True)),
@@ -524,9 +523,8 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
         spr = cfg.record_every * cfg.n_train // b
         cell = {"width": w, "batch_size": b, "record_s": r["record_s"], "method": r["method"],
                 "compile_s": r["compile_s"], "projected_s": r["record_s"] * n_records + r["compile_s"],
-                "per_step_incl_metrics_s": r["record_s"] / spr}
-        cell["metrics_s"] = r["metrics_s"]
-        cell["metrics_fraction"] = min(1.0, r["metrics_s"] / r["record_s"])  # timed apart: noise can exceed 1
+                "per_step_incl_metrics_s": r["record_s"] / spr, "metrics_s": r["metrics_s"],
+                "metrics_fraction": min(1.0, r["metrics_s"] / r["record_s"])}  # timed apart: noise can exceed 1
         if (w, b) in step_of:  # the record's steps at the speed of the step table (warm caches)
             cell["steps_only_s"] = spr * step_of[(w, b)]
         proj_cells.append(cell)
