@@ -6,6 +6,6 @@ what you need, e.g. ``from studylib import models``.
 
 __version__ = "0.1.0"
 
-from studylib import _xla as _xla
+from studylib import xla_flags
 
-_xla.configure()
+xla_flags.configure()

@@ -186,11 +186,12 @@ def _setup(width: int, depth: int, n: int, seed: int = 0):
 
     from studylib import models, sgd
 
-    net = models.fully_connected(width, depth=depth, W_std=1.0, b_std=0.0, parameterization="standard")
+    model_cfg = models.ModelConfig(depth=depth, W_std=1.0, b_std=0.0, parameterization="standard")  # the seed's
+    net = models.build(model_cfg, width)
     _, params = net.init_fn(jax.random.PRNGKey(seed), (1, 1))
     params = jax.tree_util.tree_map(lambda a: a.astype(jnp.float32), params)
     x = jnp.linspace(-5, 5, n, dtype=jnp.float32)[:, None]
-    return net, params, sgd.mlp(width, depth=depth), x, x**3 / 20
+    return net, params, sgd.mlp(model_cfg, width), x, x**3 / 20
 
 
 def study_step(width: int, batch: int, method: str, cfg: BenchConfig) -> dict[str, float]:

@@ -1,9 +1,15 @@
-"""Command-line plumbing shared by the ``study.*`` entry points.
+"""Command lines of the ``study.*`` entry points, generated from the config dataclasses.
 
-A config is assembled from, in increasing priority: the dataclass defaults, a
-named preset, a TOML file (``--config``; tables ``[model]`` and ``[data]`` for
-the nested configs) and command-line flags. Unknown keys are errors naming the
-key and the accepted ones. Nothing here imports JAX, so ``--help`` is fast.
+Each config field declares its flag once, with :func:`option` (help text, flag spellings, how
+the text is parsed); :func:`parser` turns a study's ``Config`` (nested ``model`` and ``data``
+included) into an ``argparse`` parser whose help shows the defaults of the study's default
+preset, and :func:`main` is the whole entry point: parse, assemble, run through
+:func:`studylib.runner.run`, print the table, draw the figures.
+
+A config is assembled from, in increasing priority: the dataclass defaults, a named preset, a
+TOML file (``--config``; tables ``[model]`` and ``[data]`` for the nested configs) and
+command-line flags. Unknown keys are errors naming the key and the accepted ones. Nothing here
+imports JAX, so ``--help`` is fast.
 """
 
 from __future__ import annotations
@@ -17,14 +23,132 @@ from pathlib import Path
 from typing import Any
 
 from studylib.config import ConfigError
+from studylib.flags import float_list, int_list, key_value, str_list
 
 
-def int_list(text: str) -> tuple[int, ...]:
-    """'16,32,64' -> (16, 32, 64); errors are argparse errors."""
-    try:
-        return tuple(int(v) for v in text.replace(" ", "").split(",") if v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+def _parse_of(default: Any) -> Callable[[str], Any]:
+    if isinstance(default, bool):
+        raise TypeError("boolean fields need negate=")
+    if isinstance(default, int):
+        return int
+    if isinstance(default, float):
+        return float
+    if isinstance(default, tuple) and default:
+        return {int: int_list, float: float_list, str: str_list}[type(default[0])]
+    return str
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, tuple | list):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    return str(value)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls: type, shown: dict[str, Any], *, prefix: str = "",
+                     group: Any = None) -> None:
+    """One flag per field of ``cls`` declared with :func:`option` (dest = dotted field path)."""
+    target = group or parser
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            add_config_flags(parser, sub, shown.get(f.name, {}), prefix=f"{prefix}{f.name}.",
+                             group=parser.add_argument_group(f.name))
+            continue
+        if "help" not in f.metadata:
+            continue
+        md, dest = f.metadata, prefix + f.name
+        default = shown.get(f.name)
+        if md["negate"]:
+            target.add_argument(md["negate"], dest=dest, action="store_const", const=False,
+                                help=f"{md['help']} (default: {'off' if default is False else 'on'})")
+            continue
+        flags = md["flags"] or ("--" + f.name.replace("_", "-"),)
+        if md["parse"] is key_value:
+            target.add_argument(*flags, dest=dest, action="append", type=key_value,
+                                metavar=md["metavar"] or "KEY=VALUE", help=md["help"])
+            continue
+        parse = md["parse"] or _parse_of(default if default is not None else f.default)
+        target.add_argument(*flags, dest=dest, type=parse, metavar=md["metavar"] or f.name.upper(),
+                            help=f"{md['help']} (default: {_shown(default) if default is not None else 'none'})")
+
+
+def defaults(study) -> dict[str, Any]:
+    """The config values a plain run of ``study`` uses: dataclass defaults < its default preset."""
+    base = dataclasses.asdict(study.Config())
+    preset = study.PRESETS.get(study.DEFAULT_PRESET, {})
+    return merge(base, {k: dict(v) if isinstance(v, dict) else v for k, v in preset.items()})
+
+
+def config_dests(cls: type, prefix: str = "") -> set[str]:
+    out = set()
+    for f in dataclasses.fields(cls):
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            out |= config_dests(sub, f"{prefix}{f.name}.")
+        elif "help" in f.metadata:
+            out.add(prefix + f.name)
+    return out
+
+
+def parser(study, doc: str) -> argparse.ArgumentParser:
+    """The entry point's parser: --preset, --config, every config flag, then the run flags."""
+    name = study.NAME
+    p = argparse.ArgumentParser(prog=f"python -m study.{name}", description=doc,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", help=f"{' | '.join(study.PRESETS)} (default: {study.DEFAULT_PRESET})")
+    p.add_argument("--config", help="TOML file with config keys (flags override it)")
+    add_config_flags(p, study.Config, defaults(study))
+    g = p.add_argument_group("run")
+    g.add_argument("--out", default=f"results/{name}", help=f"output folder (default: results/{name})")
+    g.add_argument("--force", action="store_true", help="recompute cells whose stored results match the config")
+    g.add_argument("--clean", action="store_true",
+                   help="remove stored cells of this study whose key no longer matches (older configs or versions)")
+    if hasattr(study, "plan"):
+        g.add_argument("--plan", action="store_true",
+                       help="print devices, parameters and memory per cell, then exit (nothing is trained)")
+    g.add_argument("--no-figures", action="store_true", help="do not draw figures")
+    g.add_argument("--figures-only", action="store_true", help="only redraw the figures from --out")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def config_from_args(study, args: argparse.Namespace) -> Any:
+    dests = config_dests(study.Config)
+    flags = {k: v for k, v in vars(args).items() if k in dests}
+    return assemble(study.Config, presets=study.PRESETS, preset=args.preset or study.DEFAULT_PRESET,
+                    config_file=args.config, flags=flags)
+
+
+def main(name: str, doc: str, argv: list[str] | None = None) -> None:
+    """The whole ``python -m study.<name>`` entry point."""
+    import importlib
+
+    study = importlib.import_module(f"studylib.{name}")
+    args = parser(study, doc).parse_args(argv)
+
+    def go():
+        from studylib.results import read_json
+
+        if not args.figures_only:
+            cfg = config_from_args(study, args)
+            if getattr(args, "plan", False):
+                print(study.plan(cfg))
+                return
+            from studylib import runner
+
+            summary = runner.run(study, cfg, args.out, progress=not args.no_progress, force=args.force,
+                                 clean=args.clean)
+            print(study.format_table(read_json(f"{args.out}/summary.json")))
+            print(f"\nwrote {args.out}/summary.json, {study.ARRAYS_FILE}, cells/ ({summary['wall_seconds']:.0f} s)")
+        if not args.no_figures:
+            paths = study.figures(args.out)
+            print("figures: " + ", ".join(str(p) for p in paths))
+
+    main_guard(go)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -93,38 +217,6 @@ def assemble(cls: type, *, presets: dict[str, dict], preset: str | None, config_
     values = merge(values, nested)
     return build(cls, values)
 
-
-def add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags for :class:`studylib.config.ModelConfig` (dest 'model.<field>')."""
-    g = parser.add_argument_group("model")
-    g.add_argument("--arch", dest="model.arch", help="architecture name (default: fc)")
-    g.add_argument("--depth", dest="model.depth", type=int, help="number of hidden layers (default: 5)")
-    g.add_argument("--activation", dest="model.activation", help="relu (default) or erf")
-    g.add_argument("--W-std", dest="model.W_std", type=float, help="weight scale (default: sqrt 2)")
-    g.add_argument("--b-std", dest="model.b_std", type=float, help="bias scale (default: 0.1)")
-    g.add_argument("--parameterization", dest="model.parameterization", help="ntk (default) or standard")
-    g.add_argument("--arch-option", dest="model.options", action="append", type=key_value, metavar="KEY=VALUE",
-                   help="extra setting for the architecture builder (repeatable), e.g. blocks=3")
-
-
-def add_data_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags for :class:`studylib.config.DataConfig` (dest 'data.<field>')."""
-    g = parser.add_argument_group("data")
-    g.add_argument("--data", dest="data.name", help="cubic (default, the seed's), sin, sphere or file")
-    g.add_argument("--data-path", dest="data.path", help="with --data file: a .npz (x, y) or .csv (x..., y)")
-    g.add_argument("--n-train", dest="data.n_train", type=int, help="number of training points (default: 10)")
-    g.add_argument("--dim", dest="data.dim", type=int, help="input dimension for --data sphere (default: 3)")
-
-
-def key_value(text: str) -> tuple[str, Any]:
-    """'blocks=3' -> ('blocks', 3); values parse as TOML scalars where they can, else strings."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key.strip(), tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return key.strip(), value
 
 
 def main_guard(fn: Callable[[], Any]) -> None:

@@ -7,15 +7,59 @@ boolean masks over the test inputs: ``interp`` (inside the training range) and
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
+from studylib.config import ConfigError, check_choice, check_float, check_int, set_frozen
+from studylib.flags import option
 
-from studylib.config import ConfigError, DataConfig
+if TYPE_CHECKING:  # NumPy is imported where used, so that --help (which builds DataConfig flags) stays fast
+    import numpy as np
 
 #: Names accepted by ``DataConfig.name``.
 DATASETS = ("cubic", "sin", "sphere", "file")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Training data and test inputs (see :mod:`studylib.data` for each dataset).
+
+    ``name``: 'cubic' (the seed's: x = linspace(-train_range, train_range, n_train),
+    y = x^3/20), 'sin' (y = sin(x) on the same grid), 'sphere' (``n_train`` points on the
+    unit sphere in ``dim`` dimensions, as in Jacot et al. 2018), or 'file' (``path`` to an
+    .npz with arrays x, y or a .csv with columns x..., y). For 1-D data the test inputs are
+    a grid of ``n_test`` points on [-test_range, test_range]; metrics are reported on the
+    training inputs, on the interpolation range |x| <= train_range and beyond it.
+    """
+
+    name: str = option("cubic", "dataset: cubic (the seed's), sin, sphere or file", flags=("--data",))
+    n_train: int = option(10, "number of training points")
+    train_range: float = option(5.0, "training inputs x in [-x_range, x_range] (1-D data)", flags=("--x-range",))
+    test_range: float = option(10.0, "test grid on [-test_range, test_range] (1-D data)")
+    n_test: int = option(201, "number of test inputs")
+    dim: int = option(3, "input dimension of --data sphere")
+    path: str = option("", "with --data file: a .npz (x, y) or .csv (x..., y)", flags=("--data-path",))
+    seed: int = option(0, "seed of random datasets (sphere)", flags=("--data-seed",))
+
+    def __post_init__(self):
+        check_choice("data.name", self.name, DATASETS)
+        set_frozen(self, "n_train", check_int("data.n_train", self.n_train, minimum=2))
+        set_frozen(self, "train_range", check_float("data.train_range", self.train_range))
+        set_frozen(self, "test_range", check_float("data.test_range", self.test_range))
+        set_frozen(self, "n_test", check_int("data.n_test", self.n_test, minimum=3))
+        set_frozen(self, "dim", check_int("data.dim", self.dim, minimum=2))
+        set_frozen(self, "seed", check_int("data.seed", self.seed, minimum=0))
+        if self.test_range <= self.train_range:
+            raise ConfigError(
+                f"data.test_range: must exceed data.train_range={self.train_range} so that an "
+                f"extrapolation range exists, got {self.test_range}"
+            )
+        if self.name == "file":
+            check_file(self.path)
+        elif self.path:
+            raise ConfigError(f"data.path: only used with data.name = 'file', got name {self.name!r}")
+
 
 
 class Dataset(NamedTuple):
@@ -31,6 +75,8 @@ class Dataset(NamedTuple):
 
 
 def _grid_1d(cfg: DataConfig, fn) -> Dataset:
+    import numpy as np
+
     x_train = np.linspace(-cfg.train_range, cfg.train_range, cfg.n_train)[:, None]
     x_test = np.linspace(-cfg.test_range, cfg.test_range, cfg.n_test)[:, None]
     inside = np.abs(x_test[:, 0]) <= cfg.train_range + 1e-12
@@ -44,6 +90,8 @@ def cubic(cfg: DataConfig) -> Dataset:
 
 def sin(cfg: DataConfig) -> Dataset:
     """y = sin(x) on the same grids as :func:`cubic`."""
+    import numpy as np
+
     return _grid_1d(cfg, np.sin)
 
 
@@ -51,6 +99,8 @@ def sphere(cfg: DataConfig) -> Dataset:
     """``n_train`` and ``n_test`` points uniform on the unit sphere S^(dim-1) (Jacot et al. 2018 use
     such inputs so that the NTK depends only on angles), y = x_0 + 2 x_0 x_1 + sin(3 x_2 ...), a
     smooth target with linear and non-linear parts. All test points lie 'inside' (no extrapolation)."""
+    import numpy as np
+
     rng = np.random.default_rng(cfg.seed)
 
     def points(n):
@@ -67,6 +117,8 @@ def sphere(cfg: DataConfig) -> Dataset:
 
 def _read_file(path: str) -> tuple[np.ndarray, np.ndarray]:
     """(x (N, d), y (N, 1)) from .npz (arrays 'x', 'y') or .csv (columns x..., y; header optional)."""
+    import numpy as np
+
     p = Path(path)
     if p.suffix == ".npz":
         try:
@@ -123,6 +175,8 @@ def check_file(path: str) -> None:
 def from_file(cfg: DataConfig) -> Dataset:
     """A user's data. 1-D inputs get a test grid on [-test_range, test_range] with regions as for
     :func:`cubic` (train_range = max |x|); higher-dimensional inputs are tested on the training inputs."""
+    import numpy as np
+
     x, y = _read_file(cfg.path)
     if x.shape[1] == 1:
         reach = float(np.abs(x).max())

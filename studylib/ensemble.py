@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from studylib import metrics as Mx
+from studylib.closed_form import gp_moments, gp_std, nt_gp
 from studylib.config import (
     DTYPES,
     ConfigError,
@@ -138,65 +139,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-# --------------------------------------------------------------------------- the Gaussian process
-
-
-def gp_moments(theta_dd, theta_td, k_dd, k_td, k_tt, y_train, *, learning_rate: float, steps,
-               discrete: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (T, M) and covariance (T, M, M) of the GP at ``steps`` (Lee et al. 2019 eqs. 14-16), float64 NumPy.
-
-    ``theta_*`` is the trained kernel (NTK, or NNGP for readout-only training),
-    ``k_*`` the NNGP (covariance of f at init); d = train inputs, t = test inputs;
-    ``y_train`` (N,) or (N, 1). ``discrete=False``: gradient flow, D = exp(-lr Θ t / N)
-    (what ``nt.predict.gradient_descent_mse_ensemble`` computes, t counting steps);
-    ``discrete=True``: exact GD, D = (I - lr Θ / N)^t.
-    """
-    theta_dd = np.asarray(theta_dd, np.float64)
-    n = theta_dd.shape[0]
-    lam, v = np.linalg.eigh(theta_dd)
-    lam = np.maximum(lam, 0.0)
-    t = np.asarray(steps, np.float64).reshape(-1)
-    a = learning_rate * lam / n
-    if discrete:
-        decay = np.sign(1.0 - a)[None, :] ** t[:, None] * np.abs(1.0 - a)[None, :] ** t[:, None]
-    else:
-        decay = np.exp(-a[None, :] * t[:, None])
-    tiny = lam <= 1e-12 * max(lam.max(), 1e-300)
-    safe = np.where(tiny, 1.0, lam)
-    gain = np.where(tiny[None, :], learning_rate * t[:, None] / n, (1.0 - decay) / safe[None, :])  # (T, N)
-    a_t = np.einsum("mn,tn,kn->tmk", np.asarray(theta_td, np.float64) @ v, gain, v)  # (T, M, N)
-    y = np.asarray(y_train, np.float64).reshape(n)
-    mean = a_t @ y
-    k_td = np.asarray(k_td, np.float64)
-    cross = a_t @ k_td.T  # A K(X, x): (T, M, M)
-    cov = (np.asarray(k_tt, np.float64)[None] + a_t @ np.asarray(k_dd, np.float64) @ np.swapaxes(a_t, 1, 2)
-           - cross - np.swapaxes(cross, 1, 2))
-    return mean, 0.5 * (cov + np.swapaxes(cov, 1, 2))
-
-
-def nt_gp(kernel_fn, x_train, y_train, x_test, *, get: str, learning_rate: float, steps):
-    """NT's ensemble prediction: mean (T, M) and covariance (T, M, M), float64 NumPy."""
-    import jax.numpy as jnp
-
-    from studylib._nt import nt
-
-    predict = nt.predict.gradient_descent_mse_ensemble(kernel_fn, jnp.asarray(x_train), jnp.asarray(y_train),
-                                                       learning_rate=learning_rate)
-    out = predict(t=jnp.asarray(steps, jnp.asarray(x_train).dtype), x_test=jnp.asarray(x_test), get=get,
-                  compute_cov=True)
-    return np.asarray(out.mean, np.float64)[..., 0], np.asarray(out.covariance, np.float64)
-
-
-def gp_sqrt(cov: np.ndarray) -> np.ndarray:
-    """L with L L^T = cov for PSD (..., M, M) (eigendecomposition; negative round-off eigenvalues clipped)."""
-    lam, v = np.linalg.eigh(np.asarray(cov, np.float64))
-    return v * np.sqrt(np.maximum(lam, 0.0))[..., None, :]
-
-
-def gp_std(cov: np.ndarray) -> np.ndarray:
-    return np.sqrt(np.maximum(np.diagonal(cov, axis1=-2, axis2=-1), 0.0))
-
-
 # --------------------------------------------------------------------------- statistics
 
 
@@ -235,6 +177,8 @@ def mc_floor(mean: np.ndarray, cov: np.ndarray, members: int, repeats: int, *, s
     """
     rng = np.random.default_rng(seed)
     mean = np.asarray(mean, np.float64)
+    from studylib.closed_form import gp_sqrt
+
     root = gp_sqrt(cov)  # (T, X, X)
     std = gp_std(cov)
     out: dict[str, list] = {k: [] for k in STATS}

@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 #: 1 = Jacobian contraction, 2 = NTK-vector products. 3 (structured derivatives)
 #: fails with every jax >= 0.4.28 (see SCIENCE.md section 2), so it is not offered.
@@ -25,7 +26,7 @@ def empirical_ntk_fn(apply_fn: Callable, *, implementation: int = DEFAULT_IMPLEM
 
     The output axis (size 1) is traced out: for scalar outputs that is the full kernel.
     """
-    from studylib._nt import nt
+    from studylib.nt import nt
 
     if implementation not in NTK_IMPLEMENTATIONS:
         raise ValueError(f"implementation: unknown value {implementation!r}; accepted: 1, 2")
@@ -56,9 +57,29 @@ def analytic(kernel_fn: Callable, x1: jnp.ndarray, x2: jnp.ndarray | None, get: 
     return kernel_fn(x1, x2, get)
 
 
-def critical_learning_rate(k_train_train: jnp.ndarray) -> jnp.ndarray:
-    """2 N / lambda_max: the largest stable rate of GD on L = 1/2 mean((f - y)^2) with a
-    constant kernel (discrete GD multiplies mode i by 1 - lr lambda_i / N each step).
+#: c in L = (c/2) mean((f - y)^2): 'half_mse' is NT's convention, 'mse' the seed's (no 1/2).
+LOSS_FACTOR = {"mse": 2.0, "half_mse": 1.0}
+
+
+def critical_rate(lam_max, n: int, *, loss_factor: float = 1.0):
+    """2 N / (c lambda_max): the stability limit of full-batch GD on L = (c/2) mean((f - y)^2)
+    over N outputs with a constant kernel (discrete GD multiplies mode i by 1 - c lr lambda_i / N
+    each step). The one formula every study uses; NumPy float64, batched over ``lam_max``."""
+    return 2.0 * n / (loss_factor * np.asarray(lam_max, np.float64))
+
+
+def critical_learning_rate(k_train_train, *, loss_factor: float = 1.0):
+    """:func:`critical_rate` of the Gram ``k_train_train`` (..., N, N): 2 N / lambda_max.
     Same as ``nt.predict.max_learning_rate`` for scalar outputs. Batched over leading axes."""
-    n = k_train_train.shape[-1]
-    return 2.0 * n / jnp.linalg.eigvalsh(k_train_train)[..., -1]
+    k = np.asarray(k_train_train, np.float64)
+    return critical_rate(np.linalg.eigvalsh(k)[..., -1], k.shape[-1], loss_factor=loss_factor)
+
+
+def minibatch_critical_rate(k, batch: int, *, loss_factor: float = 1.0) -> float:
+    """A lower bound on the SGD stability limit with a constant kernel K and batches of size B:
+    a step on batch I multiplies the residual on I by (I - lr c K_II / B), stable for
+    lr < 2B / (c max_I lambda_max(K_II)), and lambda_max(K_II) <= min(lambda_max(K), B max_i K_ii).
+    Exact for B = 1 (2 / (c max K_ii)) and for B = N (:func:`critical_rate`)."""
+    k = np.asarray(k, np.float64)
+    bound = min(np.linalg.eigvalsh(k)[-1], batch * np.max(np.diag(k)))
+    return float(critical_rate(bound, batch, loss_factor=loss_factor))

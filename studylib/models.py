@@ -7,15 +7,66 @@ registry by name so that studies can select them with a string.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from studylib.config import ModelConfig
+from studylib.config import (
+    ConfigError,
+    check_choice,
+    check_float,
+    check_int,
+    set_frozen,
+)
+from studylib.flags import key_value, option
+
+PARAMETERIZATIONS = ("ntk", "standard")
+ACTIVATIONS = ("relu", "erf")
 
 # NT warns at every FanInSum that it cannot verify the branches are independent; in res_fc
 # one branch ends in a zero-mean Dense layer, which makes them uncorrelated as it requires.
 warnings.filterwarnings("ignore", message="`FanIn` layers assume independent inputs", category=UserWarning)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A network family; the hidden width is swept by the studies and so is not part of it.
+
+    ``arch`` names an entry of :data:`studylib.models.ARCHITECTURES` or a user builder
+    ``"package.module:function"`` (see :func:`studylib.models.build`); ``options`` holds
+    extra ``key=value`` settings for it (``--arch-option``).
+    ``parameterization``: 'ntk' (weights N(0,1), scaled by W_std/sqrt(fan_in) in
+    the forward pass; the analytic kernel is width independent) or 'standard'
+    (weights N(0, W_std^2/fan_in); the NTK grows with width). ``b_std`` = 0 gives
+    zero biases (trainable under 'standard', frozen at zero under 'ntk', where
+    the bias enters as b_std * b).
+    """
+
+    arch: str = option("fc", "architecture: fc, erf_fc, res_fc or package.module:function", flags=("--arch",))
+    depth: int = option(5, "number of hidden layers")
+    activation: str = option("relu", "relu or erf")
+    W_std: float = option(math.sqrt(2.0), "weight scale sigma_w", flags=("--W-std",))
+    b_std: float = option(0.1, "bias scale sigma_b (0: no biases)", flags=("--b-std",))
+    parameterization: str = option("ntk", "ntk or standard")
+    options: dict = option(default_factory=dict, help="extra setting for the architecture builder (repeatable), "
+                           "e.g. blocks=3", flags=("--arch-option",), parse=key_value)
+
+    def __post_init__(self):
+        check_arch(self.arch)
+        set_frozen(self, "depth", check_int("model.depth", self.depth, minimum=1))
+        check_choice("model.activation", self.activation, ACTIVATIONS)
+        set_frozen(self, "W_std", check_float("model.W_std", self.W_std))
+        set_frozen(self, "b_std", check_float("model.b_std", self.b_std, allow_zero=True))
+        check_choice("model.parameterization", self.parameterization, PARAMETERIZATIONS)
+        if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
+            raise ConfigError(f"model.options: expected a table of key = value, got {self.options!r}")
+
+    def __hash__(self):
+        return hash((self.arch, self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
+                     tuple(sorted((k, repr(v)) for k, v in self.options.items()))))
+
 
 
 class Network(NamedTuple):
@@ -29,7 +80,7 @@ class Network(NamedTuple):
 
 
 def _activation(name: str):
-    from studylib._nt import stax
+    from studylib.nt import stax
 
     return {"relu": stax.Relu, "erf": stax.Erf}[name]()
 
@@ -37,18 +88,18 @@ def _activation(name: str):
 def fully_connected(
     width: int,
     *,
-    depth: int = 5,
-    activation: str = "relu",
-    W_std: float = 2.0**0.5,
-    b_std: float = 0.1,
-    parameterization: str = "ntk",
+    depth: int = ModelConfig.depth,
+    activation: str = ModelConfig.activation,
+    W_std: float = ModelConfig.W_std,
+    b_std: float = ModelConfig.b_std,
+    parameterization: str = ModelConfig.parameterization,
     out_dim: int = 1,
 ) -> Network:
     """``depth`` hidden Dense(width) + activation layers and a linear Dense(out_dim) readout.
 
     ``b_std=0`` means zero biases (see :class:`studylib.config.ModelConfig`).
     """
-    from studylib._nt import stax
+    from studylib.nt import stax
 
     layers = []
     for _ in range(depth):
@@ -64,10 +115,10 @@ def residual_fully_connected(
     width: int,
     *,
     blocks: int = 2,
-    activation: str = "relu",
-    W_std: float = 2.0**0.5,
-    b_std: float = 0.1,
-    parameterization: str = "ntk",
+    activation: str = ModelConfig.activation,
+    W_std: float = ModelConfig.W_std,
+    b_std: float = ModelConfig.b_std,
+    parameterization: str = ModelConfig.parameterization,
     out_dim: int = 1,
 ) -> Network:
     """Dense(width) embedding, ``blocks`` residual blocks x + Dense(act(Dense(act(x)))) built from
@@ -76,7 +127,7 @@ def residual_fully_connected(
     Each residual sum adds the variances of its branches, so the kernel grows ~2x per block;
     the learning rate chosen from the analytic kernel absorbs that.
     """
-    from studylib._nt import stax
+    from studylib.nt import stax
 
     def dense(n):
         return stax.Dense(n, W_std=W_std, b_std=b_std, parameterization=parameterization)
@@ -122,8 +173,6 @@ _USER_HELP = ("an importable 'package.module:function' taking (width: int, cfg: 
 def _load_user_builder(spec: str) -> Callable:
     import importlib
 
-    from studylib.config import ConfigError
-
     module_name, _, func_name = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -138,8 +187,6 @@ def _load_user_builder(spec: str) -> Callable:
 
 def check_arch(arch: str) -> None:
     """Raise ConfigError unless ``arch`` is a registered name or an importable user builder."""
-    from studylib.config import ConfigError
-
     if not isinstance(arch, str):
         raise ConfigError(f"model.arch: expected a name, got {arch!r}")
     if ":" in arch:
@@ -154,9 +201,7 @@ def build(cfg: ModelConfig, width: int) -> Network:
     builder = _load_user_builder(cfg.arch) if ":" in cfg.arch else ARCHITECTURES[cfg.arch]
     out = builder(width, cfg)
     if not (isinstance(out, tuple) and len(out) == 3 and all(callable(f) for f in out)):
-        from studylib.config import ConfigError
-
-        raise ConfigError(f"model.arch: {cfg.arch!r} returned {type(out).__name__}; expected {_USER_HELP}")
+            raise ConfigError(f"model.arch: {cfg.arch!r} returned {type(out).__name__}; expected {_USER_HELP}")
     return Network(*out)
 
 
@@ -165,3 +210,12 @@ def dense_layer_indices(params: Any) -> list[int]:
     (nested blocks, e.g. residual ones, are not counted)."""
     return [i for i, p in enumerate(params) if isinstance(p, tuple | list) and len(p) == 2
             and all(hasattr(a, "ndim") for a in p) and p[0].ndim >= 2]
+
+
+def count_params(net: Network, input_shape: tuple[int, ...]) -> int:
+    """Number of trainable parameters of ``net`` for inputs of ``input_shape`` (no arrays are made)."""
+    import jax
+    import numpy as np
+
+    shapes = jax.eval_shape(lambda k: net.init_fn(k, input_shape)[1], jax.random.PRNGKey(0))
+    return sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes))

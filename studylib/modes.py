@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from studylib import closed_form
+
 
 def eig_modes(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (..., N) in descending order and eigenvectors (..., N, N) as columns
@@ -50,14 +52,9 @@ def reconstruct(c: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def decay_factor(lam: np.ndarray, lr: float, n: int, steps: np.ndarray) -> np.ndarray:
-    """(1 - lr lambda_i / N)^t for every step t and mode i: shape (..., T, N) for ``lam`` (..., N).
-
-    Computed as sign^t |1 - a|^t so that rates above 1 (oscillating modes) stay real."""
-    lam = np.asarray(lam, np.float64)
-    steps = np.asarray(steps, np.float64)
-    base = 1.0 - lr * lam[..., None, :] / n  # (..., 1, N)
-    t = steps[:, None]  # (T, 1)
-    return np.sign(base) ** t * np.abs(base) ** t
+    """(1 - lr lambda_i / N)^t for every step t and mode i: shape (..., T, N) for ``lam`` (..., N)
+    (:func:`studylib.closed_form.decay`, the one formula)."""
+    return closed_form.decay(lam, lr, n, steps)
 
 
 def predicted_coefficients(c0: np.ndarray, lam: np.ndarray, lr: float, n: int, steps) -> np.ndarray:

@@ -224,7 +224,7 @@ class _Compiled:
         import jax
 
         from studylib import models, training
-        from studylib._nt import nt
+        from studylib.nt import nt
 
         self.net = models.build(model_cfg, width)
         self.model_fn, self.make_params = variant_model(self.net.apply_fn, option, scale)

@@ -263,7 +263,7 @@ def write_report(folders, report_path: str | Path = "figures/REPORT.md", figure_
     """Write the report for the given results folders; figures are (re)drawn from the stored
     results and copied into ``figure_dir`` (default: the report's folder)."""
     from studylib import figures
-    from studylib.results import _atomic
+    from studylib.results import atomic_write
 
     report_path = Path(report_path)
     report_dir = report_path.parent
@@ -278,5 +278,5 @@ def write_report(folders, report_path: str | Path = "figures/REPORT.md", figure_
         parts.append(f"<!-- from {folder}/summary.json -->")
         parts.append(section(summary, figs, report_dir))
     text = "\n\n".join(parts) + "\n"
-    _atomic(report_path, lambda f: f.write(text.encode()))
+    atomic_write(report_path, lambda f: f.write(text.encode()))
     return report_path

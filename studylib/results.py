@@ -18,7 +18,7 @@ def versions() -> dict[str, str]:
     import jax
     import jaxlib
 
-    from studylib._nt import nt
+    from studylib.nt import nt
 
     return {
         "python": platform.python_version(),
@@ -46,7 +46,9 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _atomic(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(file)`` on a temporary file beside ``path``, then rename it into place: readers
+    see the old file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -66,12 +68,12 @@ def _atomic(path: Path, write) -> None:
 def write_json(path: str | os.PathLike, data: Any) -> None:
     """Write ``data`` as JSON atomically (temporary file, then rename)."""
     text = json.dumps(jsonable(data), indent=1, allow_nan=False)
-    _atomic(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
     """Write arrays to a compressed .npz atomically."""
-    _atomic(Path(path), lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+    atomic_write(Path(path), lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -84,40 +86,44 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def save_nested_npz(path: str | os.PathLike, tree: dict) -> None:
-    """A dict of arrays, scalars and one level of nested dicts as a flat .npz ('outer/inner' keys),
-    written atomically: how the studies store each finished cell."""
-    flat = {}
+def _is_array(v: Any) -> bool:
+    return isinstance(v, np.ndarray | np.generic) or (hasattr(v, "__array__") and not isinstance(v, str | list))
+
+
+def save_cell(path: str | os.PathLike, tree: dict) -> None:
+    """One finished study cell as one .npz, written atomically: arrays (NumPy or JAX) as arrays
+    under 'key' or 'outer/inner' (one level of nested dicts), every other value (numbers, strings,
+    None, lists) in a JSON entry '__meta__'. :func:`load_cell` gives back the same values
+    bit for bit (floats round-trip exactly through JSON)."""
+    arrays, meta = {}, {}
     for k, v in tree.items():
-        if isinstance(v, dict):
-            flat |= {f"{k}/{k2}": v2 for k2, v2 in v.items()}
-        else:
-            flat[k] = v
-    write_npz(path, flat)
+        items = v.items() if isinstance(v, dict) else [(None, v)]
+        for k2, v2 in items:
+            name = k if k2 is None else f"{k}/{k2}"
+            if _is_array(v2):
+                arrays[name] = np.asarray(v2)
+            else:
+                meta[name] = v2
+    arrays["__meta__"] = np.asarray(json.dumps(meta, default=_json_default))
+    write_npz(path, arrays)
 
 
-def load_nested_npz(path: str | os.PathLike) -> dict:
-    """Inverse of :func:`save_nested_npz` (0-d arrays come back as Python scalars)."""
+def _json_default(v: Any):
+    if isinstance(v, tuple):
+        return list(v)
+    raise TypeError(f"cell value of type {type(v).__name__} cannot be stored")
+
+
+def load_cell(path: str | os.PathLike) -> dict:
+    """Inverse of :func:`save_cell`."""
+    flat = read_npz(path)
+    meta = json.loads(str(flat.pop("__meta__"))) if "__meta__" in flat else {}
     out: dict[str, Any] = {}
-    for k, v in read_npz(path).items():
-        v = v.item() if v.ndim == 0 else v
+    flat = {k: v.item() if v.ndim == 0 else v for k, v in flat.items()}  # 0-d arrays as Python scalars
+    for k, v in [*flat.items(), *meta.items()]:
         if "/" in k:
             outer, inner = k.split("/", 1)
             out.setdefault(outer, {})[inner] = v
         else:
             out[k] = v
     return out
-
-
-def cached(path: str | os.PathLike | None, compute, *, force: bool = False, on_reuse=None) -> dict:
-    """One study cell: loaded from ``path`` when stored there (and not ``force``), else computed by
-    ``compute()`` and stored at once (atomically), so an interrupted run resumes. ``on_reuse(path)``
-    is called when a stored cell is used; ``path=None`` means no storage."""
-    if path is not None and Path(path).is_file() and not force:
-        if on_reuse is not None:
-            on_reuse(path)
-        return load_nested_npz(path)
-    res = compute()
-    if path is not None:
-        save_nested_npz(path, res)
-    return res

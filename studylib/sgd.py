@@ -54,10 +54,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from studylib.kernels import LOSS_FACTOR
+
 LOSSES = ("mse", "half_mse")
 METHODS = ("direct", "lowrank")
 #: Loss -> c in L = (c/2) mean((f - y)^2).
-LOSS_FACTOR = {"mse": 2.0, "half_mse": 1.0}
 #: Largest K*B (rank of the deferred update) for method 'lowrank'.
 LOWRANK_MAX_RANK = 64
 
@@ -76,24 +77,20 @@ class MLP:
         return len(self.sizes) - 1
 
 
-def mlp(width: int, *, depth: int = 5, activation: str = "relu", W_std: float = 1.0, b_std: float = 0.0,
-        parameterization: str = "standard", in_dim: int = 1, out_dim: int = 1) -> MLP:
-    """The :func:`studylib.models.fully_connected` net as an :class:`MLP`."""
-    sizes = (in_dim,) + (width,) * depth + (out_dim,)
-    if parameterization == "ntk":
-        ws = tuple(W_std / math.sqrt(n) for n in sizes[:-1])
-        bs = (b_std,) * (len(sizes) - 1)
-    elif parameterization == "standard":
+def mlp(model_cfg, width: int, *, in_dim: int = 1, out_dim: int = 1) -> MLP:
+    """The :func:`studylib.models.fully_connected` net of ``model_cfg`` (a
+    :class:`studylib.models.ModelConfig`: depth, activation, W_std, b_std, parameterization) at
+    hidden width ``width`` as an :class:`MLP` -- the same network, so no defaults of its own."""
+    sizes = (in_dim,) + (width,) * model_cfg.depth + (out_dim,)
+    if model_cfg.parameterization == "ntk":
+        ws = tuple(model_cfg.W_std / math.sqrt(n) for n in sizes[:-1])
+        bs = (model_cfg.b_std,) * (len(sizes) - 1)
+    elif model_cfg.parameterization == "standard":
         ws = (1.0,) * (len(sizes) - 1)
         bs = (1.0,) * (len(sizes) - 1)
     else:
-        raise ValueError(f"parameterization: unknown value {parameterization!r}")
-    return MLP(sizes, ws, bs, activation)
-
-
-def mlp_from_config(model_cfg, width: int) -> MLP:
-    return mlp(width, depth=model_cfg.depth, activation=model_cfg.activation, W_std=model_cfg.W_std,
-               b_std=model_cfg.b_std, parameterization=model_cfg.parameterization)
+        raise ValueError(f"parameterization: unknown value {model_cfg.parameterization!r}")
+    return MLP(sizes, ws, bs, model_cfg.activation)
 
 
 def dense_params(stax_params: Sequence[Any]) -> tuple:
@@ -462,13 +459,12 @@ def compiled_runner(plan: Plan, *, vmapped: bool):
 FAST_ARCHS = ("fc", "erf_fc")
 
 
-def fast_mlp(model_cfg, width: int) -> MLP | None:
+def fast_mlp(model_cfg, width: int, *, in_dim: int = 1) -> MLP | None:
     """The :class:`MLP` of a model the hand-written trainer handles, else None."""
     if model_cfg.arch == "fc":
-        return mlp_from_config(model_cfg, width)
+        return mlp(model_cfg, width, in_dim=in_dim)
     if model_cfg.arch == "erf_fc":
-        return mlp(width, depth=model_cfg.depth, activation="erf", W_std=model_cfg.W_std, b_std=model_cfg.b_std,
-                   parameterization=model_cfg.parameterization)
+        return mlp(dataclasses.replace(model_cfg, activation="erf"), width, in_dim=in_dim)
     return None
 
 

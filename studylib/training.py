@@ -28,7 +28,7 @@ def network_model(apply_fn: Callable) -> ModelFn:
 
 def linearized_model(apply_fn: Callable) -> ModelFn:
     """``nt.linearize(apply_fn, theta_0)``: f(theta_0) + J(theta_0)(theta - theta_0); ``aux`` = theta_0."""
-    from studylib._nt import nt
+    from studylib.nt import nt
 
     return lambda params, params0, x: nt.linearize(apply_fn, params0)(params, x)
 

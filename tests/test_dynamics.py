@@ -142,7 +142,7 @@ def test_generic_trainer_gives_the_fast_trainers_curves():
 
 
 USER_MODULE = """
-from studylib._nt import stax
+from studylib.nt import stax
 
 
 def build(width, cfg):

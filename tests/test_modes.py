@@ -97,7 +97,7 @@ def test_nt_linearize_trained_decays_as_predicted():
     copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
     train_lin = training.make_trainer(training.linearized_model(net.apply_fn))
     train_net = training.make_trainer(training.network_model(net.apply_fn))
-    from studylib._nt import nt
+    from studylib.nt import nt
 
     pl, pn, prev = copy(p0), copy(p0), 0
     r_lin, r_net = [], []

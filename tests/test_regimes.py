@@ -73,7 +73,7 @@ def test_doubled_model_is_zero_at_init_and_has_the_plain_kernel():
     import jax.numpy as jnp
 
     from studylib import kernels, models, training
-    from studylib._nt import nt
+    from studylib.nt import nt
 
     net = models.build(ModelConfig(depth=2), 32)
     x = jnp.linspace(-3.0, 3.0, 5)[:, None]

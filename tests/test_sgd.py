@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from studylib import models, sgd
-from studylib._nt import nt
+from studylib.nt import nt
 
 RTOL = 1e-10
 
@@ -27,7 +27,8 @@ def _setup(param="standard", width=7, depth=3, W_std=1.0, b_std=0.0, activation=
         # Zero biases would hide bias bugs in the forward pass: shift them (still trainable).
         params = [(p[0], p[1] + 0.1 * jnp.linspace(-1, 1, p[1].size).reshape(p[1].shape)) if len(p) == 2 else p
                   for p in params]
-    m = sgd.mlp(width, depth=depth, W_std=W_std, b_std=b_std, parameterization=param, activation=activation)
+    m = sgd.mlp(models.ModelConfig(depth=depth, W_std=W_std, b_std=b_std, parameterization=param,
+                                   activation=activation), width)
     x = jnp.linspace(-5, 5, 10, dtype=jnp.float64)[:, None]
     y = x**3 / 20
     return net, params, m, x, y

@@ -1,4 +1,4 @@
-"""studylib._xla adds its XLA CPU flag without touching what the user set."""
+"""studylib.xla_flags adds its XLA CPU flag without touching what the user set."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from importlib import metadata
 
 import pytest
 
-from studylib import _xla
+from studylib import xla_flags as _xla
 
 FLAG = _xla.FLAGS[0]
 

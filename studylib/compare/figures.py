@@ -1,4 +1,4 @@
-"""Figures of the comparison study, drawn from stored results only (summary.json + curves.npz)."""
+"""Figures of the comparison study, drawn from stored results only (summary.json + curves.npz; no JAX)."""
 
 from __future__ import annotations
 
@@ -181,7 +181,7 @@ def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[
     return style.save(fig, stem)
 
 
-def compare_figures(out_dir, fig_dir=None) -> list[Path]:
+def figures(out_dir, fig_dir=None) -> list[Path]:
     """All figures of a stored ``study.compare`` run; written to ``fig_dir`` (default: ``out_dir``)."""
     summary, curves = _load(out_dir)
     fig_dir = Path(fig_dir or out_dir)

@@ -1,0 +1,92 @@
+"""The comparison study's summary.json and curves.npz, built from its cells' results."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from studylib import metrics as M
+from studylib import runner
+from studylib.compare.config import REFERENCE_RATES, CompareConfig
+from studylib.runner import Cell, Context
+
+#: Final-time gaps in the summary's ``metrics`` (besides every curve's name).
+SCALARS_PER_SEED = ("ntk_init_error", "lr_critical_emp", "k0_lambda_min", "k0_lambda_max")
+def _final_per_seed(results: list[dict]) -> dict[str, np.ndarray]:
+    """Metric name -> (W, S) array of final-checkpoint values (per-layer curves split by layer)."""
+    out: dict[str, np.ndarray] = {}
+    for name in results[0]["curves"]:
+        vals = np.stack([r["curves"][name][:, -1] for r in results])  # (W, S[, L])
+        if vals.ndim == 3:
+            for layer in range(vals.shape[2]):
+                out[f"{name}_l{layer + 1}"] = vals[:, :, layer]
+        else:
+            out[name] = vals
+    for name in SCALARS_PER_SEED:
+        out[name] = np.stack([np.asarray(r[name], np.float64) for r in results])
+    return out
+
+
+def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: Context, *,
+              wall_seconds: float) -> tuple[dict, dict]:
+    """Build the ``summary.json`` dict and the ``curves.npz`` arrays from per-width results."""
+    from studylib import results as R
+
+    dataset = ctx.dataset
+    widths = np.array([r["width"] for r in results])
+    finals = _final_per_seed(results)
+    summary_metrics = {}
+    slopes = {}
+    for name, vals in finals.items():
+        mean, std = M.nanmean_std(vals, axis=1)
+        summary_metrics[name] = {"mean": mean, "std": std, "per_seed": vals}
+        if name.startswith(("rmse_", "rel_", "ntk_init_error", "ntk_x0_change")):
+            fit = M.bootstrap_slope(widths, vals)
+            ref = REFERENCE_RATES.get(name)
+            fit["reference"] = None if ref is None else {"slope": ref[0], "source": ref[1]}
+            slopes[name] = fit
+    summary = {
+        "study": "compare",
+        "config": dataclasses.asdict(cfg),
+        "versions": R.versions(),
+        "wall_seconds": wall_seconds,
+        "widths": widths,
+        "seeds": runner.seed_list(cfg),
+        "checkpoint_steps": results[0]["steps"],
+        "conventions": {
+            "loss": "L = 1/2 mean((f - y)^2) over the N training outputs (NT's)",
+            "time": "t counts GD steps; absolute time = learning_rate * t",
+            "parameterization": cfg.model.parameterization,
+            "linearized": f"lin_mode={cfg.lin_mode}: " + (
+                "nt.linearize trained by the same GD trainer" if cfg.lin_mode == "params" else
+                "the same GD run in function space, theta_t - theta_0 = J_0^T c_t (exact; see tests)"),
+            "closed_form": "default names: NT gradient flow (gradient_descent_mse); *_discrete: exact discrete GD",
+            "rmse_regions": "no suffix: test grid on [-test_range, test_range]; _train: training inputs; "
+                            "_interp: |x| <= train_range; _extrap: |x| > train_range",
+            "metrics": "final checkpoint; mean/std over seeds that did not diverge",
+            "slopes": "least-squares log-log fit of the seed mean vs width; ci95 from bootstrap over seeds",
+        },
+        "per_width": [
+            {k: r[k] for k in ("width", "learning_rate", "lr_critical_inf", "lr_critical_emp",
+                               "lr_above_emp_critical", "theta_lambda_min", "theta_lambda_max",
+                               "diverged_net_step", "diverged_lin_step")}
+            | {"lr_over_critical_emp": r["learning_rate"] / np.asarray(r["lr_critical_emp"])}
+            for r in results
+        ],
+        "metrics": summary_metrics,
+        "slopes": slopes,
+        "curves_file": "curves.npz",
+    }
+    curves = {"widths": widths, "steps": results[0]["steps"]}
+    if dataset is not None:
+        curves |= {"x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test}
+        curves |= {f"region/{k}": v for k, v in dataset.regions.items()}
+    for name in results[0]["curves"]:
+        curves[f"curve/{name}"] = np.stack([r["curves"][name] for r in results])
+    for where in ("test", "train"):
+        for name in results[0][f"predictions_{where}"]:
+            curves[f"pred_{where}/{name}"] = np.stack([r[f"predictions_{where}"][name] for r in results])
+    return summary, curves
+
+

@@ -1,0 +1,234 @@
+"""The one run loop of every study.
+
+A study (a wing: :mod:`studylib.compare`, :mod:`studylib.dynamics`, :mod:`studylib.ensemble`,
+:mod:`studylib.regimes`) is a module with a small face:
+
+* ``NAME``, ``Config`` (frozen dataclass), ``PRESETS``, ``DEFAULT_PRESET``, ``ARRAYS_FILE``;
+* ``cells(cfg, dataset) -> list[Cell]``: the units of stored work, each with the spec that
+  determines its numbers and its modelled cost;
+* ``prepare(cfg, dataset, log) -> shared``: work done once before the cells (may return None);
+* ``run_cell(cfg, cell, ctx, progress) -> dict``: the JAX computation of one cell, calling
+  ``progress(fraction_done)`` as it goes; arrays, scalars, strings and one level of nested dicts;
+* ``notes(cfg, cell, result) -> list[str]``: divergence and other notes printed after a cell;
+* ``summarise(cfg, cells, results, ctx, wall_seconds) -> (summary, arrays)``;
+* optional: ``needs_x64(cfg) -> bool`` (default: ``cfg.dtype == 'float64'``), ``key_config(cfg)
+  -> dict`` (the part of the config a cell's numbers depend on; default: the config less
+  ``SWEEP_FIELDS``), ``DEVICES_NOTE``.
+
+:func:`run` does, for every study and in this order: 64-bit mode, data, ``config.json`` (first),
+the devices line, ``prepare``, one progress bar over all cells weighted by their modelled cost
+(``tqdm`` with ``smoothing=0``: the ETA is elapsed x remaining cost / done cost, and reused cells
+are taken out of the total rather than counted as instant work), each cell loaded from or stored
+to ``OUT/cells/<name>-<key>.npz`` through :func:`cell_key` (config + cell spec + library versions
++ x64 mode), notes, the summary and the arrays -- every file written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One unit of stored work.
+
+    ``name``: the stem of its file (``width64``, ``w10_b1``); ``spec``: JSON-able values that,
+    with the study's key config, determine its numbers; ``cost``: modelled seconds on a 2-core
+    CPU, compilation included (only the ratios matter: they weight the progress bar);
+    ``label``: what the progress bar shows while it runs.
+    """
+
+    name: str
+    spec: dict
+    cost: float
+    label: str = ""
+
+
+@dataclasses.dataclass
+class Context:
+    """What a cell computation may use besides the config and the cell."""
+
+    dataset: Any
+    shared: Any
+    log: Callable[[str], Any]
+
+
+#: Cell-file format version (part of every key).
+CELL_FORMAT = 2
+
+
+def versions() -> dict[str, str]:
+    from studylib import results
+
+    return results.versions()
+
+
+def key_config(study, cfg) -> dict:
+    """The part of ``cfg`` that a cell's numbers depend on."""
+    if hasattr(study, "key_config"):
+        return study.key_config(cfg)
+    d = dataclasses.asdict(cfg)
+    for f in getattr(study, "SWEEP_FIELDS", ()):
+        d.pop(f, None)
+    return d
+
+
+def cell_key(study, cfg, cell: Cell) -> str:
+    """16 hex digits of SHA-256 over everything that determines one cell's numbers: the study,
+    its key config, the cell's spec, the library versions and JAX's 64-bit mode (which changes
+    the initial parameters drawn without an explicit dtype)."""
+    import jax
+
+    blob = json.dumps({"format": CELL_FORMAT, "study": study.NAME, "config": key_config(study, cfg),
+                       "cell": cell.spec, "versions": versions(), "x64": bool(jax.config.jax_enable_x64)},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cell_path(cells_dir: Path, study, cfg, cell: Cell) -> Path:
+    return cells_dir / f"{cell.name}-{cell_key(study, cfg, cell)}.npz"
+
+
+def needs_x64(study, cfg) -> bool:
+    if hasattr(study, "needs_x64"):
+        return bool(study.needs_x64(cfg))
+    return getattr(cfg, "dtype", "float32") == "float64"
+
+
+def enable_x64(on: bool) -> None:
+    """Turn on JAX's 64-bit mode when asked (never off: arrays are cast explicitly, so a float32
+    run is float32 either way)."""
+    if on:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+class Progress:
+    """A cost-weighted bar: cells add their modelled cost as they run; reused cells leave the
+    total. ``smoothing=0`` makes tqdm's ETA the whole-run average rate, not the last few updates."""
+
+    def __init__(self, total: float, *, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=max(total, 1e-9), disable=not enabled, smoothing=0, unit="s·est",
+                        bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]")
+        self.base = 0.0
+
+    def start(self, cell: Cell) -> Callable[[float], None]:
+        self.bar.set_description(cell.label or cell.name)
+        base, cost = self.base, cell.cost
+
+        def progress(fraction: float) -> None:
+            target = base + min(max(float(fraction), 0.0), 1.0) * cost
+            if target > self.bar.n:
+                self.bar.update(target - self.bar.n)
+
+        self.base += cost
+        return progress
+
+    def skip(self, cell: Cell) -> None:
+        self.bar.total = max(self.bar.total - cell.cost, 1e-9)
+        self.bar.refresh()
+
+    def finish(self, cell_progress: Callable[[float], None]) -> None:
+        cell_progress(1.0)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def write(self, text: str) -> None:
+        from tqdm.auto import tqdm
+
+        tqdm.write(text)
+
+
+def stale_cells(cells_dir: Path, used: set[Path], names: set[str]) -> list[Path]:
+    """Cell files of this study's cell names whose key no longer matches (older configs or versions)."""
+    if not cells_dir.is_dir():
+        return []
+    out = []
+    for p in sorted(cells_dir.glob("*.npz")):
+        stem, _, digest = p.stem.rpartition("-")
+        if stem in names and len(digest) == 16 and p not in used:
+            out.append(p)
+    return out
+
+
+def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, force: bool = False,
+        clean: bool = False, stop_after: int | None = None, log: Callable[[str], Any] | None = None) -> dict:
+    """Run (or resume) every cell of ``study`` for ``cfg``; write ``config.json`` (first),
+    ``cells/``, the arrays and ``summary.json`` into ``out`` (when given); return the summary.
+
+    ``force``: recompute cells stored under a matching key; ``clean``: remove this study's cell
+    files whose key no longer matches (otherwise they are counted and left, since a sweep that
+    shares cells with an earlier one reuses them); ``stop_after``: raise KeyboardInterrupt before
+    computing more than this many new cells (tests of resuming).
+    """
+    from studylib import data as D
+    from studylib import devices
+    from studylib import results as R
+
+    enable_x64(needs_x64(study, cfg))
+    dataset = D.load(cfg.data)
+    if out is not None:
+        out = Path(out)
+        R.write_json(out / "config.json", dataclasses.asdict(cfg))
+    cells = study.cells(cfg, dataset)
+    bar = Progress(sum(c.cost for c in cells), enabled=progress)
+    say = log or (bar.write if progress else (lambda _text: None))
+    try:
+        say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}")
+        start = time.perf_counter()
+        ctx = Context(dataset=dataset, shared=study.prepare(cfg, dataset, say), log=say)
+        results, used, computed = [], set(), 0
+        for cell in cells:
+            path = None if out is None else cell_path(out / "cells", study, cfg, cell)
+            if path is not None and path.is_file() and not force:
+                res = R.load_cell(path)
+                bar.skip(cell)
+                say(f"{cell.label or cell.name}: reusing {path}")
+            else:
+                if stop_after is not None and computed >= stop_after:
+                    raise KeyboardInterrupt("stop_after reached")
+                cell_progress = bar.start(cell)
+                t0 = time.perf_counter()
+                res = study.run_cell(cfg, cell, ctx, cell_progress)
+                res["cell_seconds"] = time.perf_counter() - t0
+                bar.finish(cell_progress)
+                if path is not None:
+                    R.save_cell(path, res)
+                computed += 1
+            if path is not None:
+                used.add(path)
+            for note in study.notes(cfg, cell, res):
+                say(note)
+            results.append(res)
+    finally:
+        bar.close()
+    if out is not None:
+        stale = stale_cells(out / "cells", used, {c.name for c in cells})
+        if stale and clean:
+            for p in stale:
+                p.unlink(missing_ok=True)
+            say(f"removed {len(stale)} stale cell file(s) of older configs from {out / 'cells'}")
+        elif stale:
+            say(f"note: {len(stale)} cell file(s) in {out / 'cells'} belong to older configs or library versions "
+                "(--clean removes them)")
+    summary, arrays = study.summarise(cfg, cells, results, ctx, wall_seconds=time.perf_counter() - start)
+    if out is not None:
+        R.write_npz(out / study.ARRAYS_FILE, arrays)
+        R.write_json(out / "summary.json", summary)
+    return summary
+
+
+def seed_list(cfg) -> list[int]:
+    """The PRNG seeds of a config with ``first_seed`` and ``seeds`` (or ``members``)."""
+    n = getattr(cfg, "seeds", None) or cfg.members
+    return list(range(cfg.first_seed, cfg.first_seed + n))
