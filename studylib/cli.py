@@ -113,7 +113,34 @@ def parser(study, doc: str) -> argparse.ArgumentParser:
     g.add_argument("--no-figures", action="store_true", help="do not draw figures")
     g.add_argument("--figures-only", action="store_true", help="only redraw the figures from --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    h = p.add_argument_group("several processes (jax.distributed; each computes its share of the cells into the "
+                             "shared --out folder, process 0 writes the summary)")
+    h.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0's coordinator")
+    h.add_argument("--num-processes", type=int, metavar="P", help="number of processes")
+    h.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 ... P-1")
     return p
+
+
+def init_processes(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` with the given flags; with none, JAX's own detection of a
+    cluster (SLURM, cloud TPU, ...) where it finds one, else a single process."""
+    given = {k: v for k, v in (("coordinator_address", args.coordinator), ("num_processes", args.num_processes),
+                               ("process_id", args.process_id)) if v is not None}
+    if not given and not _cluster_detected():
+        return
+    if given and len(given) < 3:
+        raise ConfigError("--coordinator, --num-processes and --process-id: give all three (or none, to let JAX "
+                          f"detect a cluster); got {', '.join(given)}")
+    import jax
+
+    jax.distributed.initialize(**given)
+
+
+def _cluster_detected() -> bool:
+    """A job of several tasks that JAX's own detection understands (SLURM with more than one task)."""
+    import os
+
+    return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in os.environ
 
 
 def config_from_args(study, args: argparse.Namespace) -> Any:
@@ -138,10 +165,13 @@ def main(name: str, doc: str, argv: list[str] | None = None) -> None:
             if getattr(args, "plan", False):
                 print(study.plan(cfg))
                 return
+            init_processes(args)
             from studylib import runner
 
             summary = runner.run(study, cfg, args.out, progress=not args.no_progress, force=args.force,
                                  clean=args.clean)
+            if summary is None:  # another process writes the summary and the figures
+                return
             print(study.format_table(read_json(f"{args.out}/summary.json")))
             print(f"\nwrote {args.out}/summary.json, {study.ARRAYS_FILE}, cells/ ({summary['wall_seconds']:.0f} s)")
         if not args.no_figures:

@@ -24,6 +24,8 @@ from studylib.flags import key_value, option
 
 PARAMETERIZATIONS = ("ntk", "standard")
 ACTIVATIONS = ("relu", "erf")
+#: Architectures the hand-written FC trainer (:mod:`studylib.sgd`) handles; erf_fc is fc with Erf.
+FAST_ARCHS = ("fc", "erf_fc")
 
 # NT warns at every FanInSum that it cannot verify the branches are independent; in res_fc
 # one branch ends in a zero-mean Dense layer, which makes them uncorrelated as it requires.

@@ -112,29 +112,33 @@ def enable_x64(on: bool) -> None:
 
 class Progress:
     """A cost-weighted bar: cells add their modelled cost as they run; reused cells leave the
-    total. ``smoothing=0`` makes tqdm's ETA the whole-run average rate, not the last few updates."""
+    total. ``smoothing=0`` makes tqdm's ETA the whole-run average rate (elapsed x remaining cost /
+    done cost), not the rate of the last few updates. ``done`` and ``total`` are kept here too
+    (a disabled tqdm does not count)."""
 
     def __init__(self, total: float, *, enabled: bool):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=max(total, 1e-9), disable=not enabled, smoothing=0, unit="s·est",
+        self.total, self.done, self.base = max(total, 1e-9), 0.0, 0.0
+        self.bar = tqdm(total=self.total, disable=not enabled, smoothing=0, unit="s·est",
                         bar_format="{l_bar}{bar}| [{elapsed}<{remaining}]")
-        self.base = 0.0
+
+    def _advance_to(self, target: float) -> None:
+        if target > self.done:
+            self.bar.update(target - self.done)
+            self.done = target
 
     def start(self, cell: Cell) -> Callable[[float], None]:
+        """Begin ``cell``; the returned function takes the fraction of it that is done."""
         self.bar.set_description(cell.label or cell.name)
         base, cost = self.base, cell.cost
-
-        def progress(fraction: float) -> None:
-            target = base + min(max(float(fraction), 0.0), 1.0) * cost
-            if target > self.bar.n:
-                self.bar.update(target - self.bar.n)
-
         self.base += cost
-        return progress
+        return lambda fraction: self._advance_to(base + min(max(float(fraction), 0.0), 1.0) * cost)
 
     def skip(self, cell: Cell) -> None:
-        self.bar.total = max(self.bar.total - cell.cost, 1e-9)
+        """A reused cell: it takes no time, so it leaves the total instead of counting as done."""
+        self.total = max(self.total - cell.cost, 1e-9)
+        self.bar.total = self.total
         self.bar.refresh()
 
     def finish(self, cell_progress: Callable[[float], None]) -> None:
@@ -161,8 +165,38 @@ def stale_cells(cells_dir: Path, used: set[Path], names: set[str]) -> list[Path]
     return out
 
 
+def owners(cells: list[Cell], n_processes: int) -> list[int]:
+    """Which process computes each cell: longest modelled cost first, each to the least loaded
+    process (deterministic, so every process computes the same assignment without talking)."""
+    load = [0.0] * n_processes
+    owner = [0] * len(cells)
+    for i in sorted(range(len(cells)), key=lambda i: (-cells[i].cost, i)):
+        p = min(range(n_processes), key=lambda q: (load[q], q))
+        owner[i] = p
+        load[p] += cells[i].cost
+    return owner
+
+
+def process_layout() -> tuple[int, int]:
+    """(this process's index, number of processes): (0, 1) unless ``jax.distributed`` was
+    initialised with several processes (``--coordinator/--num-processes/--process-id``)."""
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
+def wait_for(paths: list[Path], say: Callable[[str], Any], *, poll_s: float = 1.0) -> None:
+    """Block until every file exists (cells that other processes are computing)."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        say(f"waiting for {len(missing)} cell(s) from the other processes")
+    while missing:
+        time.sleep(poll_s)
+        missing = [p for p in missing if not p.is_file()]
+
+
 def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, force: bool = False,
-        clean: bool = False, stop_after: int | None = None, log: Callable[[str], Any] | None = None) -> dict:
+        clean: bool = False, stop_after: int | None = None, log: Callable[[str], Any] | None = None) -> dict | None:
     """Run (or resume) every cell of ``study`` for ``cfg``; write ``config.json`` (first),
     ``cells/``, the arrays and ``summary.json`` into ``out`` (when given); return the summary.
 
@@ -170,6 +204,11 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
     files whose key no longer matches (otherwise they are counted and left, since a sweep that
     shares cells with an earlier one reuses them); ``stop_after``: raise KeyboardInterrupt before
     computing more than this many new cells (tests of resuming).
+
+    With several JAX processes (``jax.distributed``), each computes the cells :func:`owners` gives
+    it and stores them in ``out/cells`` (a folder all processes share); process 0 then waits for
+    the others' cells, writes the summary and returns it, the others return None. A process that
+    dies leaves its finished cells for a re-run to reuse.
     """
     from studylib import data as D
     from studylib import devices
@@ -177,18 +216,25 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
 
     enable_x64(needs_x64(study, cfg))
     dataset = D.load(cfg.data)
+    pid, n_proc = process_layout()
+    if n_proc > 1 and out is None:
+        raise ValueError("several processes share a run through its results folder: give out")
     if out is not None:
         out = Path(out)
-        R.write_json(out / "config.json", dataclasses.asdict(cfg))
+        if pid == 0:
+            R.write_json(out / "config.json", dataclasses.asdict(cfg))
     cells = study.cells(cfg, dataset)
-    bar = Progress(sum(c.cost for c in cells), enabled=progress)
-    say = log or (bar.write if progress else (lambda _text: None))
+    owner = owners(cells, n_proc)
+    bar = Progress(sum(c.cost for c, o in zip(cells, owner, strict=True) if o == pid), enabled=progress)
+    say = log or bar.write  # notes and warnings print with or without the bar
     try:
-        say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}")
+        say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}; {devices.stack()}")
         start = time.perf_counter()
         ctx = Context(dataset=dataset, shared=study.prepare(cfg, dataset, say), log=say)
         results, used, computed = [], set(), 0
-        for cell in cells:
+        for cell, cell_owner in zip(cells, owner, strict=True):
+            if cell_owner != pid:
+                continue
             path = None if out is None else cell_path(out / "cells", study, cfg, cell)
             if path is not None and path.is_file() and not force:
                 res = R.load_cell(path)
@@ -212,6 +258,14 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
             results.append(res)
     finally:
         bar.close()
+    if n_proc > 1:
+        if pid != 0:
+            say(f"process {pid}: {computed} cell(s) computed and stored; process 0 writes the summary")
+            return None
+        paths = [cell_path(out / "cells", study, cfg, c) for c in cells]
+        wait_for(paths, say)
+        used = set(paths)
+        results = [R.load_cell(p) for p in paths]  # all cells, in order, as any re-run would read them
     if out is not None:
         stale = stale_cells(out / "cells", used, {c.name for c in cells})
         if stale and clean:

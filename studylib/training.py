@@ -72,11 +72,19 @@ def init_params(init_fn: Callable, seeds, input_shape: tuple[int, ...], dtype: s
     starts from the same parameters in every process; ``'float64'`` draws in float64 (needs
     x64 on); None uses JAX's current default.
     """
-    from jax.experimental import disable_x64, enable_x64
-
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     draw = lambda: jax.vmap(lambda k: init_fn(k, input_shape)[1])(keys)  # noqa: E731
     if dtype is None:
         return draw()
-    with (disable_x64() if dtype == "float32" else enable_x64()):
+    with x64_mode(dtype == "float64"):
         return draw()
+
+
+def x64_mode(on: bool):
+    """A context manager with JAX's 64-bit mode on or off: ``jax.enable_x64(on)`` on JAX >= 0.6
+    (``jax.experimental.enable_x64``/``disable_x64`` are gone there), those two before."""
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(on)
+    from jax.experimental import disable_x64, enable_x64
+
+    return enable_x64() if on else disable_x64()

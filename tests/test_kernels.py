@@ -74,3 +74,18 @@ def test_empirical_ntk_approaches_analytic_with_width():
     # Fluctuations shrink ~ n^-1/2: a 32x wider net should be ~5.7x closer; ask for 2.5x, which
     # four seeds at width 16 cannot reach by chance (their mean error is O(1)).
     assert errors[512] < errors[16] / 2.5, errors
+
+
+def test_critical_rates_with_the_seeds_loss_and_minibatches():
+    """One formula for every study: the seed's loss mean((f-y)^2) (c = 2) halves the limit; with
+    batches of B the bound 2B / (c max_I lambda_max(K_II)) is exact for B = 1 (each step on one
+    point multiplies its residual by 1 - lr c K_ii) and for B = N."""
+    k = np.array([[3.0, 1.0], [1.0, 2.0]])
+    full = 8.0 / (5.0 + 5.0**0.5)
+    assert kernels.critical_learning_rate(k, loss_factor=kernels.LOSS_FACTOR["mse"]) == pytest.approx(full / 2)
+    assert kernels.minibatch_critical_rate(k, 2) == pytest.approx(full)
+    assert kernels.minibatch_critical_rate(k, 1) == pytest.approx(2.0 / 3.0)  # 2 / max K_ii
+    # Iterating the B = 1 map on the worst point just above / below that rate grows / shrinks.
+    for factor, grows in ((1.01, True), (0.99, False)):
+        lr = factor * kernels.minibatch_critical_rate(k, 1)
+        assert (abs(1 - lr * k[0, 0]) ** 200 > 1) == grows

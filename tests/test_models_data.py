@@ -9,7 +9,9 @@ import pytest
 
 from studylib import data as D
 from studylib import kernels, models
-from studylib.config import ConfigError, DataConfig, ModelConfig
+from studylib.config import ConfigError
+from studylib.data import DataConfig
+from studylib.models import ModelConfig
 
 X = np.linspace(-2.0, 2.0, 6)[:, None]
 

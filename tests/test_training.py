@@ -49,7 +49,7 @@ def test_float32_init_is_independent_of_x64_flag():
     net = models.fully_connected(4, depth=1)
     a = training.init_params(net.init_fn, [3], (2, 1), dtype="float32")
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree_util.tree_leaves(a))
-    with jax.experimental.disable_x64():
+    with training.x64_mode(False):
         b = training.init_params(net.init_fn, [3], (2, 1))
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(u, v)
