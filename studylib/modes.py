@@ -9,7 +9,11 @@ lambda_i v_i v_i^T the training residual r_t = f_t(X) - Y evolves as
 
 exactly, mode by mode. A finite network's kernel moves during training; the
 modes whose rate lr lambda_i / N is small (the slow ones) are the ones in which a
-given kernel change ||K_t - K_0||_2 is large compared to lambda_i.
+given kernel change ||K_t - K_0||_2 is large compared to lambda_i. The *laziness ratios* set
+that change against the spectrum of K_0: against its smallest eigenvalue
+(:func:`laziness_ratio`), against each mode's (:func:`mode_laziness`), and against the slowest
+mode a run of T steps can fit (:func:`horizon_laziness_ratio`); each has an ``*_of_motion`` form
+taking ||K_t - K_0||_2 already computed.
 
 Mode order: eigenvalues in *descending* order, mode 0 is the fastest. The sign of
 each eigenvector is fixed so that its entry of largest magnitude is positive
@@ -111,16 +115,41 @@ def clipped_spectrum(k_0: np.ndarray) -> np.ndarray:
     return np.maximum(lam, RCOND * lam[..., :1])
 
 
+def laziness_of_motion(motion: np.ndarray, k_0: np.ndarray) -> np.ndarray:
+    """||K_t - K_0||_2 / lambda_min(K_0) from the kernel motion ``motion`` (..., T) (e.g. NaN where
+    K_t is not finite) and ``k_0`` (..., N, N); lambda_min clipped at RCOND * lambda_max."""
+    return np.asarray(motion, np.float64) / clipped_spectrum(k_0)[..., -1:]
+
+
+def mode_laziness_of_motion(motion: np.ndarray, k_0: np.ndarray) -> np.ndarray:
+    """sup_t ||K_t - K_0||_2 / lambda_i(K_0) per mode (descending lambda, clipped as in
+    :func:`laziness_of_motion`; NaN motions are skipped): (..., N)."""
+    return np.nanmax(np.asarray(motion, np.float64), axis=-1)[..., None] / clipped_spectrum(k_0)
+
+
+def horizon_laziness_of_motion(motion: np.ndarray, k_0: np.ndarray, *, learning_rate: float, steps) -> np.ndarray:
+    """sup_t ||K_t - K_0||_2 / max(lambda_min(K_0), N / (lr T)), T = ``steps`` (the last step): the
+    kernel's motion against the slowest mode the run can fit. Modes with lr lambda T / N < 1 have
+    not moved by step T under either dynamics, so their smallness is no measure of laziness. (...)."""
+    n = np.shape(k_0)[-1]
+    lam_horizon = np.maximum(clipped_spectrum(k_0)[..., -1], n / (learning_rate * steps))
+    return np.nanmax(np.asarray(motion, np.float64), axis=-1) / lam_horizon
+
+
 def laziness_ratio(k_t: np.ndarray, k_0: np.ndarray) -> np.ndarray:
     """||K_t - K_0||_2 / lambda_min(K_0): below ~1 the kernel's motion is small even in its
     slowest direction. ``k_t`` (..., T, N, N), ``k_0`` (..., N, N); returns (..., T).
     lambda_min is clipped at RCOND * lambda_max (see :data:`RCOND`)."""
-    lam_min = clipped_spectrum(k_0)[..., -1]
-    return kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]) / lam_min[..., None]
+    return laziness_of_motion(kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]), k_0)
 
 
 def mode_laziness(k_t: np.ndarray, k_0: np.ndarray) -> np.ndarray:
     """sup_t ||K_t - K_0||_2 / lambda_i(K_0) per mode (descending lambda, clipped as in
     :func:`laziness_ratio`): (..., N)."""
-    dk = np.nanmax(kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]), axis=-1)
-    return dk[..., None] / clipped_spectrum(k_0)
+    return mode_laziness_of_motion(kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]), k_0)
+
+
+def horizon_laziness_ratio(k_t: np.ndarray, k_0: np.ndarray, *, learning_rate: float, steps) -> np.ndarray:
+    """:func:`horizon_laziness_of_motion` of ``k_t`` (..., T, N, N) against ``k_0`` (..., N, N)."""
+    return horizon_laziness_of_motion(kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]), k_0,
+                                      learning_rate=learning_rate, steps=steps)

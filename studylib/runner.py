@@ -273,8 +273,8 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
                 p.unlink(missing_ok=True)
             say(f"removed {len(stale)} stale cell file(s) of older configs from {out / 'cells'}")
         elif stale:
-            say(f"note: {len(stale)} cell file(s) in {out / 'cells'} belong to older configs or library versions "
-                "(--clean removes them)")
+            say(f"note: {len(stale)} cell file(s) in {out / 'cells'} belong to other configs, library versions or "
+                "x64 modes (--clean removes them)")
     summary, arrays = study.summarise(cfg, cells, results, ctx, wall_seconds=time.perf_counter() - start)
     if out is not None:
         R.write_npz(out / study.ARRAYS_FILE, arrays)

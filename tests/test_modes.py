@@ -141,6 +141,38 @@ def test_operator_norm_kernel_change_is_largest_singular_value():
     np.testing.assert_allclose(per_mode, direct.max() / np.linalg.eigvalsh(k0)[::-1], rtol=1e-12)
 
 
+def test_laziness_ratios_from_motion_match_an_independent_computation():
+    """The ``*_of_motion`` forms (used with NaN motions where a kernel is not finite) against the
+    ratios computed here from SVDs: sup_t ||dK||_2 over lambda_min, each lambda_i and the horizon
+    max(lambda_min, N/(lr T)). Everything float64 of O(0.1)-O(1e3) numbers: rtol 1e-12 is rounding."""
+    rng = np.random.default_rng(5)
+    n = 5
+    k0 = np.stack([_spd(rng, n, cond=50.0), 0.1 * _spd(rng, n, cond=1e4)])  # (S=2, N, N); lambda_min 1 and 0.1
+    e = rng.normal(size=(2, 3, n, n)) * 0.1
+    kt = k0[:, None] + e + np.swapaxes(e, -1, -2)  # (S, T=3, N, N)
+    motion = np.array([[np.linalg.svd(kt[s, t] - k0[s], compute_uv=False)[0] for t in range(3)] for s in range(2)])
+    lam = np.linalg.eigvalsh(k0)[:, ::-1]  # descending, all far above RCOND * lambda_max
+    np.testing.assert_allclose(modes.laziness_ratio(kt, k0), motion / lam[:, -1:], rtol=1e-12)
+    np.testing.assert_allclose(modes.mode_laziness(kt, k0), motion.max(1)[:, None] / lam, rtol=1e-12)
+    lr, steps = 0.3, 40
+    horizon = np.maximum(lam[:, -1], n / (lr * steps))
+    # N/(lr T) = 0.42: beyond the second K_0's slowest mode, not the first's (both branches of the max).
+    assert horizon[0] == lam[0, -1] and horizon[1] > lam[1, -1]
+    np.testing.assert_allclose(modes.horizon_laziness_ratio(kt, k0, learning_rate=lr, steps=steps),
+                               motion.max(1) / horizon, rtol=1e-12)
+    # A non-finite kernel's motion is NaN: the sup skips it, the per-checkpoint ratio keeps it.
+    masked = motion.copy()
+    masked[0, 2] = np.nan
+    assert np.isnan(modes.laziness_of_motion(masked, k0)[0, 2])
+    np.testing.assert_allclose(modes.mode_laziness_of_motion(masked, k0)[0], motion[0, :2].max() / lam[0],
+                               rtol=1e-12)
+    # A numerically singular K_0 (rank 1): lambda_min is clipped at RCOND * lambda_max, not ~0 or < 0.
+    v = rng.normal(size=n)
+    singular = np.outer(v, v)
+    lam_max = v @ v
+    np.testing.assert_allclose(modes.clipped_spectrum(singular)[-1], modes.RCOND * lam_max, rtol=1e-12)
+
+
 def test_decay_factor_oscillating_modes_stay_real():
     lam = np.array([3.0, 1.0])
     d = modes.decay_factor(lam, lr=1.0, n=2, steps=np.arange(4))  # 1 - a = -0.5, 0.5

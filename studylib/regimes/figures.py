@@ -1,6 +1,6 @@
-"""Figures of the regimes study, drawn from stored results only (summary.json + curves.npz).
+"""Figures of the regimes study, drawn from stored results only (summary.json + curves.npz; no JAX).
 
-``regimes_figures(out_dir)`` writes PNG + PDF of:
+``figures(out_dir, fig_dir=None)`` writes PNG + PDF of:
 
 * ``regimes_modes``: per eigenmode of the analytic NTK, the measured decay c_t/c_0 of the
   network and of its linearization against the prediction (1 - lr lambda_i/N)^t;
@@ -63,7 +63,7 @@ def _nanmedian(a, axis=0):
             return np.nanmedian(a, axis=axis)
 
 
-def fig_modes(summary, arrays, out_dir) -> list[Path]:
+def fig_modes(summary, arrays, fig_dir) -> list[Path]:
     steps = np.asarray(summary["checkpoint_steps"], np.float64)
     base = _base_cells(summary)
     idx0 = base[0][0]
@@ -88,7 +88,9 @@ def fig_modes(summary, arrays, out_dir) -> list[Path]:
             ax.plot(t, r_lin, color=col, lw=1.0, ls=":", label=f"linearization n={w}" if m == 0 else None)
         w0 = base[0][1]
         a = lr[w0] * lam[m] / n_modes
-        pred = np.sign(1 - a) ** steps * np.abs(1 - a) ** steps
+        with np.errstate(all="ignore"):  # the stored prediction over its start: (1 - lr lambda_m / N)^t
+            p_inf = arrays[f"cell{base[0][0]}/pred/inf"][:, :, m]
+            pred = _nanmedian(p_inf / p_inf[:, :1])
         ax.plot(t, pred, color="k", ls="--", lw=1.2, label=r"closed form $(1-\eta\lambda_i/N)^t$" if m == 0 else None)
         ax.set_xscale("log")
         ax.set_ylim(-0.6, 1.6)
@@ -109,10 +111,10 @@ def fig_modes(summary, arrays, out_dir) -> list[Path]:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.93), frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return style.save(fig, Path(out_dir) / "regimes_modes")
+    return style.save(fig, Path(fig_dir) / "regimes_modes")
 
 
-def fig_departure(summary, arrays, out_dir) -> list[Path]:
+def fig_departure(summary, arrays, fig_dir) -> list[Path]:
     steps = np.asarray(summary["checkpoint_steps"], np.float64)
     t_max = steps[-1]
     base = _base_cells(summary)
@@ -148,20 +150,14 @@ def fig_departure(summary, arrays, out_dir) -> list[Path]:
     style.legend_outside(axes[1], fontsize=8)
     fig.suptitle("When does each mode leave the constant-kernel prediction? (base cell, all seeds)", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(out_dir) / "regimes_departure")
+    return style.save(fig, Path(fig_dir) / "regimes_departure")
 
 
-def fig_kernel_motion(summary, arrays, out_dir) -> list[Path]:
-    steps = np.asarray(summary["checkpoint_steps"], np.float64)
-    base = _base_cells(summary)
-    widths = np.array([w for _, w in base], np.float64)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
-    ax = axes[0]
-    lam_min0 = []
+def _motion_panel(ax, base, arrays, steps) -> None:
+    """||K_t - K_0||_2 over steps per width, against the extreme eigenvalues of Theta."""
     for i, w in base:
         dk = _nanmedian(arrays[f"cell{i}/curve/kernel_change_op"])
         ax.plot(steps[1:], dk[1:], color=style.width_color(w), label=f"n={w}")
-        lam_min0.append(_nanmedian(arrays[f"cell{i}/k0_lambda"][:, -1]))
     lam_theta = arrays[f"cell{base[0][0]}/theta_lambda"]
     for k, ls in ((0, "-."), (-1, "--")):
         name = r"$\lambda_{\max}(\Theta)$" if k == 0 else r"$\lambda_{\min}(\Theta)$"
@@ -172,7 +168,11 @@ def fig_kernel_motion(summary, arrays, out_dir) -> list[Path]:
     ax.set_ylabel(r"$\|K_t - K_0\|_2$ (operator norm, seed median)")
     ax.set_title("kernel motion against the spectrum", fontsize=9)
     ax.legend(fontsize=7)
-    ax = axes[1]
+
+
+def _normalisations_panel(ax, base, summary) -> None:
+    """The laziness ratio and the relative Frobenius change against width (per seed and median)."""
+    widths = np.array([w for _, w in base], np.float64)
     lazy = [summary["cells"][i]["metrics"]["laziness_ratio"]["per_seed"] for i, _ in base]
     frob = [summary["cells"][i]["metrics"]["rel_ntk_change"]["per_seed"] for i, _ in base]
     for w, lz, fr in zip(widths, lazy, frob, strict=True):
@@ -194,7 +194,10 @@ def fig_kernel_motion(summary, arrays, out_dir) -> list[Path]:
     ax.set_ylabel("kernel change (per seed; line: median)")
     ax.set_title("same kernel motion, two normalisations", fontsize=9)
     ax.legend(fontsize=7)
-    ax = axes[2]
+
+
+def _mode_laziness_panel(ax, base, arrays) -> None:
+    """sup_t ||K_t - K_0||_2 / lambda_i(K_0) per mode and width."""
     for i, w in base:
         ml = _nanmedian(arrays[f"cell{i}/mode_laziness"])
         ax.plot(np.arange(ml.size), ml, "o-", ms=3, color=style.width_color(w), label=f"n={w}")
@@ -204,14 +207,23 @@ def fig_kernel_motion(summary, arrays, out_dir) -> list[Path]:
     ax.set_ylabel(r"$\sup_t \|K_t - K_0\|_2 / \lambda_i(K_0)$ (seed median)")
     ax.set_title("kernel motion against each mode: above 1 the mode's rate is not constant", fontsize=9)
     style.legend_outside(ax, fontsize=7)
+
+
+def fig_kernel_motion(summary, arrays, fig_dir) -> list[Path]:
+    steps = np.asarray(summary["checkpoint_steps"], np.float64)
+    base = _base_cells(summary)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
+    _motion_panel(axes[0], base, arrays, steps)
+    _normalisations_panel(axes[1], base, summary)
+    _mode_laziness_panel(axes[2], base, arrays)
     c = summary["base_cell"]
     fig.suptitle(f"Kernel motion of the network (base cell: depth {c['depth']}, {c['parameterization']}, "
                  f"lr = {c['lr_fraction']:g} x critical); K = empirical NTK on the N training inputs", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(out_dir) / "regimes_kernel_motion")
+    return style.save(fig, Path(fig_dir) / "regimes_kernel_motion")
 
 
-def fig_heatmaps(summary, out_dir) -> list[Path]:
+def fig_heatmaps(summary, fig_dir) -> list[Path]:
     widths = summary["widths"]
     heat = summary["heatmaps"]
     keys = [k for k in heat if len(heat[k]["values"]) > 1] or list(heat)[:1]
@@ -243,7 +255,7 @@ def fig_heatmaps(summary, out_dir) -> list[Path]:
     fig.suptitle(f"Network vs linearization: {GAP_LABEL}\nother settings at the base cell (depth {c['depth']}, "
                  f"{c['parameterization']}, lr {c['lr_fraction']:g} x critical, r = {c['x_range']:g}); "
                  "grey 'div.': every seed diverged", fontsize=9)
-    return style.save(fig, Path(out_dir) / "regimes_heatmaps")
+    return style.save(fig, Path(fig_dir) / "regimes_heatmaps")
 
 
 def _all_runs(summary):
@@ -260,7 +272,7 @@ def _all_runs(summary):
     return rows
 
 
-def fig_gap_vs_laziness(summary, out_dir) -> list[Path]:
+def fig_gap_vs_laziness(summary, fig_dir) -> list[Path]:
     rows = _all_runs(summary)
     groups = sorted({r[1] for r in rows}, key=lambda g: (g != "base", g))
     markers = dict(zip(groups, "osD^v<>pPX*h8", strict=False))
@@ -289,10 +301,10 @@ def fig_gap_vs_laziness(summary, out_dir) -> list[Path]:
     ax.set_ylabel(GAP_LABEL, fontsize=8)
     ax.set_title("Every run of the map (colour = width, viridis: dark narrow … yellow wide)", fontsize=9)
     style.legend_outside(ax, fontsize=7)
-    return style.save(fig, Path(out_dir) / "regimes_gap_vs_laziness")
+    return style.save(fig, Path(fig_dir) / "regimes_gap_vs_laziness")
 
 
-def fig_wide_enough(summary, out_dir) -> list[Path]:
+def fig_wide_enough(summary, fig_dir) -> list[Path]:
     widths = np.asarray(summary["widths"], np.float64)
     h = summary["heatmaps"]["depth"]
     thr = summary["wide_enough"]["threshold"]
@@ -319,10 +331,10 @@ def fig_wide_enough(summary, out_dir) -> list[Path]:
     ax.set_title(f"How wide is wide enough? (seed median; {c['parameterization']}, lr {c['lr_fraction']:g} x "
                  f"critical, r = {c['x_range']:g}, {summary['checkpoint_steps'][-1]} steps)", fontsize=9)
     style.legend_outside(ax, fontsize=8)
-    return style.save(fig, Path(out_dir) / "regimes_wide_enough")
+    return style.save(fig, Path(fig_dir) / "regimes_wide_enough")
 
 
-def fig_options(summary, out_dir) -> list[Path]:
+def fig_options(summary, fig_dir) -> list[Path]:
     widths = np.asarray(summary["widths"], np.float64)
     opts = summary["options"]
     styles = {"plain": ("k", "o-"), "centred": ("C0", "s-"), "doubled": ("C1", "D-"),
@@ -347,22 +359,24 @@ def fig_options(summary, out_dir) -> list[Path]:
     style.legend_outside(axes[2], fontsize=8)
     fig.suptitle("Options used to get closer to the limit, at the base cell (seed medians)", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(out_dir) / "regimes_options")
+    return style.save(fig, Path(fig_dir) / "regimes_options")
 
 
-def regimes_figures(out_dir) -> list[Path]:
-    """Draw every figure from ``out_dir``/summary.json and curves.npz; returns the written paths."""
+def figures(out_dir, fig_dir=None) -> list[Path]:
+    """Every figure of a stored ``study.regimes`` run, drawn from ``out_dir``/summary.json and
+    curves.npz into ``fig_dir`` (default: ``out_dir``); returns the written paths."""
     out_dir = Path(out_dir)
+    fig_dir = Path(fig_dir or out_dir)
     summary = read_json(out_dir / "summary.json")
     arrays = read_npz(out_dir / summary.get("curves_file", "curves.npz"))
     paths: list[Path] = []
-    paths += fig_modes(summary, arrays, out_dir)
-    paths += fig_departure(summary, arrays, out_dir)
-    paths += fig_kernel_motion(summary, arrays, out_dir)
-    paths += fig_heatmaps(summary, out_dir)
-    paths += fig_gap_vs_laziness(summary, out_dir)
+    paths += fig_modes(summary, arrays, fig_dir)
+    paths += fig_departure(summary, arrays, fig_dir)
+    paths += fig_kernel_motion(summary, arrays, fig_dir)
+    paths += fig_heatmaps(summary, fig_dir)
+    paths += fig_gap_vs_laziness(summary, fig_dir)
     if len(summary["heatmaps"]["depth"]["values"]) > 0:
-        paths += fig_wide_enough(summary, out_dir)
+        paths += fig_wide_enough(summary, fig_dir)
     if len(summary["options"]) > 1:
-        paths += fig_options(summary, out_dir)
+        paths += fig_options(summary, fig_dir)
     return paths

@@ -1,0 +1,61 @@
+"""The regimes study (``python -m study.regimes``): mode-resolved dynamics and a map of the lazy
+regime -- where the NTK theory holds and where it fails.
+
+A *cell* is one setting (learning rate as a fraction of the critical rate, depth, input scale,
+parameterization, model option) at one width, all seeds trained together by full-batch GD; the
+map sweeps width against each other axis in turn around a base cell (``sweep='one_at_a_time'``;
+the ``full`` preset takes the whole product), and measures model options (centred, doubled,
+smaller output scale, float64) at the base cell.
+
+The face every study shares (see :mod:`studylib.runner`): the config, settings and cells from
+:mod:`.config` (imported here: no JAX), the cell computation (:mod:`.cell`), the summary
+(:mod:`.summary`), the console table and REPORT.md section (:mod:`.report`) and the figures
+(:mod:`.figures`), each loaded when first used so that ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from studylib.regimes.config import (
+    ARRAYS_FILE,
+    AXES,
+    DEFAULT_PRESET,
+    NAME,
+    OPTIONS,
+    PRESETS,
+    SWEEPS,
+    Config,
+    RegimesConfig,
+    cell_spec,
+    cells,
+    key_config,
+    needs_x64,
+    setting_label,
+    settings,
+)
+
+#: Face names loaded on first use -> the submodule that defines them.
+_LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "variant_model": "cell",
+         "summarise": "summary", "wide_enough": "summary", "correlation": "summary",
+         "format_table": "report", "section": "report", "figures": "figures"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def run(cfg: RegimesConfig, out=None, **kwargs) -> dict:
+    """:func:`studylib.runner.run` of this study (``progress``, ``force``, ``clean``, ``stop_after``)."""
+    import sys
+
+    from studylib import runner
+
+    return runner.run(sys.modules[__name__], cfg, out, **kwargs)
+
+
+__all__ = ["ARRAYS_FILE", "AXES", "DEFAULT_PRESET", "NAME", "OPTIONS", "PRESETS", "SWEEPS", "Config",
+           "RegimesConfig", "cell_spec", "cells", "key_config", "needs_x64", "run", "setting_label", "settings",
+           *_LAZY]

@@ -1,0 +1,271 @@
+"""The regimes study's config, presets, settings and cells (no JAX here: ``--help`` imports this).
+
+A *setting* is one point of the map without its width: ``{lr_fraction, depth, x_range,
+parameterization, option}``; a *cell* (:class:`studylib.runner.Cell`) is one setting at one
+width, all seeds trained together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Any
+
+from studylib.config import (
+    DTYPES,
+    ConfigError,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_list,
+    check_nested,
+    set_frozen,
+)
+from studylib.data import DataConfig
+from studylib.flags import option
+from studylib.models import PARAMETERIZATIONS, ModelConfig
+from studylib.runner import Cell
+
+NAME = "regimes"
+#: The arrays file next to summary.json.
+ARRAYS_FILE = "curves.npz"
+
+#: Model options (each measured against 'plain' at the base setting).
+OPTIONS = ("plain", "centred", "doubled", "out_scale", "float64")
+SWEEPS = ("one_at_a_time", "product")
+#: Map axes: config field holding the values -> setting key.
+AXES = {"lr_fractions": "lr_fraction", "depths": "depth", "x_ranges": "x_range",
+        "parameterizations": "parameterization"}
+#: The keys of a setting, in the order of ``summary.json``'s ``base_cell``.
+SETTING_KEYS = ("lr_fraction", "depth", "x_range", "parameterization", "option")
+
+
+def _check_float_list(field: str, values: Any) -> tuple[float, ...]:
+    if isinstance(values, int | float) and not isinstance(values, bool):
+        values = (values,)
+    if not isinstance(values, list | tuple) or len(values) == 0:
+        raise ConfigError(f"{field}: expected a non-empty list of numbers > 0, got {values!r}")
+    out = tuple(check_float(f"{field}[{i}]", v) for i, v in enumerate(values))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{field}: values must be distinct, got {list(out)}")
+    return out
+
+
+def _check_choice_list(field: str, values: Any, choices) -> tuple[str, ...]:
+    if isinstance(values, str):
+        values = (values,)
+    if not isinstance(values, list | tuple) or len(values) == 0:
+        raise ConfigError(f"{field}: expected a non-empty list from {', '.join(choices)}, got {values!r}")
+    out = tuple(check_choice(f"{field}[{i}]", v, choices) for i, v in enumerate(values))
+    if len(set(out)) != len(out):
+        raise ConfigError(f"{field}: values must be distinct, got {list(out)}")
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class RegimesConfig:
+    """Everything that determines a regimes run.
+
+    The base cell is ``lr_fraction`` x ``model`` x ``data`` (``data.train_range`` is
+    the input scale; the test grid spans twice it). ``lr_fractions``, ``depths``,
+    ``x_ranges``, ``parameterizations`` are the map's axes; each must contain the
+    base value. ``options``: model options measured at the base cell ('plain' is the
+    base itself). ``gap_threshold``: the relative gap below which a width counts as
+    "wide enough". ``departure_tol``/``departure_floor``: see
+    :func:`studylib.modes.departure_step`.
+    """
+
+    widths: tuple[int, ...] = option((32, 64, 128, 256, 512), "comma-separated hidden widths")
+    seeds: int = option(3, "initialisations per cell")
+    steps: int = option(300, "full-batch GD steps")
+    n_checkpoints: int = option(24, "log-spaced checkpoints, step 0 and the last included", flags=("--checkpoints",))
+    first_seed: int = option(0, "first PRNG seed")
+    lr_fraction: float = option(0.5, "base cell's rate as a fraction of 2N/lambda_max of the analytic NTK")
+    dtype: str = option("float32", "float32 or float64")
+    ntk_implementation: int = option(2, "NT's empirical NTK implementation: 1 or 2")
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    sweep: str = option("one_at_a_time", "one_at_a_time (width x each axis around the base cell) or product")
+    lr_fractions: tuple[float, ...] = option((0.1, 0.5, 0.9), "map axis: learning rates as fractions of the "
+                                             "critical rate")
+    depths: tuple[int, ...] = option((1, 2, 3, 4, 5), "map axis: depths")
+    x_ranges: tuple[float, ...] = option((1.0, 2.5, 5.0), "map axis: input scales r, x in [-r, r]")
+    parameterizations: tuple[str, ...] = option(("ntk", "standard"), "map axis: ntk, standard")
+    options: tuple[str, ...] = option(OPTIONS, "model options at the base cell: " + ", ".join(OPTIONS))
+    output_scale: float = option(0.25, "alpha of option out_scale (the network's output times alpha)")
+    gap_threshold: float = option(0.1, "relative gap counted as 'wide enough'")
+    departure_tol: float = option(0.1, "a mode departs when |c_t - c_pred| > tol x its scale")
+    departure_floor: float = option(0.05, "a mode's scale is at least floor x ||r_0||")
+
+    def __post_init__(self):
+        set_frozen(self, "widths", check_int_list("widths", self.widths))
+        set_frozen(self, "seeds", check_int("seeds", self.seeds))
+        set_frozen(self, "steps", check_int("steps", self.steps))
+        set_frozen(self, "n_checkpoints", check_int("n_checkpoints", self.n_checkpoints, minimum=2))
+        set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
+        set_frozen(self, "lr_fraction", check_float("lr_fraction", self.lr_fraction))
+        check_choice("dtype", self.dtype, DTYPES)
+        if self.ntk_implementation not in (1, 2):
+            raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
+                              "(3 fails with the pinned jax)")
+        check_nested(self, "model", ModelConfig)
+        check_nested(self, "data", DataConfig)
+        check_choice("sweep", self.sweep, SWEEPS)
+        set_frozen(self, "lr_fractions", _check_float_list("lr_fractions", self.lr_fractions))
+        set_frozen(self, "depths", check_int_list("depths", self.depths))
+        set_frozen(self, "x_ranges", _check_float_list("x_ranges", self.x_ranges))
+        set_frozen(self, "parameterizations",
+                   _check_choice_list("parameterizations", self.parameterizations, PARAMETERIZATIONS))
+        set_frozen(self, "options", _check_choice_list("options", self.options, OPTIONS))
+        set_frozen(self, "output_scale", check_float("output_scale", self.output_scale))
+        set_frozen(self, "gap_threshold", check_float("gap_threshold", self.gap_threshold))
+        set_frozen(self, "departure_tol", check_float("departure_tol", self.departure_tol))
+        set_frozen(self, "departure_floor", check_float("departure_floor", self.departure_floor, allow_zero=True))
+        for field, base in (("lr_fractions", self.lr_fraction), ("depths", self.model.depth),
+                            ("x_ranges", self.data.train_range),
+                            ("parameterizations", self.model.parameterization)):
+            if base not in getattr(self, field):
+                raise ConfigError(f"{field}: must contain the base cell's value {base!r} "
+                                  f"(got {list(getattr(self, field))})")
+        if "plain" not in self.options:
+            raise ConfigError(f"options: must contain 'plain' (the reference), got {list(self.options)}")
+
+    def base(self) -> dict[str, Any]:
+        return {"lr_fraction": self.lr_fraction, "depth": self.model.depth, "x_range": self.data.train_range,
+                "parameterization": self.model.parameterization, "option": "plain"}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The coarse map: about 4 minutes on 2 shared CPU cores (see docs/regimes.md).
+    "default": {},
+    # Seconds: smoke tests.
+    "tiny": {"widths": (8, 16), "seeds": 2, "steps": 20, "n_checkpoints": 5, "lr_fractions": (0.5,),
+             "depths": (1, 5), "x_ranges": (5.0,), "parameterizations": ("ntk",),
+             "options": ("plain", "centred", "doubled")},
+    # The whole product of the axes, wider nets, more seeds and steps: a GPU or a long run.
+    "full": {"widths": (32, 64, 128, 256, 512, 1024, 2048, 4096), "seeds": 8, "steps": 5000,
+             "n_checkpoints": 40, "sweep": "product", "lr_fractions": (0.1, 0.25, 0.5, 0.75, 0.9),
+             "x_ranges": (0.5, 1.0, 2.5, 5.0, 10.0)},
+}
+DEFAULT_PRESET = "default"
+#: The config class under the name every study's face uses.
+Config = RegimesConfig
+
+
+def needs_x64(cfg: RegimesConfig) -> bool:
+    """JAX's 64-bit mode is on for a float64 run and for a map with the 'float64' option (it then
+    also changes the initial parameters of the float32 cells, which are drawn in float64 and cast)."""
+    return cfg.dtype == "float64" or "float64" in cfg.options
+
+
+def key_config(cfg: RegimesConfig) -> dict[str, Any]:
+    """The part of the config a cell's numbers depend on besides its own spec (:func:`cell_spec`):
+    seeds, steps, checkpoints, NTK implementation, departure thresholds, and the model and data
+    less what the setting replaces (depth, parameterization, input and test range). The sweep (the
+    other settings and widths), ``dtype``/``output_scale`` (in the spec, where they apply) and
+    ``gap_threshold`` are left out, so that a sweep sharing cells with an earlier one reuses them."""
+    model = dataclasses.asdict(cfg.model)
+    data = dataclasses.asdict(cfg.data)
+    for k in ("depth", "parameterization"):
+        model.pop(k)
+    for k in ("train_range", "test_range"):
+        data.pop(k)
+    return {"model": model, "data": data} | {
+        f: getattr(cfg, f) for f in ("seeds", "first_seed", "steps", "n_checkpoints", "ntk_implementation",
+                                     "departure_tol", "departure_floor")}
+
+
+def settings(cfg: RegimesConfig) -> list[dict[str, Any]]:
+    """The settings to run (without width): base, then each axis's other values (or the
+    product), then the options at the base setting."""
+    base = cfg.base()
+    out = [dict(base)]
+    if cfg.sweep == "product":
+        for lr, d, xr, par in itertools.product(cfg.lr_fractions, cfg.depths, cfg.x_ranges,
+                                                cfg.parameterizations):
+            c = {"lr_fraction": lr, "depth": d, "x_range": xr, "parameterization": par, "option": "plain"}
+            if c != base:
+                out.append(c)
+    else:
+        for field, key in AXES.items():
+            for v in getattr(cfg, field):
+                if v != base[key]:
+                    out.append(base | {key: v})
+    for opt in cfg.options:
+        if opt != "plain":
+            out.append(base | {"option": opt})
+    return out
+
+
+def setting_label(c: dict[str, Any]) -> str:
+    return (f"lr={c['lr_fraction']:g} depth={c['depth']} x_range={c['x_range']:g} "
+            f"{c['parameterization']} {c['option']}")
+
+
+def setting_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The setting of a cell spec (its keys in :data:`SETTING_KEYS` order)."""
+    return {k: spec[k] for k in SETTING_KEYS}
+
+
+def cell_spec(cfg: RegimesConfig, setting: dict[str, Any], width: int) -> dict[str, Any]:
+    """What determines a cell's numbers besides :func:`key_config`: the setting, the width, and the
+    dtype and output scale it runs with (float64 for option 'float64', alpha for 'out_scale')."""
+    option_ = setting["option"]
+    return {**setting, "width": width, "dtype": "float64" if option_ == "float64" else cfg.dtype,
+            "output_scale": cfg.output_scale if option_ == "out_scale" else 1.0}
+
+
+def compile_key(spec: dict[str, Any]) -> tuple:
+    """Cells with the same compile key share their jitted functions (lr and x_range are traced)."""
+    return spec["width"], spec["depth"], spec["parameterization"], spec["option"], spec["dtype"], spec["output_scale"]
+
+
+# --------------------------------------------------------------------------- cost model
+
+#: Modelled seconds on this 2-core CPU, fitted to the cells of the default run (their file times:
+#: depth-5 cells without compilation took 0.25 s at width 32 and ~4 s at width 512; the first cell
+#: of a compile key ~0.6 s x depth more; the very first cell ~2.5 s more for JAX's warm-up).
+WARMUP_SECONDS = 2.5  # the first cell of a process: JAX and neural-tangents' first calls
+COMPILE_SECONDS_PER_LAYER = 0.6  # compile of one (width, depth, parameterization, option), per hidden layer
+SETUP_SECONDS = 0.2  # per cell: data, analytic kernels, the cross kernel at init, modes and summaries
+STEP_SECONDS = 1.8e-9  # per seed-step per depth x width^2 (the hidden layers' matrix products)
+MEASURE_SECONDS = 2.2e-9  # per seed-checkpoint per training input per depth x width^2 (outputs and NTK)
+#: Relative cost of an option's step and compile: the doubled network runs two networks, float64 is
+#: ~2x float32, centred evaluates the network twice in the forward pass.
+OPTION_FACTOR = {"doubled": 2.0, "float64": 2.0, "centred": 1.3}
+OPTION_COMPILE_FACTOR = {"doubled": 1.3, "float64": 1.3}
+
+
+def setup_seconds(spec: dict[str, Any], *, compiles: bool, first: bool = False) -> float:
+    """Modelled seconds before a cell's training has run a step: its share of the fixed work, its
+    compilation when ``compiles`` (the first cell of its :func:`compile_key`) and JAX's warm-up
+    when ``first`` (the first cell computed in the process)."""
+    compile_s = COMPILE_SECONDS_PER_LAYER * spec["depth"] * OPTION_COMPILE_FACTOR.get(spec["option"], 1.0)
+    return SETUP_SECONDS + (compile_s if compiles else 0.0) + (WARMUP_SECONDS if first else 0.0)
+
+
+def cell_cost(cfg: RegimesConfig, spec: dict[str, Any], *, compiles: bool, first: bool = False) -> float:
+    """Modelled seconds of one cell on a 2-core CPU: :func:`setup_seconds`, then GD steps x seeds and
+    the measurements (outputs and the empirical NTK on the N training inputs) at each checkpoint,
+    both ~ depth x width^2."""
+    size = spec["depth"] * spec["width"] ** 2 * OPTION_FACTOR.get(spec["option"], 1.0)
+    train = cfg.steps * cfg.seeds * STEP_SECONDS * size
+    measure = cfg.n_checkpoints * cfg.seeds * cfg.data.n_train * MEASURE_SECONDS * size
+    return setup_seconds(spec, compiles=compiles, first=first) + train + measure
+
+
+def cells(cfg: RegimesConfig, dataset=None) -> list[Cell]:
+    """One cell per (setting, width), setting-major (the order of ``summary.json``'s ``cells``)."""
+    out, compiled = [], set()
+    for setting in settings(cfg):
+        for w in cfg.widths:
+            spec = cell_spec(cfg, setting, w)
+            key = compile_key(spec)
+            cost = cell_cost(cfg, spec, compiles=key not in compiled, first=not out)
+            compiled.add(key)
+            name = (f"width{w}-{setting['option']}-depth{setting['depth']}-lr{setting['lr_fraction']:g}-"
+                    f"x{setting['x_range']:g}-{setting['parameterization']}")
+            label = (f"w={w} {setting['option']} d={setting['depth']} lr={setting['lr_fraction']:g} "
+                     f"x={setting['x_range']:g} {setting['parameterization'][:3]}")
+            out.append(Cell(name=name, spec=spec, cost=cost, label=label))
+    return out

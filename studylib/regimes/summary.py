@@ -1,0 +1,219 @@
+"""The regimes study's summary.json and curves.npz, built from its cells' results (schema: docs/regimes.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from typing import Any
+
+import numpy as np
+
+from studylib import runner
+from studylib.regimes.config import AXES, RegimesConfig, setting_of
+from studylib.runner import Cell, Context
+
+
+def _stats(vals: np.ndarray) -> dict:
+    with np.errstate(all="ignore"):
+        v = np.asarray(vals, np.float64)
+        return {"mean": np.nanmean(v, axis=0), "median": np.nanmedian(v, axis=0), "std": np.nanstd(v, axis=0),
+                "per_seed": v}
+
+
+def _median(r: dict, name: str) -> float | None:
+    """Seed median of a final value; None when no seed has a finite one."""
+    with np.errstate(all="ignore"):
+        return float(np.nanmedian(r["finals"][name])) if np.isfinite(r["finals"][name]).any() else None
+
+
+def wide_enough(widths: np.ndarray, gap: np.ndarray, threshold: float) -> float | None:
+    """Smallest width at which the (seed-median) gap falls below ``threshold`` and stays below
+    at every wider width, interpolated log-log between the bracketing widths; None when the
+    widest width is still above."""
+    widths = np.asarray(widths, np.float64)
+    gap = np.asarray(gap, np.float64)
+    below = np.isfinite(gap) & (gap < threshold)
+    if not below[-1]:
+        return None
+    k = len(gap) - 1
+    while k > 0 and below[k - 1]:
+        k -= 1
+    if k == 0:
+        return float(widths[0])
+    g0, g1 = gap[k - 1], gap[k]
+    if not (np.isfinite(g0) and g0 > 0 and g1 > 0):
+        return float(widths[k])
+    frac = (np.log(g0) - np.log(threshold)) / (np.log(g0) - np.log(g1))
+    return float(np.exp(np.log(widths[k - 1]) + frac * (np.log(widths[k]) - np.log(widths[k - 1]))))
+
+
+def correlation(x: np.ndarray, y: np.ndarray) -> dict:
+    """Log-log least-squares fit y = a x^b and Pearson (of logs) / Spearman correlations."""
+    from scipy import stats
+
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    ok = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if ok.sum() < 3:
+        return {"n": int(ok.sum()), "slope": None, "intercept": None, "pearson_log": None, "spearman": None}
+    lx, ly = np.log10(x[ok]), np.log10(y[ok])
+    slope, intercept = np.polyfit(lx, ly, 1)
+    return {"n": int(ok.sum()), "slope": float(slope), "intercept": float(intercept),
+            "pearson_log": float(np.corrcoef(lx, ly)[0, 1]), "spearman": float(stats.spearmanr(lx, ly)[0])}
+
+
+def cell_entries(results: list[dict], base: dict) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """``summary['cells']`` and the per-cell arrays of curves.npz (prefix ``cell{i}/``)."""
+    entries, arrays = [], {}
+    for i, r in enumerate(results):
+        entries.append({
+            "index": i, **r["cell"], "width": r["width"], "dtype": r["dtype"], "output_scale": r["output_scale"],
+            "learning_rate": r["learning_rate"], "lr_critical_inf": r["lr_critical_inf"], "y_scale": r["y_scale"],
+            "diverged_net": r["diverged_net"], "diverged_lin": r["diverged_lin"],
+            "metrics": {k: _stats(v) for k, v in r["finals"].items()},
+        })
+        p = f"cell{i}/"
+        arrays |= {p + "curve/" + k: v for k, v in r["curves"].items()}
+        arrays |= {p + "coeff/" + k: v for k, v in r["mode_coeffs"].items()}
+        arrays[p + "pred/inf"] = r["mode_pred_inf"]
+        arrays[p + "pred/emp"] = r["mode_pred_emp"]
+        arrays |= {p + "departure/" + k: v for k, v in r["departure"].items()}
+        for k in ("theta_lambda", "k0_lambda", "mode_laziness"):
+            arrays[p + k] = r[k]
+        if r["cell"] == base:
+            arrays[p + "x_test"] = r["x_test"]
+            arrays |= {p + "pred_test/" + k: v for k, v in r["pred_test"].items()}
+    return entries, arrays
+
+
+def heatmaps(cfg: RegimesConfig, results: list[dict], base: dict) -> dict[str, dict]:
+    """Width x each map axis (other settings at the base cell): seed-median gap and laziness ratio."""
+    widths = list(cfg.widths)
+    heat = {}
+    for field, key in AXES.items():
+        values = list(getattr(cfg, field))
+        grid = np.full((len(values), len(widths)), np.nan)
+        lazy = np.full_like(grid, np.nan)
+        idx = np.full(grid.shape, -1)
+        for i, r in enumerate(results):
+            c = r["cell"]
+            if c["option"] == "plain" and all(c[k] == base[k] for k in base if k not in (key, "option")):
+                a, b = values.index(c[key]), widths.index(r["width"])
+                grid[a, b] = np.nan if _median(r, "gap") is None else _median(r, "gap")
+                lazy[a, b] = np.nan if _median(r, "laziness_ratio") is None else _median(r, "laziness_ratio")
+                idx[a, b] = i
+        heat[key] = {"values": values, "gap_median": grid, "laziness_median": lazy, "cell_index": idx}
+    return heat
+
+
+def correlations(results: list[dict]) -> dict[str, dict]:
+    """Gap against the candidate laziness measures over all cells and seeds (plain and options)."""
+    gap = np.concatenate([r["finals"]["gap"] for r in results])
+    of = lambda name: np.concatenate([r["finals"][name] for r in results])  # noqa: E731
+    return {"gap_vs_laziness": correlation(of("laziness_ratio"), gap),
+            "gap_vs_laziness_horizon": correlation(of("laziness_ratio_horizon"), gap),
+            "gap_vs_rel_ntk_change_frobenius": correlation(of("rel_ntk_change"), gap)}
+
+
+def option_rows(cfg: RegimesConfig, results: list[dict], base: dict) -> dict[str, dict]:
+    """Each option at the base setting against width: seed-median gap, loss and laziness ratio."""
+    opts = {}
+    for opt in cfg.options:
+        row: dict[str, list] = {"gap_median": [], "loss_net_median": [], "laziness_median": [], "cell_index": []}
+        for w in cfg.widths:
+            hits = [i for i, r in enumerate(results) if r["width"] == w and r["cell"] == base | {"option": opt}]
+            i = hits[0] if hits else -1
+            row["cell_index"].append(i)
+            for name, key in (("gap", "gap_median"), ("loss_net", "loss_net_median"),
+                              ("laziness_ratio", "laziness_median")):
+                row[key].append(None if i < 0 else _median(results[i], name))
+        opts[opt] = row
+    return opts
+
+
+def modes_base(results: list[dict], base: dict) -> list[dict]:
+    """Per width at the base cell: mode time scales, departure steps and per-mode laziness (seed medians)."""
+    out = []
+    for r in results:
+        if r["cell"] != base:
+            continue
+        with np.errstate(all="ignore"):
+            final_ratio = (r["mode_coeffs"]["net_emp"][:, -1] / r["mode_pred_emp"][:, -1])
+            out.append({
+                "width": r["width"],
+                "theta_lambda": r["theta_lambda"],
+                "mode_timescale_steps": len(r["theta_lambda"]) / (r["learning_rate"] * r["theta_lambda"]),
+                "departure_net_emp_median": np.nanmedian(r["departure"]["net_emp"], axis=0),
+                "departure_net_emp_fraction_departed": np.mean(np.isfinite(r["departure"]["net_emp"]), axis=0),
+                "departure_net_inf_median": np.nanmedian(r["departure"]["net_inf"], axis=0),
+                "departure_lin_inf_median": np.nanmedian(r["departure"]["lin_inf"], axis=0),
+                "departure_lin_emp_any": bool(np.isfinite(r["departure"]["lin_emp"]).any()),
+                "final_net_over_pred_emp_median": np.nanmedian(final_ratio, axis=0),
+                "mode_laziness_median": np.nanmedian(r["mode_laziness"], axis=0),
+                "laziness_ratio_median": _median(r, "laziness_ratio"),
+            })
+    return out
+
+
+def conventions(cfg: RegimesConfig) -> dict[str, str]:
+    return {
+        "loss": "L = 1/2 mean((f - y)^2) over the N training outputs (NT's); full-batch GD",
+        "time": "t counts GD steps; absolute time = learning_rate * t",
+        "learning_rate": "lr_fraction * 2N/lambda_max(Theta), Theta the analytic NTK of the cell's model "
+                         "(times output_scale^2 for option out_scale)",
+        "linearization": "f(theta_0) + J_0(theta - theta_0) trained by GD, evaluated exactly in function space "
+                         "(discrete GD with the empirical K_0; equals nt.linearize trained step by step)",
+        "closed_inf": "discrete GD with the analytic NTK from the network's own f(theta_0)",
+        "gap": "RMSE(f_net - f_lin) over the test grid's interpolation range |x| <= x_range at the last step, "
+               "divided by RMS(y_train); NaN when net or linearization diverged",
+        "laziness_ratio": "sup over checkpoints of ||K_t - K_0||_2 / lambda_min(K_0), K the network's empirical "
+                          "NTK on the training inputs, ||.||_2 the operator norm; lambda_min clipped at "
+                          "1e-7 lambda_max (numerically singular K_0)",
+        "laziness_ratio_horizon": "sup_t ||K_t - K_0||_2 / max(lambda_min(K_0), N / (lr T)), T the last step: "
+                                  "against the slowest mode the run can fit",
+        "modes": "eigenvectors of Theta ('inf') or of each seed's K_0 ('emp'), eigenvalues descending (mode 0 "
+                 "fastest); coefficient c_i = <v_i, f(X) - Y>; prediction (1 - lr lambda_i / N)^t c_{0,i}",
+        "departure": f"first checkpoint with |c_t - c_pred| > {cfg.departure_tol} * max(|c_0,i|, "
+                     f"{cfg.departure_floor} * ||r_0||); null/NaN: did not depart within the run",
+        "data": "x = linspace(-x_range, x_range, N), y = x^3/20, test grid on [-2 x_range, 2 x_range]",
+        "metrics": "per cell: last checkpoint (sup over checkpoints for laziness_ratio, kernel_change_op, "
+                   "rel_ntk_change); mean/median/std over seeds that did not diverge",
+    }
+
+
+def summarise(cfg: RegimesConfig, cells: list[Cell], results: list[dict], ctx: Context, *,
+              wall_seconds: float) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``summary.json`` dict and ``curves.npz`` arrays (see docs/regimes.md for the schema)."""
+    from studylib import results as R
+
+    results = [r | {"cell": setting_of(c.spec)} for c, r in zip(cells, results, strict=True)]
+    widths = np.asarray(cfg.widths)
+    base = cfg.base()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="All-NaN slice", category=RuntimeWarning)
+        entries, cell_arrays = cell_entries(results, base)
+        heat = heatmaps(cfg, results, base)
+        opts = option_rows(cfg, results, base)
+        mode_summary = modes_base(results, base)
+    wide = {str(d): wide_enough(widths, heat["depth"]["gap_median"][j], cfg.gap_threshold)
+            for j, d in enumerate(heat["depth"]["values"])}
+    summary = {
+        "study": "regimes",
+        "config": dataclasses.asdict(cfg),
+        "versions": R.versions(),
+        "wall_seconds": wall_seconds,
+        "widths": widths,
+        "seeds": runner.seed_list(cfg),
+        "checkpoint_steps": results[0]["steps"],
+        "base_cell": base,
+        "conventions": conventions(cfg),
+        "cells": entries,
+        "heatmaps": heat,
+        **correlations(results),
+        "wide_enough": {"threshold": cfg.gap_threshold, "width_by_depth": wide},
+        "options": opts,
+        "modes_base": mode_summary,
+        "curves_file": "curves.npz",
+    }
+    arrays = {"widths": widths, "steps": results[0]["steps"], **cell_arrays}
+    return summary, arrays
