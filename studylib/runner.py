@@ -11,7 +11,8 @@ A study (a wing: :mod:`studylib.compare`, :mod:`studylib.dynamics`, :mod:`studyl
   ``progress(fraction_done)`` as it goes; arrays, scalars, strings and one level of nested dicts;
 * ``notes(cfg, cell, result) -> list[str]``: divergence and other notes printed after a cell;
 * ``summarise(cfg, cells, results, ctx, wall_seconds) -> (summary, arrays)``;
-* optional: ``needs_x64(cfg) -> bool`` (default: ``cfg.dtype == 'float64'``), ``key_config(cfg)
+* optional: ``prepare_cost(cfg)`` (modelled seconds of ``prepare``, on the bar), ``needs_x64(cfg) ->
+  bool`` (default: ``cfg.dtype == 'float64'``), ``key_config(cfg)
   -> dict`` (the part of the config a cell's numbers depend on; default: the config less
   ``SWEEP_FIELDS``), ``DEVICES_NOTE``.
 
@@ -225,12 +226,16 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
             R.write_json(out / "config.json", dataclasses.asdict(cfg))
     cells = study.cells(cfg, dataset)
     owner = owners(cells, n_proc)
-    bar = Progress(sum(c.cost for c, o in zip(cells, owner, strict=True) if o == pid), enabled=progress)
+    setup = Cell(name="prepare", spec={}, cost=float(getattr(study, "prepare_cost", lambda _cfg: 0.0)(cfg)),
+                 label="set-up")
+    bar = Progress(setup.cost + sum(c.cost for c, o in zip(cells, owner, strict=True) if o == pid), enabled=progress)
     say = log or bar.write  # notes and warnings print with or without the bar
     try:
         say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}; {devices.stack()}")
         start = time.perf_counter()
+        setup_progress = bar.start(setup)
         ctx = Context(dataset=dataset, shared=study.prepare(cfg, dataset, say), log=say)
+        bar.finish(setup_progress)
         results, used, computed = [], set(), 0
         for cell, cell_owner in zip(cells, owner, strict=True):
             if cell_owner != pid:

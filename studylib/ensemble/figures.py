@@ -1,7 +1,7 @@
-"""Figures of the ensemble study, drawn from stored results only (``summary.json`` + ``ensemble.npz``).
+"""Figures of the ensemble study, drawn from stored results only (``summary.json`` + ``ensemble.npz``; no JAX).
 
-    from studylib.plots_ensemble import ensemble_figures
-    ensemble_figures("results/ensemble")   # -> [PNG and PDF paths]
+    from studylib.ensemble import figures
+    figures("results/ensemble")   # -> [PNG and PDF paths]
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _t_label(summary: dict, mode: str, step: int) -> str:
     return f"t = {step} steps (lr·t = {lr * step:.3g})"
 
 
-def bands_figure(summary: dict, arrays: dict, mode: str, out_dir: Path) -> list[Path]:
+def bands_figure(summary: dict, arrays: dict, mode: str, fig_dir: Path) -> list[Path]:
     widths = np.asarray(summary["widths"])
     steps = np.asarray(summary["checkpoint_steps"])
     t_idx = _time_indices(steps)
@@ -83,7 +83,7 @@ def bands_figure(summary: dict, arrays: dict, mode: str, out_dir: Path) -> list[
     style.legend_outside(axes[0, -1])
     fig.suptitle(f"Ensembles of {summary['members']} networks, {MODE_TITLE[mode]}", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, out_dir / f"ensemble_bands_{mode}")
+    return style.save(fig, fig_dir / f"ensemble_bands_{mode}")
 
 
 def _floor_band(ax, x, floor: dict, ti: int, label=None):
@@ -110,7 +110,7 @@ def _row_legend(axes_row) -> None:
     axes_row[-1].legend(handles, labels, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
 
 
-def errors_vs_width_figure(summary: dict, mode_list: list[str], out_dir: Path) -> list[Path]:
+def errors_vs_width_figure(summary: dict, mode_list: list[str], fig_dir: Path) -> list[Path]:
     widths = np.asarray(summary["widths"], np.float64)
     steps = np.asarray(summary["checkpoint_steps"])
     t_idx = _time_indices(steps)
@@ -143,10 +143,10 @@ def errors_vs_width_figure(summary: dict, mode_list: list[str], out_dir: Path) -
         _row_legend(axes[r])
     fig.suptitle(f"Ensemble ({summary['members']} networks per width) vs the infinite-width GP", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, out_dir / "ensemble_errors_vs_width")
+    return style.save(fig, fig_dir / "ensemble_errors_vs_width")
 
 
-def errors_vs_time_figure(summary: dict, mode_list: list[str], out_dir: Path) -> list[Path]:
+def errors_vs_time_figure(summary: dict, mode_list: list[str], fig_dir: Path) -> list[Path]:
     widths = np.asarray(summary["widths"])
     steps = np.asarray(summary["checkpoint_steps"], np.float64)
     stats = list(STAT_LABEL)
@@ -177,18 +177,20 @@ def errors_vs_time_figure(summary: dict, mode_list: list[str], out_dir: Path) ->
         _row_legend(axes[r])
     fig.suptitle("Ensemble vs GP over training time", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, out_dir / "ensemble_errors_vs_time")
+    return style.save(fig, fig_dir / "ensemble_errors_vs_time")
 
 
-def ensemble_figures(out_dir: str | Path) -> list[Path]:
-    """All figures of the ensemble study from ``out_dir``/summary.json and ensemble.npz; returns the paths."""
+def figures(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[Path]:
+    """All figures of a stored ``study.ensemble`` run (``out_dir``/summary.json and ensemble.npz),
+    written to ``fig_dir`` (default: ``out_dir``); returns the paths."""
     out_dir = Path(out_dir)
+    fig_dir = Path(fig_dir or out_dir)
     summary = read_json(out_dir / "summary.json")
     arrays = read_npz(out_dir / summary.get("arrays_file", "ensemble.npz"))
     mode_list = [m for m in MODE_TITLE if f"{m}/mean_err" in summary["metrics"]]
     paths: list[Path] = []
     for mode in mode_list:
-        paths += bands_figure(summary, arrays, mode, out_dir)
-    paths += errors_vs_width_figure(summary, mode_list, out_dir)
-    paths += errors_vs_time_figure(summary, mode_list, out_dir)
+        paths += bands_figure(summary, arrays, mode, fig_dir)
+    paths += errors_vs_width_figure(summary, mode_list, fig_dir)
+    paths += errors_vs_time_figure(summary, mode_list, fig_dir)
     return paths

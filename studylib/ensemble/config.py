@@ -1,0 +1,152 @@
+"""The ensemble study's config, presets and cells (no JAX here: ``--help`` imports this)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from studylib.config import (
+    DTYPES,
+    ConfigError,
+    check_choice,
+    check_float,
+    check_int,
+    check_int_list,
+    check_nested,
+    set_frozen,
+)
+from studylib.data import DataConfig
+from studylib.flags import option
+from studylib.models import ModelConfig
+from studylib.runner import Cell
+
+NAME = "ensemble"
+#: The arrays file next to summary.json.
+ARRAYS_FILE = "ensemble.npz"
+#: Config fields left out of cell keys: the list of widths chooses which cells run, and the
+#: Monte-Carlo floor (``mc_repeats``) is computed after the cells, in the summary.
+SWEEP_FIELDS = ("widths", "mc_repeats")
+
+#: Training modes: name -> the GP kernel ``get`` it is compared with.
+MODES = {"ntk": "ntk", "readout": "nngp"}
+#: Statistics computed for networks and for the Monte-Carlo floor.
+STATS = ("mean_err", "std_err", "calibration", "mean_rmse")
+#: Statistics printed in the console table.
+TABLE_STATS = ("mean_err", "std_err", "calibration")
+#: Fraction of a Gaussian within ±2σ.
+COVERAGE_2SIGMA = math.erf(2.0 / math.sqrt(2.0))
+#: Published reference for the rate of the finite-width corrections.
+REFERENCE = ("Lee et al. 2019 Thm 2.1 / App. I: network and kernel at init deviate from the limit by "
+             "O(n^-1/2); the ensemble-mean error is often O(n^-1) (the O(n^-1/2) part averages out)")
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """Everything that determines an ensemble run.
+
+    ``lr``: absolute learning rate of full training; when None it is
+    ``lr_fraction`` x 2N/lambda_max of the analytic NTK. Readout-only training
+    uses ``readout_lr_fraction`` x 2N/lambda_max of the analytic NNGP (its own
+    kernel). ``chunk``: members per vmapped batch (None: as many as fit half of the
+    device memory, see :func:`studylib.ensemble.cell.member_chunk`); only memory and
+    speed depend on it. ``mc_repeats``: repeats of the Monte-Carlo floor.
+    """
+
+    widths: tuple[int, ...] = option((5, 10, 20, 50, 100, 200, 500), "comma-separated hidden widths")
+    members: int = option(32, "networks per width (independent initialisations)")
+    steps: int = option(1000, "full-batch GD steps")
+    lr: float | None = option(None, "absolute learning rate of full training; none: --lr-fraction of the "
+                              "critical rate", parse=float)
+    lr_fraction: float = option(0.25, "full training: fraction of 2N/lambda_max of the analytic NTK")
+    readout_lr_fraction: float = option(0.25, "readout-only training: fraction of 2N/lambda_max of the "
+                                        "analytic NNGP")
+    n_checkpoints: int = option(10, "number of log-spaced checkpoints, t=0 and the last step included",
+                                flags=("--checkpoints",))
+    mc_repeats: int = option(200, "repeats of the Monte-Carlo floor")
+    readout: bool = option(True, "readout-only ensembles (last layer trained, vs the NNGP-GP); --no-readout skips "
+                                  "them", negate="--no-readout")
+    chunk: int | None = option(None, "members per vmapped batch (only memory and speed depend on it); none: as "
+                               "many as fit in half of the device memory", parse=int)
+    dtype: str = option("float32", "float32 or float64 for the networks (the GP is always float64)")
+    first_seed: int = option(0, "first PRNG seed")
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+    def __post_init__(self):
+        set_frozen(self, "widths", check_int_list("widths", self.widths))
+        set_frozen(self, "members", check_int("members", self.members, minimum=2))
+        set_frozen(self, "steps", check_int("steps", self.steps))
+        if self.lr is not None:
+            set_frozen(self, "lr", check_float("lr", self.lr))
+        set_frozen(self, "lr_fraction", check_float("lr_fraction", self.lr_fraction))
+        set_frozen(self, "readout_lr_fraction", check_float("readout_lr_fraction", self.readout_lr_fraction))
+        set_frozen(self, "n_checkpoints", check_int("n_checkpoints", self.n_checkpoints, minimum=2))
+        set_frozen(self, "mc_repeats", check_int("mc_repeats", self.mc_repeats, minimum=2))
+        if not isinstance(self.readout, bool):
+            raise ConfigError(f"readout: expected true or false, got {self.readout!r}")
+        if self.chunk is not None:
+            set_frozen(self, "chunk", check_int("chunk", self.chunk))
+        check_choice("dtype", self.dtype, DTYPES)
+        set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
+        check_nested(self, "model", ModelConfig)
+        check_nested(self, "data", DataConfig)
+        if self.model.parameterization != "ntk":
+            raise ConfigError(
+                f"model.parameterization: the ensemble study needs 'ntk' (a width-independent GP limit, "
+                f"and readout-only training follows the NNGP only there), got {self.model.parameterization!r}")
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        return ("ntk", "readout") if self.readout else ("ntk",)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Two decades of width, 32 members: about 2 min on 2 CPU cores.
+    "default": {},
+    # Seconds: smoke tests.
+    "tiny": {"widths": (4, 16, 64), "members": 8, "steps": 20, "n_checkpoints": 4, "mc_repeats": 20,
+             "data": {"n_test": 41}},
+    # Lee et al. 2019 Fig. 2 scale (100 members, width up to 2048 -- 8192 in the paper): a GPU.
+    "large": {"widths": (8, 16, 32, 64, 128, 256, 512, 1024, 2048), "members": 128, "steps": 3000,
+              "n_checkpoints": 12, "mc_repeats": 500, "chunk": 32},
+}
+
+DEFAULT_PRESET = "default"
+#: The config class under the name every study's face uses.
+Config = EnsembleConfig
+
+
+#: Modelled wall seconds on this 2-core CPU, per mode, of a width's set-up: compiling the trainer, the
+#: output and kernel functions, and the kernels at init (the NTK's backward pass makes 'ntk' dearer).
+SETUP_SECONDS = {"ntk": 2.9, "readout": 0.85}
+#: Modelled wall seconds of one GD step of one member, A w^2 + B w (width w), per mode. Readout-only
+#: steps cost ~1/10 of full ones here (measured CPU time at width 500, 32 members, 1000 steps: 95 s
+#: for 'ntk' alone, 104 s with 'readout'; only the last layer's gradient is formed).
+STEP_SECONDS = {"ntk": (6.5e-9, 1.36e-7), "readout": (6.5e-10, 1.36e-8)}
+
+
+def step_seconds(mode: str, width: int) -> float:
+    """Modelled seconds of one GD step of one member of ``mode`` at ``width``."""
+    a, b = STEP_SECONDS[mode]
+    return a * width * width + b * width
+
+
+def cell_cost(cfg: EnsembleConfig, width: int) -> float:
+    """Modelled wall seconds of one width on a 2-core CPU, compilation included: per mode, the set-up
+    plus GD steps x members x :func:`step_seconds`. Fitted to the old default run (widths 5-50 took
+    3.6-4.2 s each, 100: 6.9 s, 200: 14.7 s, 500: 60.4 s; the fit gives 3.8, 3.8, 3.9, 4.6, 6.5, 13.8, 63 s)."""
+    return sum(SETUP_SECONDS[m] + cfg.steps * cfg.members * step_seconds(m, width) for m in cfg.modes)
+
+
+def cells(cfg: EnsembleConfig, dataset=None) -> list[Cell]:
+    """One cell per width: all members of one width, every mode (vmapped over members)."""
+    return [Cell(name=f"width{w}", spec={"width": w}, cost=cell_cost(cfg, w), label=f"width {w}")
+            for w in cfg.widths]
+
+
+def prepare_cost(cfg: EnsembleConfig) -> float:
+    """Modelled seconds of the GP side done once before the cells (kernels, NT's ensemble
+    prediction and the discrete-time moments at every checkpoint): 5 s at the default 10
+    checkpoints here, mostly compilation."""
+    return 2.0 + 0.3 * cfg.n_checkpoints
