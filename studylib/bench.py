@@ -42,19 +42,22 @@ from typing import Any
 import numpy as np
 
 from studylib.config import ConfigError, check_int, check_int_list, set_frozen
+from studylib.flags import option
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    widths: tuple[int, ...] = (10, 100, 1000, 4096)
-    batch_sizes: tuple[int, ...] = (1, 5, 10)
-    floor_width: int = 1000
-    ntk_widths: tuple[int, ...] = (10, 100, 1000)
-    seed_style_widths: tuple[int, ...] = (10, 100, 1000)
-    seed_style_steps: int = 300
-    #: Target seconds per timed block (the number of steps adapts to it).
+    """What the benchmark times (fields with a help text have a flag of ``python -m study.bench``)."""
+
+    widths: tuple[int, ...] = option((10, 100, 1000, 4096), "widths for the step timings")
+    batch_sizes: tuple[int, ...] = option((1, 5, 10), "batch sizes, each dividing n_train")
+    floor_width: int = option(1000, "width of the BLAS floor, the machine bound and the step profile")
+    ntk_widths: tuple[int, ...] = option((10, 100, 1000), "widths for the empirical NTK timings")
+    seed_style_widths: tuple[int, ...] = option((10, 100, 1000), "widths for the seed-style loop")
+    seed_style_steps: int = option(300, "steps of the seed-style loop per timing (a tenth above width 1000)")
+    #: Target milliseconds per timed block (the number of steps adapts to it).
     target_ms: int = 300
-    repeats: int = 3
+    repeats: int = option(3, "repetitions per timing, median reported")
     projection_widths: tuple[int, ...] = (10, 100, 1000)
     projection_epochs: int = 20000
     record_every: int = 5
@@ -180,7 +183,16 @@ def matmul_gflops(n: int = 1000, repeats: int = 3) -> dict[str, float]:
 
 # ------------------------------------------------------------------------------------ study
 
-def _setup(width: int, depth: int, n: int, seed: int = 0):
+def auto_method(width: int) -> str:
+    """The FC trainer's method that study.dynamics picks at ``width`` (its face's LOWRANK_FROM_WIDTH)."""
+    from studylib import dynamics
+
+    return "lowrank" if width >= dynamics.LOWRANK_FROM_WIDTH else "direct"
+
+
+def seed_setup(width: int, depth: int, n: int, seed: int = 0):
+    """The seed's net at ``width`` (standard parameterization, W_std 1, b_std 0), float32 stax
+    parameters, its :class:`studylib.sgd.MLP`, and the seed's data x = linspace(-5, 5, n), x^3/20."""
     import jax
     import jax.numpy as jnp
 
@@ -202,7 +214,7 @@ def study_step(width: int, batch: int, method: str, cfg: BenchConfig) -> dict[st
 
     from studylib import sgd
 
-    _, params, m, x, y = _setup(width, cfg.depth, cfg.n_train)
+    _, params, m, x, y = seed_setup(width, cfg.depth, cfg.n_train)
     plan = sgd.Plan(m, n_train=cfg.n_train, batch_size=batch, record_every=cfg.record_every, method=method)
     dense0 = sgd.dense_params(params)
     init = jax.jit(lambda d: sgd.measure_init(plan, d, x, x))(dense0)
@@ -212,7 +224,7 @@ def study_step(width: int, batch: int, method: str, cfg: BenchConfig) -> dict[st
         return sgd.train_steps(plan, dense, c, batches, x, y, lr, init["f0_train"], init["k0"])
 
     def run_lin(c, batches):
-        step = sgd._lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
+        step = sgd.lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
         return jax.lax.scan(lambda cc, idx: (step(cc, idx), None), c, batches)[0]
 
     k = plan.chunk
@@ -287,13 +299,13 @@ def step_profile(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
         jax.block_until_ready(fn(*args))
         return _median_time(lambda: jax.block_until_ready(fn(*args)), cfg.repeats) / steps
 
-    probe = per_step(chain(sgd._mm, ws, 4), (h0, ws), 4)
+    probe = per_step(chain(sgd.mm, ws, 4), (h0, ws), 4)
     steps = int(np.clip(cfg.target_ms / 1000 / max(probe, 1e-7), 4, 20000))
-    out = {"fwd_s": per_step(chain(sgd._mm, ws, steps), (h0, ws), steps),
-           "bwd_s": per_step(chain(lambda d, w: sgd._mm(w, d), ws, steps), (h0.T, ws), steps),  # d: n x B
-           "bwd_row_layout_s": per_step(chain(sgd._mm_t, ws, steps), (h0, ws), steps),
+    out = {"fwd_s": per_step(chain(sgd.mm, ws, steps), (h0, ws), steps),
+           "bwd_s": per_step(chain(lambda d, w: sgd.mm(w, d), ws, steps), (h0.T, ws), steps),  # d: n x B
+           "bwd_row_layout_s": per_step(chain(sgd.mm_t, ws, steps), (h0, ws), steps),
            "chunk_steps": k}
-    fold = jax.jit(lambda ws, us, vs: tuple(w + sgd._mm(u, v) for w, u, v in zip(ws, us, vs, strict=True)),
+    fold = jax.jit(lambda ws, us, vs: tuple(w + sgd.mm(u, v) for w, u, v in zip(ws, us, vs, strict=True)),
                    donate_argnums=(0,))
     state = [tuple(jnp.copy(w) for w in ws)]
 
@@ -313,10 +325,10 @@ def record_time(width: int, batch: int, cfg: BenchConfig) -> dict[str, float]:
     import jax
     import jax.numpy as jnp
 
-    from studylib import dynamics, sgd
+    from studylib import sgd
 
-    _, params, m, x, y = _setup(width, cfg.depth, cfg.n_train)
-    method = "lowrank" if width >= dynamics.LOWRANK_FROM_WIDTH else "direct"
+    _, params, m, x, y = seed_setup(width, cfg.depth, cfg.n_train)
+    method = auto_method(width)
     plan = sgd.Plan(m, n_train=cfg.n_train, batch_size=batch, record_every=cfg.record_every, method=method)
     init_fn, seg, _ = sgd.compiled_runner(plan, vmapped=False)
     dense0 = sgd.dense_params(params)
@@ -359,7 +371,7 @@ def ntk_times(width: int, cfg: BenchConfig) -> dict[str, float]:
 
     from studylib import kernels, sgd
 
-    net, params, m, x, _ = _setup(width, cfg.depth, cfg.n_train)
+    net, params, m, x, _ = seed_setup(width, cfg.depth, cfg.n_train)
     dense = sgd.dense_params(params)
     x0 = x[:1]
     out: dict[str, float] = {}
@@ -389,7 +401,7 @@ def seed_style(width: int, batch: int, cfg: BenchConfig) -> float:
     import jax
     import jax.numpy as jnp
 
-    net, params, _, x, y = _setup(width, cfg.depth, cfg.n_train)
+    net, params, _, x, y = seed_setup(width, cfg.depth, cfg.n_train)
     vg = jax.jit(jax.value_and_grad(lambda p, xb, yb: jnp.mean((net.apply_fn(p, xb) - yb) ** 2)))
     lr = 1e-4
     rng = np.random.default_rng(0)
@@ -439,56 +451,45 @@ def machine_bounds(cfg: BenchConfig, read2_s: float, peak_gflops: float) -> dict
 
 # --------------------------------------------------------------------------------------- run
 
-def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
-    """Every measurement; writes ``bench.json`` into ``out`` when given; returns the dict."""
-    from tqdm.auto import tqdm
+def tasks(cfg: BenchConfig) -> list[tuple]:
+    """Every measurement as (kind, *arguments), in the order they run."""
+    return ([("floor", b) for b in cfg.batch_sizes] + [("read2",), ("gflops",)]
+            + [("profile", b) for b in cfg.batch_sizes]
+            + [("step", w, b) for w in cfg.widths for b in cfg.batch_sizes]
+            + [("record", w, b) for w in cfg.projection_widths for b in cfg.batch_sizes]
+            + [("ntk", w) for w in cfg.ntk_widths]
+            + [("seed", w, b) for w in cfg.seed_style_widths for b in cfg.batch_sizes]
+            + ([("help",)] if cfg.help_check else []))
 
-    from studylib import results as R
 
-    res: dict[str, Any] = {"study": "bench", "config": dataclasses.asdict(cfg), "versions": R.versions(),
-                           "loadavg_before": _loadavg(), "cpu_count": os.cpu_count()}
-    start = time.perf_counter()
-    tasks = ([("floor", b) for b in cfg.batch_sizes] + [("read2",), ("gflops",)]
-             + [("profile", b) for b in cfg.batch_sizes]
-             + [("step", w, b) for w in cfg.widths for b in cfg.batch_sizes]
-             + [("record", w, b) for w in cfg.projection_widths for b in cfg.batch_sizes]
-             + [("ntk", w) for w in cfg.ntk_widths]
-             + [("seed", w, b) for w in cfg.seed_style_widths for b in cfg.batch_sizes]
-             + ([("help",)] if cfg.help_check else []))
-    floor, steps, records, ntks, seeds, profiles = {}, {}, {}, {}, {}, {}
-    for task in tqdm(tasks, disable=not progress, desc="bench"):
-        kind = task[0]
-        if kind == "floor":
-            floor_all = blas_floor_best(cfg.floor_width, task[1], cfg.depth, target_ms=cfg.target_ms,
-                                        repeats=cfg.repeats)
-            floor[task[1]] = floor_all["best"]
-            res.setdefault("floor_detail_s", {})[str(task[1])] = floor_all
-        elif kind == "read2":
-            res["read2_detail_s"] = blas_floor_best(cfg.floor_width, 1, cfg.depth, target_ms=cfg.target_ms,
-                                                    repeats=cfg.repeats, update=False)
-        elif kind == "gflops":
-            res["matmul_gflops"] = matmul_gflops(repeats=cfg.repeats)
-        elif kind == "profile":
-            profiles[task[1]] = step_profile(cfg.floor_width, task[1], cfg)
-        elif kind == "step":
-            _, w, b = task
-            from studylib.dynamics import LOWRANK_FROM_WIDTH
+def step_methods(width: int, batch: int, cfg: BenchConfig) -> dict[str, Any]:
+    """:func:`study_step` with the method study.dynamics picks ('auto' names it) and, where that is
+    lowrank, with direct too."""
+    auto = auto_method(width)
+    methods = [auto] + ([m for m in ("direct", "lowrank") if m != auto] if auto == "lowrank" else [])
+    return {m: study_step(width, batch, m, cfg) for m in methods} | {"auto": auto}
 
-            auto = "lowrank" if w >= LOWRANK_FROM_WIDTH else "direct"
-            methods = [auto] + ([m for m in ("direct", "lowrank") if m != auto] if w >= LOWRANK_FROM_WIDTH else [])
-            steps[(w, b)] = {m: study_step(w, b, m, cfg) for m in methods}
-            steps[(w, b)]["auto"] = auto
-        elif kind == "record":
-            records[(task[1], task[2])] = record_time(task[1], task[2], cfg)
-        elif kind == "ntk":
-            ntks[task[1]] = ntk_times(task[1], cfg)
-        elif kind == "seed":
-            seeds[(task[1], task[2])] = seed_style(task[1], task[2], cfg)
-        elif kind == "help":
-            res["compare_help_s"] = help_time()
-    res["floor_width"] = cfg.floor_width
-    res["floor_step_s"] = {str(b): v for b, v in floor.items()}
-    res["bounds"] = bounds = machine_bounds(cfg, res["read2_detail_s"]["best"], max(res["matmul_gflops"].values()))
+
+def measure(task: tuple, cfg: BenchConfig) -> Any:
+    """Run one task of :func:`tasks`."""
+    kind, *args = task
+    if kind == "floor":
+        return blas_floor_best(cfg.floor_width, args[0], cfg.depth, target_ms=cfg.target_ms, repeats=cfg.repeats)
+    if kind == "read2":
+        return blas_floor_best(cfg.floor_width, 1, cfg.depth, target_ms=cfg.target_ms, repeats=cfg.repeats,
+                               update=False)
+    if kind == "gflops":
+        return matmul_gflops(repeats=cfg.repeats)
+    if kind == "help":
+        return help_time()
+    fn = {"profile": lambda b: step_profile(cfg.floor_width, b, cfg), "step": step_methods, "record": record_time,
+          "ntk": ntk_times, "seed": seed_style}[kind]
+    return fn(*args) if kind == "profile" else fn(*args, cfg)
+
+
+def step_rows(cfg: BenchConfig, steps: dict, floor: dict, seeds: dict, bounds: dict) -> list[dict]:
+    """One row per (width, batch) of the step table: the auto method's times and their ratios to
+    the floor, the bound, batch 1 and the seed-style loop."""
     rows = []
     for (w, b), st in steps.items():
         auto = st["auto"]
@@ -508,8 +509,11 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
         if b1 is not None:
             row["ratio_to_batch1"] = row["step_s"] / b1[b1["auto"]]["step_s"]
         rows.append(row)
-    res["steps"] = rows
-    step_of = {(r["width"], r["batch_size"]): r["step_s"] for r in rows}
+    return rows
+
+
+def profile_summary(cfg: BenchConfig, profiles: dict, step_of: dict) -> dict:
+    """The step profiles at the floor width, each beside the whole step and what is left of it."""
     prof = {}
     for b, pr in profiles.items():
         pr = dict(pr)
@@ -517,9 +521,14 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
             pr["step_s"] = step_of[(cfg.floor_width, b)]
             pr["rest_s"] = pr["step_s"] - pr["sum_s"]
         prof[str(b)] = pr
-    res["profile"] = {"width": cfg.floor_width, "batch": prof}
+    return {"width": cfg.floor_width, "batch": prof}
+
+
+def projection(cfg: BenchConfig, records: dict, step_of: dict) -> dict:
+    """Projected seconds of study.dynamics' seed preset (one seed): per cell, records x one timed
+    record interval + compile, with the share of a record spent on metrics."""
     n_records = cfg.projection_epochs // cfg.record_every
-    proj_cells = []
+    cells = []
     for (w, b), r in records.items():
         spr = cfg.record_every * cfg.n_train // b
         cell = {"width": w, "batch_size": b, "record_s": r["record_s"], "method": r["method"],
@@ -528,10 +537,40 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
                 "metrics_fraction": min(1.0, r["metrics_s"] / r["record_s"])}  # timed apart: noise can exceed 1
         if (w, b) in step_of:  # the record's steps at the speed of the step table (warm caches)
             cell["steps_only_s"] = spr * step_of[(w, b)]
-        proj_cells.append(cell)
-    res["projection"] = {"epochs": cfg.projection_epochs, "record_every": cfg.record_every, "seeds": 1,
-                         "cells": proj_cells, "total_s": sum(c["projected_s"] for c in proj_cells)}
-    res["ntk"] = {str(w): v for w, v in ntks.items()}
+        cells.append(cell)
+    return {"epochs": cfg.projection_epochs, "record_every": cfg.record_every, "seeds": 1, "cells": cells,
+            "total_s": sum(c["projected_s"] for c in cells)}
+
+
+def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = True) -> dict:
+    """Every measurement; writes ``bench.json`` into ``out`` when given; returns the dict."""
+    from tqdm.auto import tqdm
+
+    from studylib import results as R
+
+    res: dict[str, Any] = {"study": "bench", "config": dataclasses.asdict(cfg), "versions": R.versions(),
+                           "loadavg_before": _loadavg(), "cpu_count": os.cpu_count()}
+    start = time.perf_counter()
+    done = {task: measure(task, cfg) for task in tqdm(tasks(cfg), disable=not progress, desc="bench")}
+
+    def of(kind: str) -> dict:  # the measurements of one kind, keyed by their arguments
+        return {(t[1:] if len(t) > 2 else t[1]): v for t, v in done.items() if t[0] == kind}
+
+    floor_all = of("floor")
+    res["floor_detail_s"] = {str(b): v for b, v in floor_all.items()}
+    res["read2_detail_s"] = done[("read2",)]
+    res["matmul_gflops"] = done[("gflops",)]
+    if ("help",) in done:
+        res["compare_help_s"] = done[("help",)]
+    floor = {b: v["best"] for b, v in floor_all.items()}
+    res["floor_width"] = cfg.floor_width
+    res["floor_step_s"] = {str(b): v for b, v in floor.items()}
+    res["bounds"] = bounds = machine_bounds(cfg, res["read2_detail_s"]["best"], max(res["matmul_gflops"].values()))
+    res["steps"] = rows = step_rows(cfg, of("step"), floor, of("seed"), bounds)
+    step_of = {(r["width"], r["batch_size"]): r["step_s"] for r in rows}
+    res["profile"] = profile_summary(cfg, of("profile"), step_of)
+    res["projection"] = projection(cfg, of("record"), step_of)
+    res["ntk"] = {str(w): v for w, v in of("ntk").items()}
     res["loadavg_after"] = _loadavg()
     res["wall_seconds"] = time.perf_counter() - start
     if out is not None:
@@ -539,48 +578,67 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
     return res
 
 
-def format_table(res: dict) -> str:
-    ms = lambda s: f"{1e3 * s:9.3f}" if s is not None else f"{'-':>9}"  # noqa: E731
-    nan = float("nan")
+def _ms(s) -> str:
+    return f"{1e3 * s:9.3f}" if s is not None else f"{'-':>9}"
+
+
+def machine_lines(res: dict) -> list[str]:
+    """The machine: CPUs and load, matmul rate, the BLAS floor and the bound."""
     bd = res["bounds"]
-    lines = [f"machine: {res['cpu_count']} CPUs, load average before {res['loadavg_before']}, "
-             f"after {res['loadavg_after']}",
-             f"matmul float32 1000^3: numpy {res['matmul_gflops']['numpy']:.1f} GFLOP/s, "
-             f"XLA {res['matmul_gflops']['xla']:.1f} GFLOP/s",
-             f"floor (in-place SciPy BLAS, width {res['floor_width']}): "
-             + ", ".join(f"batch {b}: {1e3 * s:.3f} ms" for b, s in res["floor_step_s"].items()),
-             f"bound (width {bd['width']}): max(weights read twice {1e3 * bd['weights_read_twice_s']:.3f} ms, "
-             f"6Bn^2 flops per layer at {bd['peak_gflops']:.0f} GFLOP/s): "
-             + ", ".join(f"batch {b}: {1e3 * t:.3f} ms" for b, t in bd["step_s"].items()), ""]
+    return [f"machine: {res['cpu_count']} CPUs, load average before {res['loadavg_before']}, "
+            f"after {res['loadavg_after']}",
+            f"matmul float32 1000^3: numpy {res['matmul_gflops']['numpy']:.1f} GFLOP/s, "
+            f"XLA {res['matmul_gflops']['xla']:.1f} GFLOP/s",
+            f"floor (in-place SciPy BLAS, width {res['floor_width']}): "
+            + ", ".join(f"batch {b}: {1e3 * s:.3f} ms" for b, s in res["floor_step_s"].items()),
+            f"bound (width {bd['width']}): max(weights read twice {1e3 * bd['weights_read_twice_s']:.3f} ms, "
+            f"6Bn^2 flops per layer at {bd['peak_gflops']:.0f} GFLOP/s): "
+            + ", ".join(f"batch {b}: {1e3 * t:.3f} ms" for b, t in bd["step_s"].items())]
+
+
+def step_lines(res: dict) -> list[str]:
+    """The step table."""
+    nan = float("nan")
     head = (f"{'width':>6} {'batch':>5} {'method':>8} {'step ms':>9} {'lin ms':>9} {'compile s':>9} "
             f"{'x floor':>8} {'x bound':>8} {'x b=1':>6} {'seed-style ms':>13} {'speed-up':>9} {'possible':>9}"
             f"  other method ms")
-    lines += [head, "-" * len(head)]
+    lines = [head, "-" * len(head)]
     for r in res["steps"]:
         other = ", ".join(f"{m} {1e3 * s:.3f}" for m, s in r["other_methods"].items())
-        lines.append(f"{r['width']:>6} {r['batch_size']:>5} {r['method']:>8} {ms(r['step_s'])} {ms(r['lin_step_s'])} "
-                     f"{r['compile_s']:>9.2f} {r.get('ratio_to_floor', nan):>8.2f} "
+        lines.append(f"{r['width']:>6} {r['batch_size']:>5} {r['method']:>8} {_ms(r['step_s'])} "
+                     f"{_ms(r['lin_step_s'])} {r['compile_s']:>9.2f} {r.get('ratio_to_floor', nan):>8.2f} "
                      f"{r.get('ratio_to_bound', nan):>8.2f} "
                      f"{r.get('ratio_to_batch1', nan):>6.2f} "
-                     f"{ms(r.get('seed_style_step_s')):>13} {r.get('speedup_vs_seed_style', nan):>9.0f} "
+                     f"{_ms(r.get('seed_style_step_s')):>13} {r.get('speedup_vs_seed_style', nan):>9.0f} "
                      f"{r.get('speedup_possible_vs_seed_style', nan):>9.0f}  {other}")
     lines.append("(x bound: step / the machine bound above; possible: seed-style / bound, the largest speed-up "
                  "any step could reach)")
+    return lines
+
+
+def profile_lines(res: dict) -> list[str]:
+    """The profile of the floor-width step (none when it was not measured)."""
     pf = res.get("profile", {})
-    if pf.get("batch"):
-        lines += ["", f"step profile at width {pf['width']}, ms per step (each product timed alone, all hidden "
-                  "layers):",
-                  f"{'batch':>5} {'fwd h@W':>9} {'bwd W@d':>9} {'(d@W^T)':>9} {'fold W+UV':>9} {'sum':>9} "
-                  f"{'step':>9} {'rest':>9}"]
-        for b, p in pf["batch"].items():
-            lines.append(f"{b:>5} {ms(p['fwd_s'])} {ms(p['bwd_s'])} {ms(p['bwd_row_layout_s'])} "
-                         f"{ms(p['fold_s'])} {ms(p['sum_s'])} {ms(p.get('step_s'))} {ms(p.get('rest_s'))}")
-        lines.append("(bwd W@d: the step's backward product in transposed layout; (d@W^T): the same product in row "
-                     "layout, not used; sum = fwd + bwd + fold; rest: low-rank corrections, element-wise work, "
-                     "cache misses, dispatch)")
+    if not pf.get("batch"):
+        return []
+    lines = ["", f"step profile at width {pf['width']}, ms per step (each product timed alone, all hidden "
+             "layers):",
+             f"{'batch':>5} {'fwd h@W':>9} {'bwd W@d':>9} {'(d@W^T)':>9} {'fold W+UV':>9} {'sum':>9} "
+             f"{'step':>9} {'rest':>9}"]
+    for b, p in pf["batch"].items():
+        lines.append(f"{b:>5} {_ms(p['fwd_s'])} {_ms(p['bwd_s'])} {_ms(p['bwd_row_layout_s'])} "
+                     f"{_ms(p['fold_s'])} {_ms(p['sum_s'])} {_ms(p.get('step_s'))} {_ms(p.get('rest_s'))}")
+    lines.append("(bwd W@d: the step's backward product in transposed layout; (d@W^T): the same product in row "
+                 "layout, not used; sum = fwd + bwd + fold; rest: low-rank corrections, element-wise work, "
+                 "cache misses, dispatch)")
+    return lines
+
+
+def projection_lines(res: dict) -> list[str]:
+    """The projected seed preset of study.dynamics, per cell."""
     p = res["projection"]
-    lines += ["", f"projected study.dynamics --preset seed --seeds 1 ({p['epochs']} epochs, metrics every "
-              f"{p['record_every']}): {p['total_s']:.0f} s = {p['total_s'] / 60:.1f} min"]
+    lines = ["", f"projected study.dynamics --preset seed --seeds 1 ({p['epochs']} epochs, metrics every "
+             f"{p['record_every']}): {p['total_s']:.0f} s = {p['total_s'] / 60:.1f} min"]
     for c in p["cells"]:
         steps = f"steps alone {1e3 * c['steps_only_s']:.3f} ms, " if "steps_only_s" in c else ""
         # below ~1 ms per record the separately timed pieces are dominated by call overheads
@@ -588,7 +646,12 @@ def format_table(res: dict) -> str:
         lines.append(f"  width {c['width']:>5} batch {c['batch_size']:>2}: {1e3 * c['record_s']:8.3f} ms/record "
                      f"({steps}metrics alone {1e3 * c['metrics_s']:.3f} ms{frac}) "
                      f"-> {c['projected_s']:.0f} s")
-    lines += ["", "empirical NTK evaluation, ms per call (x0,x0 | 10x10 Gram):"]
+    return lines
+
+
+def ntk_lines(res: dict) -> list[str]:
+    """Empirical NTK times per implementation."""
+    lines = ["", "empirical NTK evaluation, ms per call (x0,x0 | 10x10 Gram):"]
     for w, v in res["ntk"].items():
         parts = []
         for impl in ("nt_impl1", "nt_impl2", "study"):
@@ -597,6 +660,13 @@ def format_table(res: dict) -> str:
             elif f"{impl}_x0_error" in v:
                 parts.append(f"{impl} failed")
         lines.append(f"  width {w:>5}: " + "; ".join(parts))
+    return lines
+
+
+def format_table(res: dict) -> str:
+    """The console report of a bench.json dict."""
+    lines = [*machine_lines(res), "", *step_lines(res), *profile_lines(res), *projection_lines(res),
+             *ntk_lines(res)]
     if "compare_help_s" in res:
         lines.append(f"\npython -m study.compare --help: {res['compare_help_s']:.2f} s")
     lines.append(f"bench wall time: {res['wall_seconds']:.0f} s")

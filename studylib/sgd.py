@@ -20,7 +20,7 @@ but its forward and backward passes are written by hand so that one jitted
   The backward pass runs in transposed layout (:func:`backward_t`: ``W @ d^T``, not
   ``d @ W^T``): for B > 1 XLA's CPU matmul is 2-3x slower with a transposed right operand
   (``study.bench`` prints the profile). The factors' new slices are written
-  in place when XLA's copy insertion uses region analysis (set by :mod:`studylib._xla`);
+  in place when XLA's copy insertion uses region analysis (set by :mod:`studylib.xla_flags`);
   without it XLA copies every U and V twice per step.
 
 The linearized model ``nt.linearize(apply_fn, theta_0)`` is trained in function space
@@ -55,10 +55,10 @@ import numpy as np
 from jax import lax
 
 from studylib.kernels import LOSS_FACTOR
+from studylib.models import FAST_ARCHS  # noqa: F401  (the architectures the hand-written trainer handles)
 
 LOSSES = ("mse", "half_mse")
 METHODS = ("direct", "lowrank")
-#: Loss -> c in L = (c/2) mean((f - y)^2).
 #: Largest K*B (rank of the deferred update) for method 'lowrank'.
 LOWRANK_MAX_RANK = 64
 
@@ -126,14 +126,14 @@ def _dact(name: str, z):
 SMALL_PRODUCT = 4096
 
 
-def _mm(a, b):
+def mm(a, b):
     """a @ b for 2-D a, b."""
     if a.shape[0] * a.shape[1] * b.shape[1] <= SMALL_PRODUCT:
         return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
     return lax.dot_general(a, b, (((a.ndim - 1,), (0,)), ((), ())))
 
 
-def _mm_t(g, w):
+def mm_t(g, w):
     """g @ w.T computed as (w @ g.T).T so that XLA never transposes the big matrix w."""
     if g.shape[0] * g.shape[1] * w.shape[0] <= SMALL_PRODUCT:
         return jnp.sum(g[:, None, :] * w[None, :, :], axis=2)
@@ -150,7 +150,7 @@ def forward(net: MLP, dense, x):
     hs, zs = [x], []
     h = x
     for l, (w, b) in enumerate(dense):
-        z = net.w_scale[l] * _mm(h, w) + net.b_scale[l] * b
+        z = net.w_scale[l] * mm(h, w) + net.b_scale[l] * b
         if l < net.n_layers - 1:
             zs.append(z)
             h = _act(net.activation, z)
@@ -166,7 +166,7 @@ def backward(net: MLP, dense, cache, g):
     for l in reversed(range(net.n_layers)):
         ds[l] = d
         if l > 0:
-            d = net.w_scale[l] * _mm_t(d, dense[l][0]) * _dact(net.activation, zs[l - 1])
+            d = net.w_scale[l] * mm_t(d, dense[l][0]) * _dact(net.activation, zs[l - 1])
     return ds
 
 
@@ -182,7 +182,7 @@ def backward_t(net: MLP, dense, cache, g):
     for l in reversed(range(net.n_layers)):
         ds[l] = d
         if l > 0:
-            d = net.w_scale[l] * _mm(dense[l][0], d) * _dact(net.activation, zs[l - 1]).T
+            d = net.w_scale[l] * mm(dense[l][0], d) * _dact(net.activation, zs[l - 1]).T
     return ds
 
 
@@ -191,7 +191,7 @@ def grads(net: MLP, dense, x, g):
     _, cache = forward(net, dense, x)
     ds = backward(net, dense, cache, g)
     hs = cache[0]
-    return tuple((net.w_scale[l] * _mm(hs[l].T, ds[l]), net.b_scale[l] * jnp.sum(ds[l], 0, keepdims=True))
+    return tuple((net.w_scale[l] * mm(hs[l].T, ds[l]), net.b_scale[l] * jnp.sum(ds[l], 0, keepdims=True))
                  for l in range(net.n_layers))
 
 
@@ -214,7 +214,7 @@ def ntk_parts(net: MLP, dense, x1, x2=None, *, with_f: bool = False):
     kw, kb = [], []
     for l in range(net.n_layers):
         dd = lax.dot_general(d1[l], d2[l], (((0,), (0,)), ((), ())))  # d1 . d2 per pair of points
-        kw.append(net.w_scale[l] ** 2 * _mm(h1[l], h2[l].T) * dd)
+        kw.append(net.w_scale[l] ** 2 * mm(h1[l], h2[l].T) * dd)
         kb.append(net.b_scale[l] ** 2 * dd)
     if with_f:
         return jnp.stack(kw), jnp.stack(kb), f1
@@ -282,7 +282,7 @@ class Plan(_Schedule):
         return chunk_steps(self.steps_per_record, self.batch_size) if self.method == "lowrank" else 1
 
 
-def _lin_step_fn(plan: Plan, f0, k0, y, lr):
+def lin_step_fn(plan: Plan, f0, k0, y, lr):
     """c_I -= lr * c_loss * (f_0(x_I) + K_0[I] c - y_I) / B  (function-space SGD of the linearization)."""
     gfac = LOSS_FACTOR[plan.loss] / plan.batch_size
 
@@ -304,7 +304,7 @@ def _direct_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
         f, cache = forward(net, dense, xb)
         ds = backward(net, dense, cache, gfac * (f - yb))
         hs = cache[0]
-        new = tuple((w - _mm((lr * net.w_scale[l] * hs[l]).T, ds[l]),
+        new = tuple((w - mm((lr * net.w_scale[l] * hs[l]).T, ds[l]),
                      b - (lr * net.b_scale[l]) * jnp.sum(ds[l], 0, keepdims=True))
                     for l, (w, b) in enumerate(dense))
         return (new, lin_step(c, idx)), None
@@ -332,7 +332,7 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
         hs, zs = [xb], []
         h = xb
         for l, (w, _) in enumerate(dense):
-            z = net.w_scale[l] * (_mm(h, w) + _mm(_mm(h, us[l]), vs[l])) + net.b_scale[l] * bs[l]
+            z = net.w_scale[l] * (mm(h, w) + mm(mm(h, us[l]), vs[l])) + net.b_scale[l] * bs[l]
             if l < net.n_layers - 1:
                 zs.append(z)
                 h = _act(net.activation, z)
@@ -343,7 +343,7 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
         for l in reversed(range(net.n_layers)):
             d_prev = None
             if l > 0:
-                d_prev = net.w_scale[l] * (_mm(dense[l][0], d) + _mm(us[l], _mm(vs[l], d))) \
+                d_prev = net.w_scale[l] * (mm(dense[l][0], d) + mm(us[l], mm(vs[l], d))) \
                     * _dact(net.activation, zs[l - 1]).T
             new_u[l] = lax.dynamic_update_slice(us[l], (-lr * net.w_scale[l]) * hs[l].T, (0, k * bsz))
             new_v[l] = lax.dynamic_update_slice(vs[l], d.T, (k * bsz, 0))
@@ -352,13 +352,13 @@ def _lowrank_chunk(plan: Plan, dense, c, batches, x, y, lr, lin_step):
         return (tuple(new_u), tuple(new_v), tuple(new_b), lin_step(c, idx)), None
 
     (us, vs, bs, c), _ = lax.scan(step, (us0, vs0, bs0, c), (jnp.arange(k_steps), batches))
-    return tuple((w + _mm(u, v), b) for (w, _), u, v, b in zip(dense, us, vs, bs, strict=True)), c
+    return tuple((w + mm(u, v), b) for (w, _), u, v, b in zip(dense, us, vs, bs, strict=True)), c
 
 
 def train_steps(plan: Plan, dense, c, batches, x, y, lr, f0, k0):
     """Run all steps of ``batches`` ((steps, B) indices; steps a multiple of ``plan.chunk``)
     for the network and its linearization; returns (dense, c)."""
-    lin_step = _lin_step_fn(plan, f0, k0, y, lr)
+    lin_step = lin_step_fn(plan, f0, k0, y, lr)
     k = plan.chunk
     chunked = batches.reshape(batches.shape[0] // k, k, batches.shape[1])
     chunk_fn = _lowrank_chunk if plan.method == "lowrank" else _direct_chunk
@@ -454,10 +454,6 @@ def compiled_runner(plan: Plan, *, vmapped: bool):
 # ---------------------------------------------------------------------------------------------
 # The generic trainer: any stax network, by jax.grad
 # ---------------------------------------------------------------------------------------------
-
-#: Architectures the hand-written FC trainer above handles (``erf_fc`` is ``fc`` with Erf).
-FAST_ARCHS = ("fc", "erf_fc")
-
 
 def fast_mlp(model_cfg, width: int, *, in_dim: int = 1) -> MLP | None:
     """The :class:`MLP` of a model the hand-written trainer handles, else None."""
@@ -564,7 +560,7 @@ def _generic_fns(plan: GenericPlan, apply_fn, dense_idx: Sequence[int]):
         }
 
     def seg(p, c, p0, perms, x, y, lr, init):
-        lin_step = _lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
+        lin_step = lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
 
         def step(carry, idx):
             p, c = carry

@@ -55,7 +55,7 @@ def test_ntk_impls_agree_in_bench_setup():
     from studylib import bench, kernels, sgd
 
     cfg = bench.BenchConfig(**bench.PRESETS["tiny"])
-    net, params, m, x, _ = bench._setup(16, cfg.depth, cfg.n_train)
+    net, params, m, x, _ = bench.seed_setup(16, cfg.depth, cfg.n_train)
     ours = np.asarray(jax.jit(lambda d: sgd.ntk(m, d, x))(sgd.dense_params(params)))
     for impl in kernels.NTK_IMPLEMENTATIONS:
         ref = np.asarray(kernels.empirical_ntk_fn(net.apply_fn, implementation=impl)(x, None, params))

@@ -1,5 +1,5 @@
-"""study.dynamics: config validation, the seed preset's initialisation, a tiny run with figures,
-and resuming after an interruption."""
+"""study.dynamics: config validation, the seed preset's initialisation, the learning rates and cell
+costs, a tiny run with figures, and resuming after an interruption (through the runner)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from studylib import cli, dynamics, models, sgd
+from studylib import cli, dynamics, kernels, models, runner, sgd
 from studylib.config import ConfigError
+from studylib.data import DataConfig
 
 
 def _cfg(preset="tiny", **flags):
-    return cli.assemble(dynamics.DynamicsConfig, presets=dynamics.PRESETS, preset=preset, config_file=None,
-                        flags=flags)
+    return cli.assemble(dynamics.Config, presets=dynamics.PRESETS, preset=preset, config_file=None, flags=flags)
 
 
 @pytest.mark.parametrize("flags,field", [
@@ -39,6 +39,7 @@ def test_seed_preset_is_the_seeds_setup():
     assert (cfg.model.parameterization, cfg.model.W_std, cfg.model.b_std, cfg.model.depth) == \
         ("standard", 1.0, 0.0, 5)
     assert (cfg.data.n_train, cfg.data.train_range) == (10, 5.0)
+    assert isinstance(cfg.model, models.ModelConfig) and isinstance(cfg.data, DataConfig)
 
 
 def test_seed_preset_init_variance_is_one_over_fan_in():
@@ -59,18 +60,57 @@ def test_seed_preset_init_variance_is_one_over_fan_in():
 
 
 def test_ntk_preset_uses_analytic_lr():
-    cfg = _cfg("ntk", widths=(16,), epochs=10, record_every=5)
+    """The ntk preset's cells train at half the analytic NTK's SGD critical rate of their batch
+    size; the rate is kernels.minibatch_critical_rate with the study's loss factor, checked here
+    against the closed forms of a 2 x 2 kernel (eigenvalues (6 +- sqrt 8)/2, diagonal 2, 4).
+    Both sides are the same float64 arithmetic up to a few roundings: rel=1e-12."""
+    cfg = _cfg("ntk", widths=(16,), batch_sizes=(1, 10), epochs=10, record_every=5)
     from studylib import data as D
 
-    x = D.load(cfg.data).x_train
-    lr, crit = dynamics.analytic_lr(cfg, 16, x, 10)
+    ds = D.load(cfg.data)
+    theta = dynamics.analytic_ntk(cfg, 16, ds.x_train)
+    lr, crit = dynamics.learning_rate(cfg, theta, 10)
+    crit1 = dynamics.learning_rate(cfg, theta, 1)[1]
     assert cfg.lr is None and cfg.model.parameterization == "ntk"
-    assert lr == pytest.approx(0.5 * crit) and crit > 0
-    # batch N: the full-batch limit N / lambda_max; batch 1: 1 / max K_ii, smaller
+    assert lr == pytest.approx(0.5 * crit, rel=1e-12) and 0 < crit1 < crit
+    cells = dynamics.cells(cfg, ds)
+    assert [(c.name, c.spec["width"], c.spec["batch_size"]) for c in cells] == [("w16_b1", 16, 1), ("w16_b10", 16, 10)]
+    assert cells[1].spec["lr"] == pytest.approx(lr, rel=1e-12)
+    assert cells[0].spec["lr"] == pytest.approx(0.5 * crit1, rel=1e-12)
+    # the seed's loss mean((f - y)^2) has c = 2: batch N gives N / lambda_max, batch 1 gives 1 / max K_ii
+    assert set(dynamics.LOSSES) == set(kernels.LOSS_FACTOR)
+    c = kernels.LOSS_FACTOR["mse"]
     k = np.array([[2.0, 1.0], [1.0, 4.0]])
-    assert dynamics.minibatch_critical_lr(k, 2, "mse") == pytest.approx(2 / np.linalg.eigvalsh(k)[-1])
-    assert dynamics.minibatch_critical_lr(k, 1, "mse") == pytest.approx(1 / 4.0)
-    assert dynamics.analytic_lr(cfg, 16, x, 1)[1] < crit
+    lam_max = (6.0 + np.sqrt(8.0)) / 2.0
+    assert kernels.minibatch_critical_rate(k, 2, loss_factor=c) == pytest.approx(2 / lam_max, rel=1e-12)
+    assert kernels.minibatch_critical_rate(k, 1, loss_factor=c) == pytest.approx(1 / 4.0, rel=1e-12)
+    assert kernels.critical_rate(lam_max, 2, loss_factor=c) == pytest.approx(2 / lam_max, rel=1e-12)
+
+
+def test_cells_and_their_cost():
+    """Cells are (width, batch size), widths outermost, named w<width>_b<batch>; with a fixed lr
+    no kernel is computed. The cost is modelled seconds: set-up once per run, per width and per
+    cell, plus training proportional to seeds and epochs (so a cell twice as long costs twice
+    the training), and the width-1000 cells dominate the seed preset as they do its wall time."""
+    cfg = _cfg("seed", seeds=1)
+    cells = dynamics.cells(cfg)
+    assert [c.name for c in cells] == [f"w{w}_b{b}" for w in (10, 100, 1000) for b in (1, 5, 10)]
+    assert all(c.spec["lr"] == 0.001 for c in cells)
+    costs = {c.name: c.cost for c in cells}
+    setup = {c.name: c.cost - dynamics.training_seconds(cfg, c.spec["width"], c.spec["batch_size"]) for c in cells}
+    cell, width, run = (dynamics.CELL_SETUP_SECONDS["direct"], dynamics.WIDTH_SETUP_SECONDS,
+                        dynamics.RUN_SETUP_SECONDS)
+    assert setup["w10_b1"] == pytest.approx(cell + width + run) and setup["w10_b5"] == pytest.approx(cell)
+    assert setup["w100_b1"] == pytest.approx(cell + width)
+    assert setup["w1000_b5"] == pytest.approx(dynamics.CELL_SETUP_SECONDS["lowrank"])
+    assert sum(costs[f"w1000_b{b}"] for b in (1, 5, 10)) > 0.9 * sum(costs.values())
+    assert 200 < costs["w1000_b1"] < 350 and 300 < sum(costs.values()) < 800  # measured: 253 s, 524 s
+    double = dataclasses.replace(cfg, epochs=40000, seeds=2)
+    for c in cells:
+        w, b = c.spec["width"], c.spec["batch_size"]
+        assert dynamics.training_seconds(double, w, b) == pytest.approx(4 * dynamics.training_seconds(cfg, w, b))
+    assert runner.key_config(dynamics, cfg) == {k: v for k, v in dataclasses.asdict(cfg).items()
+                                                if k not in ("widths", "batch_sizes")}
 
 
 def test_tiny_run_figures_and_resume(tmp_path):
@@ -89,8 +129,11 @@ def test_tiny_run_figures_and_resume(tmp_path):
     for stem in ("dynamics_b5", "dynamics_b10", "dynamics_function", "dynamics_summary_vs_width"):
         for ext in (".png", ".pdf"):
             assert (full / "figures" / f"{stem}{ext}").stat().st_size > 1000
+    # the face's figures stays the function once its submodule .figures is imported (a report draws
+    # several dynamics folders in one process)
+    assert callable(dynamics.figures)  # (test_other_architectures_... draws again in this process)
     cells = sorted((full / "cells").glob("*.npz"))
-    assert len(cells) == 2
+    assert [p.name.split("-")[0] for p in cells] == ["w8_b10", "w8_b5"]
 
     cfg = _cfg(widths=(8,))
     part = tmp_path / "part"
@@ -105,8 +148,8 @@ def test_tiny_run_figures_and_resume(tmp_path):
     a, b = R.read_npz(full / "curves.npz"), R.read_npz(part / "curves.npz")
     assert set(a) == set(b)
     for k in a:
-        # Same computation, same machine: XLA CPU is deterministic here, so equal to float32 rounding.
-        np.testing.assert_allclose(b[k], a[k], rtol=1e-6, atol=1e-7, err_msg=k)
+        # Same computation, same machine and process, cells stored and loaded exactly: bit-identical.
+        np.testing.assert_array_equal(b[k], a[k], err_msg=k)
     # --force recomputes (stop after the first cell to save time)
     with pytest.raises(KeyboardInterrupt):
         dynamics.run(dataclasses.replace(cfg), part, progress=False, force=True, stop_after=1)
@@ -125,11 +168,14 @@ def test_generic_trainer_gives_the_fast_trainers_curves():
     fast = _cfg(widths=(8,), batch_sizes=(5,), record_every=10, dtype="float64", method="direct")
     generic = dataclasses.replace(fast, method="generic")
     assert dynamics.resolve_method(_cfg(), 8) == "direct" and dynamics.resolve_method(generic, 8) == "generic"
+    assert dynamics.resolve_method(_cfg(), 256) == "lowrank" == dynamics.resolve_method(_cfg(), 1000)
     assert dynamics.resolve_method(_cfg(**{"model.arch": "res_fc"}), 8) == "generic"
-    assert set(dynamics.FAST_ARCHS) == set(sgd.FAST_ARCHS)
+    assert sgd.FAST_ARCHS == models.FAST_ARCHS  # the hand-written trainer's archs: one definition
+    runner.enable_x64(True)  # what runner.run does for a float64 config
     ds = D.load(fast.data)
-    a = dynamics.run_cell(fast, 8, 5, ds)
-    b = dynamics.run_cell(generic, 8, 5, ds)
+    ctx = runner.Context(dataset=ds, shared=None, log=print)
+    a = dynamics.run_cell(fast, dynamics.cells(fast, ds)[0], ctx)
+    b = dynamics.run_cell(generic, dynamics.cells(generic, ds)[0], ctx)
     assert (a["method"], b["method"]) == ("direct", "generic") and a["vmapped_seeds"] and b["vmapped_seeds"]
     assert set(a["curves"]) == set(b["curves"])
     for k, v in a["curves"].items():

@@ -147,7 +147,7 @@ def test_generic_trainer_kernels_on_a_residual_net():
     """The generic trainer's K_0 (train Gram and test x train block) and per-layer weight pieces
     K_0^(W_l) on res_fc (nested residual parameters) equal the kernels of full Jacobians
     (jax.jacrev), in float64 to RTOL; the weight pieces are those of the top-level Dense layers."""
-    from studylib.config import ModelConfig
+    from studylib.models import ModelConfig
 
     cfg = ModelConfig(arch="res_fc", options={"blocks": 1}, b_std=0.2)
     plan = sgd.GenericPlan(cfg, 5, n_train=10, batch_size=5, record_every=1)

@@ -1,10 +1,10 @@
-"""Figures of the dynamics study, drawn only from stored results (summary.json, curves.npz).
+"""Figures of the dynamics study, drawn from stored results only (summary.json + curves.npz; no JAX).
 
 * ``dynamics_b<B>``: for batch size B, against epoch (log x): relative parameter change,
   relative NTK change (at (x0, x0) and on the training Gram), training loss and the RMSE
   between network and linearization; one colour per width, seed mean with a min-max band,
   solid = network, dashed = linearized model.
-* ``function``: the trained function on the test grid for every (batch size, width), seed 0.
+* ``dynamics_function``: the trained function on the test grid for every (batch size, width), seed 0.
 * ``dynamics_summary_vs_width``: final relative changes against width for each batch size (log-log),
   with the seed's reported batch-1 numbers and reference slopes.
 """
@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from studylib import style
-from studylib.style import plt
+from studylib.results import read_json, read_npz
+
+plt = style.plt
 
 BATCH_MARKERS = ("o", "s", "^", "D", "v", "P")
 
@@ -33,11 +35,10 @@ def _band(ax, x, per_seed, color, ls="-", label=None, lw=1.4):
         ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0)
 
 
-def _load(out):
-    from studylib import results as R
-
-    out = Path(out)
-    return out, R.read_json(out / "summary.json"), R.read_npz(out / "curves.npz")
+def _load(out_dir) -> tuple[dict, dict]:
+    out_dir = Path(out_dir)
+    summary = read_json(out_dir / "summary.json")
+    return summary, read_npz(out_dir / summary.get("curves_file", "curves.npz"))
 
 
 def _cell(summary, w, b):
@@ -51,8 +52,8 @@ def _ratio(pc) -> float:
     return float(np.nanmedian(np.asarray(pc["lr_over_critical_emp"], np.float64)))
 
 
-def dynamics_figure(out, batch: int) -> list[Path]:
-    out, summary, c = _load(out)
+def dynamics_figure(summary: dict, c: dict, batch: int, stem) -> list[Path]:
+    """Curves against epoch at one batch size (see the module docstring)."""
     epochs = c["epochs"]
     sel = epochs > 0
     x = epochs[sel]
@@ -108,11 +109,11 @@ def dynamics_figure(out, batch: int) -> list[Path]:
     fig.suptitle(f"batch size {batch}: SGD, lr={lr:.3g}, {summary['config']['model']['parameterization']} "
                  f"parameterization, {band}")
     fig.tight_layout()
-    return style.save(fig, out / "figures" / f"dynamics_b{batch}")
+    return style.save(fig, stem)
 
 
-def function_figure(out) -> list[Path]:
-    out, summary, c = _load(out)
+def function_figure(summary: dict, c: dict, stem) -> list[Path]:
+    """The trained functions of seed 0 against the training points, one panel per cell."""
     ws, bs = summary["widths"], summary["batch_sizes"]
     fig, axes = plt.subplots(len(bs), len(ws), figsize=(3.4 * len(ws), 2.7 * len(bs)), squeeze=False,
                              sharex=True, sharey=True)
@@ -137,11 +138,11 @@ def function_figure(out) -> list[Path]:
     style.legend_outside(axes[0, -1])
     fig.suptitle(f"trained function at epoch {summary['config']['epochs']} (seed {summary['seeds'][0]})")
     fig.tight_layout()
-    return style.save(fig, out / "figures" / "dynamics_function")
+    return style.save(fig, stem)
 
 
-def summary_figure(out) -> list[Path]:
-    out, summary, c = _load(out)
+def summary_figure(summary: dict, c: dict, stem) -> list[Path]:
+    """Final relative changes against width per batch size, and the per-layer weight change."""
     ws = np.asarray(summary["widths"], np.float64)
     bs = summary["batch_sizes"]
     m = summary["metrics"]
@@ -198,15 +199,17 @@ def summary_figure(out) -> list[Path]:
     what = f"mean over {ns} seeds, bars: min-max" if ns > 1 else f"one seed ({summary['seeds'][0]})"
     fig.suptitle(f"after {summary['config']['epochs']} epochs; {what}; grey: reference slopes")
     fig.tight_layout()
-    return style.save(fig, out / "figures" / "dynamics_summary_vs_width")
+    return style.save(fig, stem)
 
 
-def dynamics_figures(out) -> list[Path]:
-    """Every figure of the dynamics study; returns the written paths (PNG and PDF)."""
-    _, summary, _ = _load(out)
+def figures(out_dir, fig_dir=None) -> list[Path]:
+    """Every figure of a stored ``study.dynamics`` run, written to ``fig_dir`` (default:
+    ``out_dir/figures``); returns the written paths (PNG and PDF)."""
+    summary, c = _load(out_dir)
+    fig_dir = Path(fig_dir) if fig_dir is not None else Path(out_dir) / "figures"
     paths: list[Path] = []
     for b in summary["batch_sizes"]:
-        paths += dynamics_figure(out, b)
-    paths += function_figure(out)
-    paths += summary_figure(out)
+        paths += dynamics_figure(summary, c, b, fig_dir / f"dynamics_b{b}")
+    paths += function_figure(summary, c, fig_dir / "dynamics_function")
+    paths += summary_figure(summary, c, fig_dir / "dynamics_summary_vs_width")
     return paths
