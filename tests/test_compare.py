@@ -142,6 +142,7 @@ def test_config_file_and_flag_precedence(tmp_path):
         cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset=None, config_file=str(path), flags={})
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_and_results_are_deterministic(tmp_path):
     """Kill a run after its first width is stored, resume it, and compare with an uninterrupted
     run: the stored curves must be bit-identical (same machine, same config and seeds)."""
@@ -196,6 +197,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_devices_and_processes_give_the_same_results(tmp_path):
     """Seeds sharded over 2 (forced) CPU devices, and the widths shared by 2 jax.distributed
     processes over 127.0.0.1, against 1 process on 1 device."""

@@ -129,7 +129,7 @@ def test_tiny_run_figures_and_resume(tmp_path):
     for stem in ("dynamics_b5", "dynamics_b10", "dynamics_function", "dynamics_summary_vs_width"):
         for ext in (".png", ".pdf"):
             assert (full / "figures" / f"{stem}{ext}").stat().st_size > 1000
-    # the face's figures stays the function once its submodule .figures is imported (a report draws
+    # the face's figures stays the function once its submodule .plots is imported (a report draws
     # several dynamics folders in one process)
     assert callable(dynamics.figures)  # (test_other_architectures_... draws again in this process)
     cells = sorted((full / "cells").glob("*.npz"))

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from studylib import report
+from studylib import figures, report
 
 
 def _figure_names(folder):
@@ -24,7 +24,16 @@ def test_figures_regenerate_without_training_code(tiny_compare, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "IMPORTED []" in proc.stdout
-    assert _figure_names(tmp_path / "figs") == before
+    assert _figure_names(tmp_path / "figs") == sorted(figures.copy_name(tiny_compare, "compare", n) for n in before)
+
+
+def test_figures_of_two_folders_of_one_study_never_overwrite_each_other(tmp_path):
+    """results/dynamics_seed and results/dynamics both draw dynamics_b1.png: copied into one
+    folder they keep apart (before, REPORT.md showed the same images in both sections)."""
+    names = {figures.copy_name(tmp_path / "results" / f, "dynamics", "dynamics_b1.png")
+             for f in ("dynamics", "dynamics_seed", "mine")}
+    assert names == {"dynamics_b1.png", "dynamics_seed_b1.png", "dynamics_mine_b1.png"}
+    assert figures.copy_name(tmp_path / "compare", "compare", "compare_predictions.pdf") == "compare_predictions.pdf"
 
 
 def test_report_tables_match_summary(tiny_compare, tmp_path):

@@ -4,7 +4,7 @@ network and its linearization across widths and batch sizes -- faithfully and wi
 The face every study shares (see :mod:`studylib.runner`): the config and its cells from
 :mod:`.config` (imported here: no JAX), the cell computation (:mod:`.cell`), the summary
 (:mod:`.summary`), the console table and REPORT.md section (:mod:`.report`) and the figures
-(:mod:`.figures`), each loaded when first used so that ``--help`` stays fast.
+(:mod:`.plots`), each loaded when first used so that ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -41,15 +41,13 @@ from studylib.dynamics.config import (
 
 #: Face names loaded on first use -> the submodule that defines them.
 _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "summarise": "summary", "format_table": "report",
-         "section": "report", "figures": "figures"}
+         "section": "report", "figures": "plots"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
         value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        # Bind it here: importing the submodule .figures bound that name to the module, which
-        # would otherwise shadow the function from the second use on.
-        globals()[name] = value
+        globals()[name] = value  # once loaded, a plain attribute
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -28,7 +28,7 @@ Monte-Carlo floor are defined in :mod:`.summary`.
 The face every study shares (see :mod:`studylib.runner`): the config and its cells from
 :mod:`.config` (imported here: no JAX), the GP computed once and the cell computation
 (:mod:`.cell`), the statistics and summary (:mod:`.summary`), the console table and REPORT.md
-section (:mod:`.report`) and the figures (:mod:`.figures`), each loaded when first used so
+section (:mod:`.report`) and the figures (:mod:`.plots`), each loaded when first used so
 that ``--help`` stays fast.
 """
 
@@ -61,12 +61,14 @@ _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "plan": "cell",
          "member_chunk": "cell", "member_plan": "cell", "readout_model": "cell", "gp_all": "cell",
          "summarise": "summary", "ensemble_stats": "summary", "mc_floor": "summary",
          "floor_summary": "summary", "unstable_members": "summary",
-         "format_table": "report", "section": "report", "figures": "figures"}
+         "format_table": "report", "section": "report", "figures": "plots"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

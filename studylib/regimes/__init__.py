@@ -10,7 +10,7 @@ smaller output scale, float64) at the base cell.
 The face every study shares (see :mod:`studylib.runner`): the config, settings and cells from
 :mod:`.config` (imported here: no JAX), the cell computation (:mod:`.cell`), the summary
 (:mod:`.summary`), the console table and REPORT.md section (:mod:`.report`) and the figures
-(:mod:`.figures`), each loaded when first used so that ``--help`` stays fast.
+(:mod:`.plots`), each loaded when first used so that ``--help`` stays fast.
 """
 
 from __future__ import annotations
@@ -38,12 +38,14 @@ from studylib.regimes.config import (
 #: Face names loaded on first use -> the submodule that defines them.
 _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "variant_model": "cell",
          "summarise": "summary", "wide_enough": "summary", "correlation": "summary",
-         "format_table": "report", "section": "report", "figures": "figures"}
+         "format_table": "report", "section": "report", "figures": "plots"}
 
 
 def __getattr__(name: str):
     if name in _LAZY:
-        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
