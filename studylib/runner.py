@@ -60,6 +60,8 @@ class Context:
     log: Callable[[str], Any]
 
 
+#: Modelled seconds from the bar's start to the first cell: NT's import, JAX's backend, the devices line.
+STARTUP_SECONDS = 3.0
 #: Cell-file format version (part of every key).
 CELL_FORMAT = 2
 
@@ -226,8 +228,8 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
             R.write_json(out / "config.json", dataclasses.asdict(cfg))
     cells = study.cells(cfg, dataset)
     owner = owners(cells, n_proc)
-    setup = Cell(name="prepare", spec={}, cost=float(getattr(study, "prepare_cost", lambda _cfg: 0.0)(cfg)),
-                 label="set-up")
+    setup = Cell(name="prepare", spec={}, label="set-up",
+                 cost=STARTUP_SECONDS + float(getattr(study, "prepare_cost", lambda _cfg: 0.0)(cfg)))
     bar = Progress(setup.cost + sum(c.cost for c, o in zip(cells, owner, strict=True) if o == pid), enabled=progress)
     say = log or bar.write  # notes and warnings print with or without the bar
     try:

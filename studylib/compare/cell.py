@@ -17,7 +17,7 @@ import numpy as np
 
 from studylib import metrics as M
 from studylib import runner
-from studylib.compare.config import GAPS, REGIONS, SETUP_SECONDS, CompareConfig
+from studylib.compare.config import GAPS, REGIONS, CompareConfig, training_seconds
 from studylib.runner import Cell, Context
 
 
@@ -304,7 +304,8 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
         ctx.log(f"width {w}: {plan['params']:,} parameters, ~{plan['bytes_per_seed'] / 2**20:.0f} MiB per seed: "
                 f"vmapping {chunk} seeds at a time")
     done = [0]  # seed-steps trained so far
-    setup = SETUP_SECONDS / cell.cost  # the first report comes after compilation: count it as done then
+    # The first report comes after compilation: the modelled set-up counts as done then.
+    setup = 1.0 - training_seconds(cfg, w) / cell.cost
 
     def chunk_progress(n_seeds: int) -> Callable[[int], None]:
         def update(k: int) -> None:

@@ -125,14 +125,24 @@ Config = CompareConfig
 SETUP_SECONDS = 5.0
 
 
-def cell_cost(cfg: CompareConfig, width: int) -> float:
-    """Modelled seconds of one width on a 2-core CPU: ~5 s of compilation, kernels and closed
-    forms, plus GD steps x seeds at ~1.6e-8 s x width^2 + 3e-4 s each (fitted to the default run:
-    width 8 took 6 s, 512 took 14 s and 1024 took 55 s)."""
-    return SETUP_SECONDS + cfg.steps * cfg.seeds * (1.6e-8 * width * width + 3e-4)
+#: Modelled extra seconds of the first width: compiling what later widths reuse (NT's flow, ...).
+FIRST_CELL_SECONDS = 5.0
+
+
+def cell_cost(cfg: CompareConfig, width: int, *, first: bool = False) -> float:
+    """Modelled seconds of one width on this 2-core CPU with jax 0.10: ~5 s of compilation, kernels
+    and closed forms (+5 s for the first width), plus GD steps x seeds at ~4e-9 s x width^2 +
+    1e-4 s each (fitted to the default run: width 8 took 11 s, 16-256 5-6 s, 512 7 s and 1024
+    19 s; jax 0.5.3 trains the widest nets ~3x slower, so there the early ETA is ~0.7x the total)."""
+    return SETUP_SECONDS + FIRST_CELL_SECONDS * first + training_seconds(cfg, width)
+
+
+def training_seconds(cfg: CompareConfig, width: int) -> float:
+    """The GD part of :func:`cell_cost`."""
+    return cfg.steps * cfg.seeds * (4e-9 * width * width + 1e-4)
 
 
 def cells(cfg: CompareConfig, dataset=None) -> list[Cell]:
     """One cell per width: all seeds of one width train together (vmapped)."""
-    return [Cell(name=f"width{w}", spec={"width": w}, cost=cell_cost(cfg, w), label=f"width {w}")
-            for w in cfg.widths]
+    return [Cell(name=f"width{w}", spec={"width": w}, cost=cell_cost(cfg, w, first=i == 0), label=f"width {w}")
+            for i, w in enumerate(cfg.widths)]
