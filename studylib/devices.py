@@ -27,6 +27,11 @@ def describe() -> str:
     return f"{len(devs)} {jax.default_backend()} device(s) ({', '.join(kinds)}){procs}"
 
 
+def plan_header() -> str:
+    """The first line of every ``--plan``: the devices and the memory a run plans with."""
+    return f"devices: {describe()}; memory per device {memory_bytes() / 2**30:.1f} GiB"
+
+
 def stack() -> str:
     """'jax 0.10.2, neural-tangents 0.6.5 (shims: jax.util, ...)': what computes the numbers."""
     import jax

@@ -289,6 +289,34 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
     return summary
 
 
+def lazy_attributes(module_name: str, lazy: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for a wing's face: ``lazy`` maps a face name to the submodule that
+    defines it, imported on first use (so that importing the face, as ``--help`` does, loads no
+    JAX) and then bound as a plain attribute (a submodule import must not shadow it)."""
+    import importlib
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        if name not in lazy:
+            raise AttributeError(f"module {module_name!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f"{module_name}.{lazy[name]}"), name)
+        setattr(sys.modules[module_name], name, value)
+        return value
+
+    return __getattr__
+
+
+def study_run(module_name: str) -> Callable[..., dict | None]:
+    """The face's ``run(cfg, out=None, **kwargs)``: :func:`run` of that study."""
+    import sys
+
+    def run_study(cfg, out=None, **kwargs) -> dict | None:
+        """:func:`studylib.runner.run` of this study (``progress``, ``force``, ``clean``, ``stop_after``)."""
+        return run(sys.modules[module_name], cfg, out, **kwargs)
+
+    return run_study
+
+
 def seed_list(cfg) -> list[int]:
     """The PRNG seeds of a config with ``first_seed`` and ``seeds`` (or ``members``)."""
     n = getattr(cfg, "seeds", None) or cfg.members

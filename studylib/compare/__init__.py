@@ -9,8 +9,7 @@ The face every study shares (see :mod:`studylib.runner`): the config and its cel
 
 from __future__ import annotations
 
-import importlib
-
+from studylib import runner
 from studylib.compare.config import (
     ARRAYS_FILE,
     DEFAULT_PRESET,
@@ -30,23 +29,8 @@ from studylib.compare.config import (
 _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "plan": "cell", "memory_plan": "cell",
          "run_width": "cell", "summarise": "summary", "format_table": "report", "section": "report",
          "figures": "plots"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(cfg: CompareConfig, out=None, **kwargs) -> dict:
-    """:func:`studylib.runner.run` of this study (``progress``, ``force``, ``clean``, ``stop_after``)."""
-    import sys
-
-    from studylib import runner
-
-    return runner.run(sys.modules[__name__], cfg, out, **kwargs)
+__getattr__ = runner.lazy_attributes(__name__, _LAZY)
+run = runner.study_run(__name__)
 
 
 __all__ = ["ARRAYS_FILE", "DEFAULT_PRESET", "GAPS", "NAME", "PRESETS", "REFERENCE_RATES", "REGIONS", "SWEEP_FIELDS",

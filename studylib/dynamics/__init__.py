@@ -9,8 +9,7 @@ The face every study shares (see :mod:`studylib.runner`): the config and its cel
 
 from __future__ import annotations
 
-import importlib
-
+from studylib import runner
 from studylib.dynamics.config import (
     ARRAYS_FILE,
     CELL_SETUP_SECONDS,
@@ -42,23 +41,8 @@ from studylib.dynamics.config import (
 #: Face names loaded on first use -> the submodule that defines them.
 _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "summarise": "summary", "format_table": "report",
          "section": "report", "figures": "plots"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(cfg: DynamicsConfig, out=None, **kwargs) -> dict:
-    """:func:`studylib.runner.run` of this study (``progress``, ``force``, ``clean``, ``stop_after``)."""
-    import sys
-
-    from studylib import runner
-
-    return runner.run(sys.modules[__name__], cfg, out, **kwargs)
+__getattr__ = runner.lazy_attributes(__name__, _LAZY)
+run = runner.study_run(__name__)
 
 
 __all__ = ["ARRAYS_FILE", "CELL_SETUP_SECONDS", "DEFAULT_PRESET", "DEVICES_NOTE", "LOSSES", "LOWRANK_FROM_WIDTH",

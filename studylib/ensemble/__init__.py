@@ -34,8 +34,7 @@ that ``--help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-
+from studylib import runner
 from studylib.ensemble.config import (
     ARRAYS_FILE,
     COVERAGE_2SIGMA,
@@ -62,29 +61,14 @@ _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "plan": "cell",
          "summarise": "summary", "ensemble_stats": "summary", "mc_floor": "summary",
          "floor_summary": "summary", "unstable_members": "summary",
          "format_table": "report", "section": "report", "figures": "plots"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = runner.lazy_attributes(__name__, _LAZY)
+run = runner.study_run(__name__)
 
 
 def needs_x64(cfg: EnsembleConfig) -> bool:
     """Always: the GP side is float64 (the NNGP Gram spans seven decades); the networks are cast
     to ``cfg.dtype``."""
     return True
-
-
-def run(cfg: EnsembleConfig, out=None, **kwargs) -> dict:
-    """:func:`studylib.runner.run` of this study (``progress``, ``force``, ``clean``, ``stop_after``)."""
-    import sys
-
-    from studylib import runner
-
-    return runner.run(sys.modules[__name__], cfg, out, **kwargs)
 
 
 __all__ = ["ARRAYS_FILE", "COVERAGE_2SIGMA", "DEFAULT_PRESET", "DEVICES_NOTE", "MODES", "NAME", "PRESETS",

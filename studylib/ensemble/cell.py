@@ -270,7 +270,7 @@ def plan(cfg: EnsembleConfig) -> str:
     from studylib import devices
 
     shape = D.load(cfg.data).x_train.shape
-    lines = [f"devices: {devices.describe()}; memory per device {devices.memory_bytes() / 2**30:.1f} GiB"]
+    lines = [devices.plan_header()]
     for w in cfg.widths:
         p = member_plan(cfg, w, shape)
         lines.append(f"width {w:>6}: {p['params']:>12,} parameters, {p['bytes_per_member'] / 2**20:>8.1f} MiB per "

@@ -15,8 +15,7 @@ The face every study shares (see :mod:`studylib.runner`): the config, settings a
 
 from __future__ import annotations
 
-import importlib
-
+from studylib import runner
 from studylib.regimes.config import (
     ARRAYS_FILE,
     AXES,
@@ -39,23 +38,8 @@ from studylib.regimes.config import (
 _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "variant_model": "cell",
          "summarise": "summary", "wide_enough": "summary", "correlation": "summary",
          "format_table": "report", "section": "report", "figures": "plots"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value  # once loaded, a plain attribute
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run(cfg: RegimesConfig, out=None, **kwargs) -> dict:
-    """:func:`studylib.runner.run` of this study (``progress``, ``force``, ``clean``, ``stop_after``)."""
-    import sys
-
-    from studylib import runner
-
-    return runner.run(sys.modules[__name__], cfg, out, **kwargs)
+__getattr__ = runner.lazy_attributes(__name__, _LAZY)
+run = runner.study_run(__name__)
 
 
 __all__ = ["ARRAYS_FILE", "AXES", "DEFAULT_PRESET", "NAME", "OPTIONS", "PRESETS", "SWEEPS", "Config",
