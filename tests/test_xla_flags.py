@@ -11,8 +11,8 @@ from studylib import xla_flags as _xla
 
 FLAG = _xla.FLAGS[0]
 
-pytestmark = pytest.mark.skipif(not metadata.version("jaxlib").startswith("0.5."),
-                                reason="the flag is only added for jaxlib 0.5.x")
+pytestmark = pytest.mark.skipif(not _xla.applies(metadata.version("jaxlib")),
+                                reason="the flag is only added for the jaxlib versions it was measured on")
 
 
 def test_flag_added_to_empty_and_to_user_flags(monkeypatch):
@@ -34,3 +34,8 @@ def test_user_setting_and_opt_out_are_respected(monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "")
     _xla.configure()
     assert os.environ["XLA_FLAGS"] == ""
+
+
+def test_versions_the_flag_applies_to():
+    assert _xla.applies("0.5.3") and _xla.applies("0.10.2")
+    assert not _xla.applies("0.4.38") and not _xla.applies("0.11.0") and not _xla.applies("dev")
