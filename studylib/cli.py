@@ -107,7 +107,7 @@ def parser(study, doc: str) -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="recompute cells whose stored results match the config")
     g.add_argument("--clean", action="store_true",
                    help="remove stored cells of this study whose key no longer matches (older configs or versions)")
-    if hasattr(study, "plan"):
+    if _offers(study, "plan"):
         g.add_argument("--plan", action="store_true",
                        help="print devices, parameters and memory per cell, then exit (nothing is trained)")
     g.add_argument("--no-figures", action="store_true", help="do not draw figures")
@@ -141,6 +141,11 @@ def _cluster_detected() -> bool:
     import os
 
     return int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1 and "SLURM_JOB_ID" in os.environ
+
+
+def _offers(study, name: str) -> bool:
+    """Whether the face has ``name``, without loading a lazy submodule (``hasattr`` would import it)."""
+    return name in vars(study) or name in getattr(study, "_LAZY", {})
 
 
 def config_from_args(study, args: argparse.Namespace) -> Any:

@@ -92,7 +92,7 @@ def test_flags_beat_toml_beat_preset(tmp_path):
 @pytest.mark.parametrize("study", STUDIES)
 def test_help_imports_no_jax(study):
     code = (f"import sys\nfrom study import {study} as s\ntry:\n    s.main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', [m for m in ('jax', 'neural_tangents', 'matplotlib') if m in sys.modules])")
+            "print('LOADED', [m for m in ('jax', 'neural_tangents', 'matplotlib', 'numpy') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout
