@@ -8,7 +8,6 @@ what is accepted -- before anything is compiled or trained.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -65,8 +64,3 @@ def check_nested(cfg: Any, field: str, cls: type) -> None:
     value = getattr(cfg, field)
     if not isinstance(value, cls):
         raise ConfigError(f"{field}: expected a {cls.__name__}, got {type(value).__name__}")
-
-
-def to_dict(cfg: Any) -> dict:
-    """A JSON-ready dict of a (nested) config dataclass."""
-    return dataclasses.asdict(cfg)
