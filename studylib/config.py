@@ -8,8 +8,9 @@ what is accepted -- before anything is compiled or trained.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 DTYPES = ("float32", "float64")
@@ -64,3 +65,46 @@ def check_nested(cfg: Any, field: str, cls: type) -> None:
     value = getattr(cfg, field)
     if not isinstance(value, cls):
         raise ConfigError(f"{field}: expected a {cls.__name__}, got {type(value).__name__}")
+
+
+#: A field's rule: (dotted field name, value) -> the normalised value, or ConfigError naming the field.
+Check = Callable[[str, Any], Any]
+
+
+def integer(minimum: int = 1) -> Check:
+    return lambda field, value: check_int(field, value, minimum=minimum)
+
+
+def number(*, positive: bool = True, allow_zero: bool = False) -> Check:
+    return lambda field, value: check_float(field, value, positive=positive, allow_zero=allow_zero)
+
+
+def integers(minimum: int = 1) -> Check:
+    """A non-empty list of distinct integers >= ``minimum`` (as a tuple)."""
+    return lambda field, value: check_int_list(field, value, minimum=minimum)
+
+
+def one_of(choices: Iterable[str]) -> Check:
+    choices = tuple(choices)
+    return lambda field, value: check_choice(field, value, choices)
+
+
+def optional(check: Check) -> Check:
+    """None, or what ``check`` accepts."""
+    return lambda field, value: None if value is None else check(field, value)
+
+
+def validate(cfg: Any, prefix: str = "") -> None:
+    """Apply the rule each field declares (``flags.option(check=...)``), normalising the value in
+    place, and require nested config fields to be instances of their class. Called first in every
+    config's ``__post_init__``; rules that tie several fields together follow it there."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if sub is not None and dataclasses.is_dataclass(sub):
+            if not isinstance(value, sub):
+                raise ConfigError(f"{prefix}{f.name}: expected a {sub.__name__}, got {type(value).__name__}")
+            continue
+        check = f.metadata.get("check")
+        if check is not None:
+            set_frozen(cfg, f.name, check(prefix + f.name, value))

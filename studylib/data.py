@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from studylib.config import ConfigError, check_choice, check_float, check_int, set_frozen
+from studylib.config import ConfigError, integer, number, one_of, validate
 from studylib.flags import option
 
 if TYPE_CHECKING:  # NumPy is imported where used, so that --help (which builds DataConfig flags) stays fast
@@ -33,23 +33,19 @@ class DataConfig:
     training inputs, on the interpolation range |x| <= train_range and beyond it.
     """
 
-    name: str = option("cubic", "dataset: cubic (the seed's), sin, sphere or file", flags=("--data",))
-    n_train: int = option(10, "number of training points")
-    train_range: float = option(5.0, "training inputs x in [-x_range, x_range] (1-D data)", flags=("--x-range",))
-    test_range: float = option(10.0, "test grid on [-test_range, test_range] (1-D data)")
-    n_test: int = option(201, "number of test inputs")
-    dim: int = option(3, "input dimension of --data sphere")
+    name: str = option("cubic", "dataset: cubic (the seed's), sin, sphere or file", flags=("--data",),
+                       check=one_of(DATASETS))
+    n_train: int = option(10, "number of training points", check=integer(2))
+    train_range: float = option(5.0, "training inputs x in [-x_range, x_range] (1-D data)", flags=("--x-range",),
+                                check=number())
+    test_range: float = option(10.0, "test grid on [-test_range, test_range] (1-D data)", check=number())
+    n_test: int = option(201, "number of test inputs", check=integer(3))
+    dim: int = option(3, "input dimension of --data sphere", check=integer(2))
     path: str = option("", "with --data file: a .npz (x, y) or .csv (x..., y)", flags=("--data-path",))
-    seed: int = option(0, "seed of random datasets (sphere)", flags=("--data-seed",))
+    seed: int = option(0, "seed of random datasets (sphere)", flags=("--data-seed",), check=integer(0))
 
     def __post_init__(self):
-        check_choice("data.name", self.name, DATASETS)
-        set_frozen(self, "n_train", check_int("data.n_train", self.n_train, minimum=2))
-        set_frozen(self, "train_range", check_float("data.train_range", self.train_range))
-        set_frozen(self, "test_range", check_float("data.test_range", self.test_range))
-        set_frozen(self, "n_test", check_int("data.n_test", self.n_test, minimum=3))
-        set_frozen(self, "dim", check_int("data.dim", self.dim, minimum=2))
-        set_frozen(self, "seed", check_int("data.seed", self.seed, minimum=0))
+        validate(self, "data.")
         if self.test_range <= self.train_range:
             raise ConfigError(
                 f"data.test_range: must exceed data.train_range={self.train_range} so that an "

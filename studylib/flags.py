@@ -47,11 +47,13 @@ def key_value(text: str) -> tuple[str, Any]:
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flags: tuple[str, ...] | None = None,
            parse: Callable[[str], Any] | None = None, negate: str | None = None, metavar: str | None = None,
-           default_factory: Any = dataclasses.MISSING) -> Any:
+           default_factory: Any = dataclasses.MISSING, check: Callable[[str, Any], Any] | None = None) -> Any:
     """A config field with its command-line flag: ``help`` (the default is appended), ``flags``
     (spellings; default ``--field-name``), ``parse`` (default: from the default value's type),
-    ``negate`` (a boolean field set False by this flag, e.g. ``--no-readout``)."""
-    meta = {"help": help, "flags": flags, "parse": parse, "negate": negate, "metavar": metavar}
+    ``negate`` (a boolean field set False by this flag, e.g. ``--no-readout``), and ``check``, its
+    rule (:mod:`studylib.config`: ``integer()``, ``number()``, ``one_of(...)``, ...), which
+    :func:`studylib.config.validate` applies."""
+    meta = {"help": help, "flags": flags, "parse": parse, "negate": negate, "metavar": metavar, "check": check}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)

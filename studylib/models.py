@@ -13,13 +13,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from studylib.config import (
-    ConfigError,
-    check_choice,
-    check_float,
-    check_int,
-    set_frozen,
-)
+from studylib.config import ConfigError, integer, number, one_of, validate
 from studylib.flags import key_value, option
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -47,21 +41,18 @@ class ModelConfig:
     """
 
     arch: str = option("fc", "architecture: fc, erf_fc, res_fc or package.module:function", flags=("--arch",))
-    depth: int = option(5, "number of hidden layers")
-    activation: str = option("relu", "relu or erf")
-    W_std: float = option(math.sqrt(2.0), "weight scale sigma_w", flags=("--W-std",))
-    b_std: float = option(0.1, "bias scale sigma_b (0: no biases)", flags=("--b-std",))
-    parameterization: str = option("ntk", "ntk or standard")
+    depth: int = option(5, "number of hidden layers", check=integer())
+    activation: str = option("relu", "relu or erf", check=one_of(ACTIVATIONS))
+    W_std: float = option(math.sqrt(2.0), "weight scale sigma_w", flags=("--W-std",), check=number())
+    b_std: float = option(0.1, "bias scale sigma_b (0: no biases)", flags=("--b-std",),
+                         check=number(allow_zero=True))
+    parameterization: str = option("ntk", "ntk or standard", check=one_of(PARAMETERIZATIONS))
     options: dict = option(default_factory=dict, help="extra setting for the architecture builder (repeatable), "
                            "e.g. blocks=3", flags=("--arch-option",), parse=key_value)
 
     def __post_init__(self):
         check_arch(self.arch)
-        set_frozen(self, "depth", check_int("model.depth", self.depth, minimum=1))
-        check_choice("model.activation", self.activation, ACTIVATIONS)
-        set_frozen(self, "W_std", check_float("model.W_std", self.W_std))
-        set_frozen(self, "b_std", check_float("model.b_std", self.b_std, allow_zero=True))
-        check_choice("model.parameterization", self.parameterization, PARAMETERIZATIONS)
+        validate(self, "model.")
         if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
             raise ConfigError(f"model.options: expected a table of key = value, got {self.options!r}")
 

@@ -9,12 +9,12 @@ from typing import Any
 from studylib.config import (
     DTYPES,
     ConfigError,
-    check_choice,
-    check_float,
-    check_int,
-    check_int_list,
-    check_nested,
-    set_frozen,
+    integer,
+    integers,
+    number,
+    one_of,
+    optional,
+    validate,
 )
 from studylib.data import DataConfig
 from studylib.flags import option
@@ -60,38 +60,25 @@ class DynamicsConfig:
     and generic for every other architecture.
     """
 
-    widths: tuple[int, ...] = option((10, 100, 1000), "comma-separated hidden widths")
-    batch_sizes: tuple[int, ...] = option((1, 5, 10), "comma-separated batch sizes, each dividing N")
-    epochs: int = option(20000, "epochs")
-    record_every: int = option(5, "epochs between records")
+    widths: tuple[int, ...] = option((10, 100, 1000), "comma-separated hidden widths", check=integers())
+    batch_sizes: tuple[int, ...] = option((1, 5, 10), "comma-separated batch sizes, each dividing N", check=integers())
+    epochs: int = option(20000, "epochs", check=integer())
+    record_every: int = option(5, "epochs between records", check=integer())
     lr: float | None = option(0.001, "learning rate; none: --lr-fraction of the analytic NTK's SGD critical rate",
-                              parse=float)
+                              parse=float, check=optional(number()))
     lr_fraction: float = option(0.5, "when no --lr: fraction of the analytic NTK's SGD critical rate for the "
-                                "cell's batch size")
-    seeds: int = option(3, "number of seeds (the seed used 1)")
-    first_seed: int = option(0, "first PRNG seed")
-    loss: str = option("mse", "mse = mean((f-y)^2), the seed's | half_mse = NT's 1/2 mean")
-    dtype: str = option("float32", "float32 or float64")
+                                "cell's batch size", check=number())
+    seeds: int = option(3, "number of seeds (the seed used 1)", check=integer())
+    first_seed: int = option(0, "first PRNG seed", check=integer(0))
+    loss: str = option("mse", "mse = mean((f-y)^2), the seed's | half_mse = NT's 1/2 mean", check=one_of(LOSSES))
+    dtype: str = option("float32", "float32 or float64", check=one_of(DTYPES))
     method: str = option("auto", "auto | direct | lowrank | generic: trainer (same numbers); direct and lowrank "
-                         "are the fast FC trainer (fc, erf_fc), generic trains any --arch")
+                         "are the fast FC trainer (fc, erf_fc), generic trains any --arch", check=one_of(METHODS))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
     def __post_init__(self):
-        set_frozen(self, "widths", check_int_list("widths", self.widths))
-        set_frozen(self, "batch_sizes", check_int_list("batch_sizes", self.batch_sizes))
-        set_frozen(self, "epochs", check_int("epochs", self.epochs))
-        set_frozen(self, "record_every", check_int("record_every", self.record_every))
-        if self.lr is not None:
-            set_frozen(self, "lr", check_float("lr", self.lr))
-        set_frozen(self, "lr_fraction", check_float("lr_fraction", self.lr_fraction))
-        set_frozen(self, "seeds", check_int("seeds", self.seeds))
-        set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
-        check_choice("loss", self.loss, LOSSES)
-        check_choice("dtype", self.dtype, DTYPES)
-        check_choice("method", self.method, METHODS)
-        check_nested(self, "model", ModelConfig)
-        check_nested(self, "data", DataConfig)
+        validate(self)
         if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
                               f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")

@@ -9,12 +9,12 @@ from typing import Any
 from studylib.config import (
     DTYPES,
     ConfigError,
-    check_choice,
-    check_float,
-    check_int,
-    check_int_list,
-    check_nested,
-    set_frozen,
+    integer,
+    integers,
+    number,
+    one_of,
+    optional,
+    validate,
 )
 from studylib.data import DataConfig
 from studylib.flags import option
@@ -53,44 +53,31 @@ class EnsembleConfig:
     speed depend on it. ``mc_repeats``: repeats of the Monte-Carlo floor.
     """
 
-    widths: tuple[int, ...] = option((5, 10, 20, 50, 100, 200, 500), "comma-separated hidden widths")
-    members: int = option(32, "networks per width (independent initialisations)")
-    steps: int = option(1000, "full-batch GD steps")
+    widths: tuple[int, ...] = option((5, 10, 20, 50, 100, 200, 500), "comma-separated hidden widths", check=integers())
+    members: int = option(32, "networks per width (independent initialisations)", check=integer(2))
+    steps: int = option(1000, "full-batch GD steps", check=integer())
     lr: float | None = option(None, "absolute learning rate of full training; none: --lr-fraction of the "
-                              "critical rate", parse=float)
-    lr_fraction: float = option(0.25, "full training: fraction of 2N/lambda_max of the analytic NTK")
+                              "critical rate", parse=float, check=optional(number()))
+    lr_fraction: float = option(0.25, "full training: fraction of 2N/lambda_max of the analytic NTK", check=number())
     readout_lr_fraction: float = option(0.25, "readout-only training: fraction of 2N/lambda_max of the "
-                                        "analytic NNGP")
+                                        "analytic NNGP", check=number())
     n_checkpoints: int = option(10, "number of log-spaced checkpoints, t=0 and the last step included",
-                                flags=("--checkpoints",))
-    mc_repeats: int = option(200, "repeats of the Monte-Carlo floor")
+                                flags=("--checkpoints",), check=integer(2))
+    mc_repeats: int = option(200, "repeats of the Monte-Carlo floor", check=integer(2))
     readout: bool = option(True, "readout-only ensembles (last layer trained, vs the NNGP-GP); --no-readout skips "
                                   "them", negate="--no-readout")
     chunk: int | None = option(None, "members per vmapped batch (only memory and speed depend on it); none: as "
-                               "many as fit in half of the device memory", parse=int)
-    dtype: str = option("float32", "float32 or float64 for the networks (the GP is always float64)")
-    first_seed: int = option(0, "first PRNG seed")
+                               "many as fit in half of the device memory", parse=int, check=optional(integer()))
+    dtype: str = option("float32", "float32 or float64 for the networks (the GP is always float64)",
+                        check=one_of(DTYPES))
+    first_seed: int = option(0, "first PRNG seed", check=integer(0))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
     def __post_init__(self):
-        set_frozen(self, "widths", check_int_list("widths", self.widths))
-        set_frozen(self, "members", check_int("members", self.members, minimum=2))
-        set_frozen(self, "steps", check_int("steps", self.steps))
-        if self.lr is not None:
-            set_frozen(self, "lr", check_float("lr", self.lr))
-        set_frozen(self, "lr_fraction", check_float("lr_fraction", self.lr_fraction))
-        set_frozen(self, "readout_lr_fraction", check_float("readout_lr_fraction", self.readout_lr_fraction))
-        set_frozen(self, "n_checkpoints", check_int("n_checkpoints", self.n_checkpoints, minimum=2))
-        set_frozen(self, "mc_repeats", check_int("mc_repeats", self.mc_repeats, minimum=2))
+        validate(self)
         if not isinstance(self.readout, bool):
             raise ConfigError(f"readout: expected true or false, got {self.readout!r}")
-        if self.chunk is not None:
-            set_frozen(self, "chunk", check_int("chunk", self.chunk))
-        check_choice("dtype", self.dtype, DTYPES)
-        set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
-        check_nested(self, "model", ModelConfig)
-        check_nested(self, "data", DataConfig)
         if self.model.parameterization != "ntk":
             raise ConfigError(
                 f"model.parameterization: the ensemble study needs 'ntk' (a width-independent GP limit, "

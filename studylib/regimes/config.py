@@ -16,10 +16,12 @@ from studylib.config import (
     ConfigError,
     check_choice,
     check_float,
-    check_int,
-    check_int_list,
-    check_nested,
+    integer,
+    integers,
+    number,
+    one_of,
     set_frozen,
+    validate,
 )
 from studylib.data import DataConfig
 from studylib.flags import option
@@ -75,52 +77,41 @@ class RegimesConfig:
     :func:`studylib.modes.departure_step`.
     """
 
-    widths: tuple[int, ...] = option((32, 64, 128, 256, 512), "comma-separated hidden widths")
-    seeds: int = option(3, "initialisations per cell")
-    steps: int = option(300, "full-batch GD steps")
-    n_checkpoints: int = option(24, "log-spaced checkpoints, step 0 and the last included", flags=("--checkpoints",))
-    first_seed: int = option(0, "first PRNG seed")
-    lr_fraction: float = option(0.5, "base cell's rate as a fraction of 2N/lambda_max of the analytic NTK")
-    dtype: str = option("float32", "float32 or float64")
+    widths: tuple[int, ...] = option((32, 64, 128, 256, 512), "comma-separated hidden widths", check=integers())
+    seeds: int = option(3, "initialisations per cell", check=integer())
+    steps: int = option(300, "full-batch GD steps", check=integer())
+    n_checkpoints: int = option(24, "log-spaced checkpoints, step 0 and the last included", flags=("--checkpoints",),
+                                check=integer(2))
+    first_seed: int = option(0, "first PRNG seed", check=integer(0))
+    lr_fraction: float = option(0.5, "base cell's rate as a fraction of 2N/lambda_max of the analytic NTK",
+                                check=number())
+    dtype: str = option("float32", "float32 or float64", check=one_of(DTYPES))
     ntk_implementation: int = option(2, "NT's empirical NTK implementation: 1 or 2")
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
-    sweep: str = option("one_at_a_time", "one_at_a_time (width x each axis around the base cell) or product")
+    sweep: str = option("one_at_a_time", "one_at_a_time (width x each axis around the base cell) or product",
+                        check=one_of(SWEEPS))
     lr_fractions: tuple[float, ...] = option((0.1, 0.5, 0.9), "map axis: learning rates as fractions of the "
                                              "critical rate")
-    depths: tuple[int, ...] = option((1, 2, 3, 4, 5), "map axis: depths")
+    depths: tuple[int, ...] = option((1, 2, 3, 4, 5), "map axis: depths", check=integers())
     x_ranges: tuple[float, ...] = option((1.0, 2.5, 5.0), "map axis: input scales r, x in [-r, r]")
     parameterizations: tuple[str, ...] = option(("ntk", "standard"), "map axis: ntk, standard")
     options: tuple[str, ...] = option(OPTIONS, "model options at the base cell: " + ", ".join(OPTIONS))
-    output_scale: float = option(0.25, "alpha of option out_scale (the network's output times alpha)")
-    gap_threshold: float = option(0.1, "relative gap counted as 'wide enough'")
-    departure_tol: float = option(0.1, "a mode departs when |c_t - c_pred| > tol x its scale")
-    departure_floor: float = option(0.05, "a mode's scale is at least floor x ||r_0||")
+    output_scale: float = option(0.25, "alpha of option out_scale (the network's output times alpha)", check=number())
+    gap_threshold: float = option(0.1, "relative gap counted as 'wide enough'", check=number())
+    departure_tol: float = option(0.1, "a mode departs when |c_t - c_pred| > tol x its scale", check=number())
+    departure_floor: float = option(0.05, "a mode's scale is at least floor x ||r_0||", check=number(allow_zero=True))
 
     def __post_init__(self):
-        set_frozen(self, "widths", check_int_list("widths", self.widths))
-        set_frozen(self, "seeds", check_int("seeds", self.seeds))
-        set_frozen(self, "steps", check_int("steps", self.steps))
-        set_frozen(self, "n_checkpoints", check_int("n_checkpoints", self.n_checkpoints, minimum=2))
-        set_frozen(self, "first_seed", check_int("first_seed", self.first_seed, minimum=0))
-        set_frozen(self, "lr_fraction", check_float("lr_fraction", self.lr_fraction))
-        check_choice("dtype", self.dtype, DTYPES)
+        validate(self)
         if self.ntk_implementation not in (1, 2):
             raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
                               "(3 fails with the pinned jax)")
-        check_nested(self, "model", ModelConfig)
-        check_nested(self, "data", DataConfig)
-        check_choice("sweep", self.sweep, SWEEPS)
         set_frozen(self, "lr_fractions", _check_float_list("lr_fractions", self.lr_fractions))
-        set_frozen(self, "depths", check_int_list("depths", self.depths))
         set_frozen(self, "x_ranges", _check_float_list("x_ranges", self.x_ranges))
         set_frozen(self, "parameterizations",
                    _check_choice_list("parameterizations", self.parameterizations, PARAMETERIZATIONS))
         set_frozen(self, "options", _check_choice_list("options", self.options, OPTIONS))
-        set_frozen(self, "output_scale", check_float("output_scale", self.output_scale))
-        set_frozen(self, "gap_threshold", check_float("gap_threshold", self.gap_threshold))
-        set_frozen(self, "departure_tol", check_float("departure_tol", self.departure_tol))
-        set_frozen(self, "departure_floor", check_float("departure_floor", self.departure_floor, allow_zero=True))
         for field, base in (("lr_fractions", self.lr_fraction), ("depths", self.model.depth),
                             ("x_ranges", self.data.train_range),
                             ("parameterizations", self.model.parameterization)):
