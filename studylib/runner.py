@@ -66,12 +66,6 @@ STARTUP_SECONDS = 3.0
 CELL_FORMAT = 2
 
 
-def versions() -> dict[str, str]:
-    from studylib import results
-
-    return results.versions()
-
-
 def key_config(study, cfg) -> dict:
     """The part of ``cfg`` that a cell's numbers depend on."""
     if hasattr(study, "key_config"):
@@ -87,6 +81,8 @@ def cell_key(study, cfg, cell: Cell) -> str:
     its key config, the cell's spec, the library versions and JAX's 64-bit mode (which changes
     the initial parameters drawn without an explicit dtype)."""
     import jax
+
+    from studylib.results import versions
 
     blob = json.dumps({"format": CELL_FORMAT, "study": study.NAME, "config": key_config(study, cfg),
                        "cell": cell.spec, "versions": versions(), "x64": bool(jax.config.jax_enable_x64)},
