@@ -2,6 +2,7 @@
 
     python -m study.report                          # the default results folders that exist
     python -m study.report results/compare --out figures/REPORT.md
+    python -m study.report --latex                  # also figures/REPORT_tables.tex (booktabs)
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ def main(argv=None) -> None:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folders", nargs="*", help="results folders (default: results/<study> that exist)")
     p.add_argument("--out", default="figures/REPORT.md", help="report path (default: figures/REPORT.md)")
+    p.add_argument("--latex", action="store_true",
+                   help="also write the report's tables as LaTeX (booktabs) to --latex-out")
+    p.add_argument("--latex-out", default=None, metavar="PATH",
+                   help="LaTeX tables path (implies --latex; default: <report stem>_tables.tex beside the report)")
     args = p.parse_args(argv)
     from studylib import figures, report
 
@@ -23,7 +28,11 @@ def main(argv=None) -> None:
     if not folders:
         sys.exit("error: no results folder given and none of " + ", ".join(figures.DEFAULT_FOLDERS) + " exists")
     try:
-        print(report.write_report(folders, args.out))
+        latex = args.latex_out or (Path(args.out).with_name(Path(args.out).stem + "_tables.tex")
+                                   if args.latex else None)
+        print(report.write_report(folders, args.out, latex_path=latex))
+        if latex is not None:
+            print(latex)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
 

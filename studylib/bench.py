@@ -24,6 +24,13 @@ N = 10 points x = linspace(-5, 5, 10)):
 * ``seed_style``: the seed's loop on the same model and data -- Python loop over steps, a
   jitted ``value_and_grad``, parameters updated op by op with ``tree_map`` outside jit.
 * ``help``: wall time of ``python -m study.compare --help``.
+* ``gd``: one full-batch GD step of compare's net (depth 5, ReLU, NTK parameterization, W_std sqrt 2,
+  b_std 0.1, N = 10) at each of ``gd_widths``: the generic trainer (``training.make_trainer``, jax.grad
+  of the stax net) against the hand-written one (``sgd.full_batch_checkpoints``), after compilation,
+  compile time separately (:func:`full_batch_steps`).
+* ``cache``: JAX's persistent compilation cache (``jax_compilation_cache_dir``) against the per-width
+  overhead: a fresh process compiling and running one step of both trainers at ``cache_width``, without
+  the cache, with an empty cache (writing it) and with the filled cache (:func:`compile_cache`).
 
 Times are medians over ``repeats`` repetitions of a timed block; other processes on the
 machine change them (the JSON records the load average before and after).
@@ -64,9 +71,11 @@ class BenchConfig:
     depth: int = 5
     n_train: int = 10
     help_check: bool = True
+    gd_widths: tuple[int, ...] = option((256, 1024, 4096), "widths for the full-batch GD step, generic vs fast")
+    cache_width: int = option(256, "width of the persistent compilation cache check (0: skip it)")
 
     def __post_init__(self):
-        for name in ("widths", "batch_sizes", "ntk_widths", "seed_style_widths", "projection_widths"):
+        for name in ("widths", "batch_sizes", "ntk_widths", "seed_style_widths", "projection_widths", "gd_widths"):
             set_frozen(self, name, check_int_list(name, getattr(self, name)))
         for name in ("floor_width", "seed_style_steps", "target_ms", "repeats", "projection_epochs",
                      "record_every", "depth", "n_train"):
@@ -81,7 +90,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: for tests.
     "tiny": {"widths": (8,), "batch_sizes": (1,), "floor_width": 32, "ntk_widths": (8,),
              "seed_style_widths": (8,), "seed_style_steps": 5, "target_ms": 10, "repeats": 1,
-             "projection_widths": (8,), "projection_epochs": 20, "depth": 2, "help_check": False},
+             "projection_widths": (8,), "projection_epochs": 20, "depth": 2, "help_check": False,
+             "gd_widths": (8,), "cache_width": 8},
 }
 
 
@@ -423,6 +433,103 @@ def seed_style(width: int, batch: int, cfg: BenchConfig) -> float:
     return _median_time(lambda: loop(steps), 1) / steps
 
 
+def compare_setup(width: int, n: int, seed: int = 0):
+    """compare's base net at ``width`` (depth 5, ReLU, NTK parameterization, W_std sqrt 2, b_std 0.1:
+    ``ModelConfig()``), float32 stax parameters with a seed axis of 1, and x = linspace(-5, 5, n), x^3/20."""
+    import jax.numpy as jnp
+
+    from studylib import models, training
+
+    model_cfg = models.ModelConfig()
+    net = models.build(model_cfg, width)
+    p0 = training.init_params(net.init_fn, [seed], (n, 1), dtype="float32")
+    x = jnp.linspace(-5, 5, n, dtype=jnp.float32)[:, None]
+    return model_cfg, net, p0, x, x**3 / 20
+
+
+def outputs_only(net, dense, dense0, x, x_test) -> dict:
+    """A minimal record for :func:`full_batch_steps`: f on the training inputs."""
+    from studylib import sgd
+
+    return {"f_train": sgd.forward(net, dense, x)[0][:, 0]}
+
+
+def full_batch_steps(width: int, cfg: BenchConfig) -> dict[str, float]:
+    """Seconds per full-batch GD step of compare's net, generic (jax.grad of stax, ``training``) and
+    fast (hand-written, ``sgd.full_batch_checkpoints``), one seed, float32, after compilation; and each
+    one's first call (compilation + one block) minus the timed block's time."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import sgd, training
+
+    model_cfg, net, p0, x, y = compare_setup(width, cfg.n_train)
+    lr = jnp.float32(1e-3)
+    train = training.make_trainer(training.network_model(net.apply_fn))
+
+    def generic(steps):
+        p = jax.tree_util.tree_map(jnp.copy, p0)
+        jax.block_until_ready(train(p, p0, x, y, lr, steps))
+
+    def fast(steps):
+        sgd.full_batch_checkpoints(model_cfg, width, p0, x, y, lr, [0, steps], measure=outputs_only)
+
+    out: dict[str, float] = {"width": width}
+    for name, fn in (("generic", generic), ("fast", fast)):
+        t0 = time.perf_counter()
+        fn(1)
+        first = time.perf_counter() - t0
+        t1 = _median_time(lambda fn=fn: fn(1), 1)
+        steps = max(2, int(cfg.target_ms / 1000 / max(t1, 1e-6)))
+        total = _median_time(lambda fn=fn, steps=steps: fn(steps), cfg.repeats)
+        out[f"{name}_step_s"] = max(total - t1, 1e-9) / (steps - 1)  # the fixed per-call part removed
+        out[f"{name}_compile_s"] = max(first - t1, 0.0)
+        out[f"{name}_steps_timed"] = steps
+    out["speedup"] = out["generic_step_s"] / out["fast_step_s"]
+    return out
+
+
+_CACHE_SCRIPT = """
+import sys, time, json
+t0 = time.perf_counter()
+import jax
+if sys.argv[2] != "-":
+    jax.config.update("jax_compilation_cache_dir", sys.argv[2])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+from studylib import bench
+t1 = time.perf_counter()
+import jax.numpy as jnp
+from studylib import sgd, training
+w = int(sys.argv[1])
+model_cfg, net, p0, x, y = bench.compare_setup(w, 10)
+train = training.make_trainer(training.network_model(net.apply_fn))
+jax.block_until_ready(train(jax.tree_util.tree_map(jnp.copy, p0), p0, x, y, jnp.float32(1e-3), 1))
+sgd.full_batch_checkpoints(model_cfg, w, p0, x, y, 1e-3, [0, 1], x_test=x)
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "first_steps_s": t2 - t1}))
+"""
+
+
+def compile_cache(width: int) -> dict[str, Any]:
+    """Whole-process seconds of compiling and running one step of both trainers (and the default
+    records) at ``width``: without the persistent cache, with an empty cache directory (the run fills
+    it) and with the filled cache. ``first_steps_s`` is the per-width overhead the cache can remove."""
+    import json
+    import tempfile
+
+    out: dict[str, Any] = {"width": width}
+    with tempfile.TemporaryDirectory() as cache:
+        for mode, arg in (("no_cache", "-"), ("cold_cache", cache), ("warm_cache", cache)):
+            t = time.perf_counter()
+            r = subprocess.run([sys.executable, "-c", _CACHE_SCRIPT, str(width), arg], capture_output=True, text=True,
+                               check=True, cwd=Path(__file__).resolve().parents[1])
+            out[mode] = json.loads(r.stdout.strip().splitlines()[-1]) | {"process_s": time.perf_counter() - t}
+        out["cache_files"] = sum(1 for _ in Path(cache).rglob("*") if _.is_file())
+    out["saved_s"] = out["no_cache"]["first_steps_s"] - out["warm_cache"]["first_steps_s"]
+    return out
+
+
 def help_time() -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "study.compare", "--help"], check=True, capture_output=True,
@@ -459,7 +566,9 @@ def tasks(cfg: BenchConfig) -> list[tuple]:
             + [("record", w, b) for w in cfg.projection_widths for b in cfg.batch_sizes]
             + [("ntk", w) for w in cfg.ntk_widths]
             + [("seed", w, b) for w in cfg.seed_style_widths for b in cfg.batch_sizes]
-            + ([("help",)] if cfg.help_check else []))
+            + ([("help",)] if cfg.help_check else [])
+            + [("gd", w) for w in cfg.gd_widths]
+            + ([("cache",)] if cfg.cache_width > 0 else []))
 
 
 def step_methods(width: int, batch: int, cfg: BenchConfig) -> dict[str, Any]:
@@ -482,6 +591,10 @@ def measure(task: tuple, cfg: BenchConfig) -> Any:
         return matmul_gflops(repeats=cfg.repeats)
     if kind == "help":
         return help_time()
+    if kind == "gd":
+        return full_batch_steps(args[0], cfg)
+    if kind == "cache":
+        return compile_cache(cfg.cache_width)
     fn = {"profile": lambda b: step_profile(cfg.floor_width, b, cfg), "step": step_methods, "record": record_time,
           "ntk": ntk_times, "seed": seed_style}[kind]
     return fn(*args) if kind == "profile" else fn(*args, cfg)
@@ -571,6 +684,9 @@ def run(cfg: BenchConfig, out: str | Path | None = None, *, progress: bool = Tru
     res["profile"] = profile_summary(cfg, of("profile"), step_of)
     res["projection"] = projection(cfg, of("record"), step_of)
     res["ntk"] = {str(w): v for w, v in of("ntk").items()}
+    res["full_batch_gd"] = [v for _, v in sorted(of("gd").items())]
+    if ("cache",) in done:
+        res["compile_cache"] = done[("cache",)]
     res["loadavg_after"] = _loadavg()
     res["wall_seconds"] = time.perf_counter() - start
     if out is not None:
@@ -663,10 +779,29 @@ def ntk_lines(res: dict) -> list[str]:
     return lines
 
 
+def gd_lines(res: dict) -> list[str]:
+    """Full-batch GD step, generic against fast, and the compilation cache."""
+    lines = []
+    if res.get("full_batch_gd"):
+        lines += ["", "full-batch GD step of compare's net (depth 5, N = 10, float32), ms per step | compile s:"]
+        for r in res["full_batch_gd"]:
+            lines.append(f"  width {r['width']:>5}: generic {1e3 * r['generic_step_s']:9.3f} | "
+                         f"{r['generic_compile_s']:5.2f}   fast {1e3 * r['fast_step_s']:9.3f} | "
+                         f"{r['fast_compile_s']:5.2f}   speed-up {r['speedup']:.1f}x")
+    cc = res.get("compile_cache")
+    if cc:
+        lines.append(f"\npersistent compilation cache, width {cc['width']} (compile + first step of both trainers, "
+                     "fresh process):")
+        for mode in ("no_cache", "cold_cache", "warm_cache"):
+            lines.append(f"  {mode:<10}: {cc[mode]['first_steps_s']:.2f} s (process {cc[mode]['process_s']:.2f} s)")
+        lines.append(f"  saved by a warm cache: {cc['saved_s']:.2f} s ({cc['cache_files']} cache files)")
+    return lines
+
+
 def format_table(res: dict) -> str:
     """The console report of a bench.json dict."""
     lines = [*machine_lines(res), "", *step_lines(res), *profile_lines(res), *projection_lines(res),
-             *ntk_lines(res)]
+             *ntk_lines(res), *gd_lines(res)]
     if "compare_help_s" in res:
         lines.append(f"\npython -m study.compare --help: {res['compare_help_s']:.2f} s")
     lines.append(f"bench wall time: {res['wall_seconds']:.0f} s")

@@ -78,17 +78,105 @@ def bootstrap_slope(
     slope, intercept = fit_loglog(widths, mean)
     if not np.isfinite(slope):
         return {"slope": None, "intercept": None, "ci95": [None, None]}
-    rng = np.random.default_rng(seed)
-    n_w, n_s = per_seed.shape
-    idx = rng.integers(0, n_s, size=(n_boot, n_w, n_s))
-    samples = np.take_along_axis(per_seed[None], idx, axis=2)  # (B, W, S)
-    means = nanmean_std(samples, axis=2)[0]
+    means = _resampled_means(per_seed, n_boot, seed)
     slopes = np.array([fit_loglog(widths, m)[0] for m in means])
-    slopes = slopes[np.isfinite(slopes)]
-    lo, hi = (np.percentile(slopes, [2.5, 97.5]) if slopes.size else (np.nan, np.nan))
-    return {"slope": slope, "intercept": intercept, "ci95": [float(lo), float(hi)]}
+    return {"slope": slope, "intercept": intercept, "ci95": _ci95(slopes)}
 
 
 def rate_label(slope: float) -> str:
     """'n^-1/2', 'n^-1', ... for a published exponent of the width n."""
     return {-0.5: "n^-1/2", -1.0: "n^-1", 0.5: "n^1/2", 1.0: "n"}.get(slope, f"n^{slope:g}")
+
+
+#: The default fit range (:func:`default_fit_widths`): widths at or above this ...
+ASYMPTOTIC_MIN_WIDTH = 64
+#: ... and never fewer than this many widths (the largest ones).
+MIN_FIT_POINTS = 3
+
+
+def default_fit_widths(widths, *, min_width: int = ASYMPTOTIC_MIN_WIDTH, min_points: int = MIN_FIT_POINTS
+                       ) -> tuple[int, ...]:
+    """The asymptotic part of a width sweep, where a rate is fitted by default.
+
+    Rule: the widths ``>= min_width`` (64: below it the depth-5 nets of this study are far from
+    any power law, SCIENCE.md section 4); when fewer than ``min_points`` of them exist, the
+    ``min_points`` largest widths instead (all widths when the sweep has fewer). Returned sorted.
+    """
+    w = sorted(int(v) for v in widths)
+    big = [v for v in w if v >= min_width]
+    return tuple(big if len(big) >= min_points else w[-min_points:])
+
+
+def fit_mask(widths, fit_widths) -> np.ndarray:
+    """(W,) booleans: which of ``widths`` are in ``fit_widths`` (None: :func:`default_fit_widths`)."""
+    widths = np.asarray(widths)
+    chosen = default_fit_widths(widths) if fit_widths is None else tuple(int(v) for v in fit_widths)
+    return np.isin(widths.astype(np.int64), np.asarray(chosen, np.int64))
+
+
+def _resampled_means(per_seed: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
+    """(B, W) seed means of ``per_seed`` (W, S) with the seeds resampled with replacement
+    independently at every width (the draws :func:`bootstrap_slope` uses)."""
+    rng = np.random.default_rng(seed)
+    n_w, n_s = per_seed.shape
+    idx = rng.integers(0, n_s, size=(n_boot, n_w, n_s))
+    return nanmean_std(np.take_along_axis(per_seed[None], idx, axis=2), axis=2)[0]
+
+
+def _ci95(samples: np.ndarray) -> list:
+    samples = samples[np.isfinite(samples)]
+    if not samples.size:
+        return [None, None]
+    lo, hi = np.percentile(samples, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def local_slopes(widths, per_seed, *, n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """Local log-log slopes between neighbouring widths, with 95% bootstrap intervals over seeds.
+
+    ``widths`` (W,) increasing, ``per_seed`` (W, S). Entry i is
+    ``{"widths": [w_i, w_{i+1}], "slope": log(m_{i+1}/m_i) / log(w_{i+1}/w_i), "ci95": [lo, hi]}``
+    with m the seed mean (NaN seeds ignored); slope None where a mean is missing or not positive.
+    A local slope that drifts with width says the fitted exponent depends on the fit range.
+    """
+    widths = np.asarray(widths, np.float64)
+    per_seed = np.asarray(per_seed, np.float64)
+    mean = nanmean_std(per_seed, axis=1)[0]
+    boot = _resampled_means(per_seed, n_boot, seed)  # (B, W)
+    dlogw = np.diff(np.log(widths))
+    with np.errstate(all="ignore"):
+        point = np.diff(np.log(mean)) / dlogw
+        draws = np.diff(np.log(boot), axis=1) / dlogw  # (B, W-1)
+    out = []
+    for i in range(len(widths) - 1):
+        ok = np.isfinite(point[i])
+        out.append({"widths": [int(widths[i]), int(widths[i + 1])], "slope": float(point[i]) if ok else None,
+                    "ci95": _ci95(draws[:, i]) if ok else [None, None]})
+    return out
+
+
+def fit_rate(widths, per_seed, fit_widths=None, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """A fitted rate with its fit range: :func:`bootstrap_slope` over the widths in ``fit_widths``
+    (None: :func:`default_fit_widths`), plus ``fit_widths`` (the widths actually used) and
+    ``local_slopes`` (all neighbouring pairs of the whole sweep, :func:`local_slopes`)."""
+    widths = np.asarray(widths)
+    per_seed = np.asarray(per_seed, np.float64)
+    mask = fit_mask(widths, fit_widths)
+    fit = bootstrap_slope(widths[mask], per_seed[mask], n_boot=n_boot, seed=seed) if mask.sum() >= 2 else \
+        {"slope": None, "intercept": None, "ci95": [None, None]}
+    fit["fit_widths"] = [int(w) for w in widths[mask]]
+    fit["local_slopes"] = local_slopes(widths, per_seed, n_boot=n_boot, seed=seed)
+    return fit
+
+
+def sup_over_time(curve: np.ndarray, axis: int = -1) -> np.ndarray:
+    """max over the checkpoint axis; NaN (a diverged run) propagates: the sup of a run that
+    diverged is not finite, and such seeds are left out of means like any diverged value."""
+    return np.max(np.asarray(curve, np.float64), axis=axis)
+
+
+def first_checkpoint_at(steps, step: int) -> int:
+    """Index of the first checkpoint at or after ``step`` (the last one when none is)."""
+    steps = np.asarray(steps)
+    later = np.flatnonzero(steps >= step)
+    return int(later[0]) if later.size else len(steps) - 1

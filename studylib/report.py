@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from studylib.results import read_json
-from studylib.tables import figure_links, metrics_table, setup_block
+from studylib.tables import figure_links, markdown_tables_to_latex, metrics_table, setup_block
 
 
 def generic_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
@@ -25,9 +25,12 @@ def generic_section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     return "\n".join(parts)
 
 
-def write_report(folders, report_path: str | Path = "figures/REPORT.md", figure_dir: str | Path | None = None) -> Path:
+def write_report(folders, report_path: str | Path = "figures/REPORT.md", figure_dir: str | Path | None = None, *,
+                 latex_path: str | Path | None = None) -> Path:
     """Write the report for the given results folders; figures are (re)drawn from the stored
-    results and copied into ``figure_dir`` (default: the report's folder)."""
+    results and copied into ``figure_dir`` (default: the report's folder). With ``latex_path``,
+    also write every table of the report as a booktabs LaTeX table there
+    (:func:`studylib.tables.markdown_tables_to_latex`: the same cells, so the same numbers)."""
     from studylib import figures
     from studylib.results import atomic_write
 
@@ -46,4 +49,9 @@ def write_report(folders, report_path: str | Path = "figures/REPORT.md", figure_
         parts.append(section(summary, figs, report_dir))
     text = "\n\n".join(parts) + "\n"
     atomic_write(report_path, lambda f: f.write(text.encode()))
+    if latex_path is not None:
+        latex = ("% Tables of " + report_path.name + ", written by `python -m study.report --latex`;\n"
+                 "% needs \\usepackage{booktabs}. Every number is read from a summary.json.\n\n"
+                 + markdown_tables_to_latex(text))
+        atomic_write(Path(latex_path), lambda f: f.write(latex.encode()))
     return report_path

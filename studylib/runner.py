@@ -214,7 +214,7 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
     from studylib import results as R
 
     enable_x64(needs_x64(study, cfg))
-    dataset = D.load(cfg.data)
+    dataset = D.load_for(cfg.data, getattr(cfg, "model", None))
     pid, n_proc = process_layout()
     if n_proc > 1 and out is None:
         raise ValueError("several processes share a run through its results folder: give out")

@@ -55,7 +55,7 @@ import numpy as np
 from jax import lax
 
 from studylib.kernels import LOSS_FACTOR
-from studylib.models import FAST_ARCHS  # noqa: F401  (the architectures the hand-written trainer handles)
+from studylib.models import FAST_ARCHS  # the architectures the hand-written trainer handles
 
 LOSSES = ("mse", "half_mse")
 METHODS = ("direct", "lowrank")
@@ -195,12 +195,26 @@ def grads(net: MLP, dense, x, g):
                  for l in range(net.n_layers))
 
 
-def _per_sample(net: MLP, dense, x):
+def per_sample(net: MLP, dense, x):
     """Output f (N, out), layer inputs h (N, fan_in) and backpropagated d = df/dz of each
     point (d of ones), the latter transposed: (fan_out, N) (:func:`backward_t`)."""
     f, cache = forward(net, dense, x)
     ones = jnp.ones((x.shape[0], net.sizes[-1]), x.dtype)
     return f, cache[0], backward_t(net, dense, cache, ones)
+
+
+def feature_kernel_parts(net: MLP, h1, d1, h2, d2):
+    """Per-layer NTK pieces from per-sample features (:func:`per_sample`'s h and d of two sets of
+    points): weights s_l^2 (h1 . h2)(d1 . d2) and biases t_l^2 (d1 . d2), each (L, N1, N2).
+
+    J_W_l(x) = s_l h_{l-1}(x) (x) d_l(x), so this is J(x1) . J(x2) even when the two feature sets
+    come from different parameters (used by :mod:`studylib.perturb` for one-sided derivatives)."""
+    kw, kb = [], []
+    for l in range(net.n_layers):
+        dd = lax.dot_general(d1[l], d2[l], (((0,), (0,)), ((), ())))  # d1 . d2 per pair of points
+        kw.append(net.w_scale[l] ** 2 * mm(h1[l], h2[l].T) * dd)
+        kb.append(net.b_scale[l] ** 2 * dd)
+    return jnp.stack(kw), jnp.stack(kb)
 
 
 def ntk_parts(net: MLP, dense, x1, x2=None, *, with_f: bool = False):
@@ -209,16 +223,12 @@ def ntk_parts(net: MLP, dense, x1, x2=None, *, with_f: bool = False):
     K = sum of both over layers; layer l's weight piece is the kernel of W_l alone. With
     ``with_f`` also the output f(x1) (N1, out) of the same forward pass (one pass, not two).
     """
-    f1, h1, d1 = _per_sample(net, dense, x1)
-    _, h2, d2 = (f1, h1, d1) if x2 is None else _per_sample(net, dense, x2)
-    kw, kb = [], []
-    for l in range(net.n_layers):
-        dd = lax.dot_general(d1[l], d2[l], (((0,), (0,)), ((), ())))  # d1 . d2 per pair of points
-        kw.append(net.w_scale[l] ** 2 * mm(h1[l], h2[l].T) * dd)
-        kb.append(net.b_scale[l] ** 2 * dd)
+    f1, h1, d1 = per_sample(net, dense, x1)
+    _, h2, d2 = (f1, h1, d1) if x2 is None else per_sample(net, dense, x2)
+    kw, kb = feature_kernel_parts(net, h1, d1, h2, d2)
     if with_f:
-        return jnp.stack(kw), jnp.stack(kb), f1
-    return jnp.stack(kw), jnp.stack(kb)
+        return kw, kb, f1
+    return kw, kb
 
 
 def ntk(net: MLP, dense, x1, x2=None):
@@ -455,12 +465,12 @@ def compiled_runner(plan: Plan, *, vmapped: bool):
 # The generic trainer: any stax network, by jax.grad
 # ---------------------------------------------------------------------------------------------
 
-def fast_mlp(model_cfg, width: int, *, in_dim: int = 1) -> MLP | None:
+def fast_mlp(model_cfg, width: int, *, in_dim: int = 1, out_dim: int = 1) -> MLP | None:
     """The :class:`MLP` of a model the hand-written trainer handles, else None."""
     if model_cfg.arch == "fc":
-        return mlp(model_cfg, width, in_dim=in_dim)
+        return mlp(model_cfg, width, in_dim=in_dim, out_dim=out_dim)
     if model_cfg.arch == "erf_fc":
-        return mlp(dataclasses.replace(model_cfg, activation="erf"), width, in_dim=in_dim)
+        return mlp(dataclasses.replace(model_cfg, activation="erf"), width, in_dim=in_dim, out_dim=out_dim)
     return None
 
 
@@ -604,3 +614,88 @@ def gd_reference(net: MLP, dense, x, y, lr, steps: int, loss: str = "mse"):
 
 def as_numpy(tree):
     return jax.tree_util.tree_map(lambda a: np.asarray(a), tree)
+
+
+# ---------------------------------------------------------------------------------------------
+# Full-batch GD of the FC net at checkpoints (compare, regimes)
+# ---------------------------------------------------------------------------------------------
+
+def gd_step(net: MLP, dense, x, y, lr):
+    """One full-batch GD step on 1/2 mean((f - y)^2) over the N x out outputs (NT's convention):
+    theta <- theta - lr grad L, by the hand-written forward and transposed backward passes."""
+    f, cache = forward(net, dense, x)
+    ds = backward_t(net, dense, cache, (f - y) / f.size)  # (fan_out, N) per layer
+    hs = cache[0]
+    return tuple((w - (lr * net.w_scale[l]) * lax.dot_general(hs[l], ds[l], (((0,), (1,)), ((), ()))),
+                  b - (lr * net.b_scale[l]) * jnp.sum(ds[l], 1)[None, :])
+                 for l, (w, b) in enumerate(dense))
+
+
+def _fast_net(model_cfg, width: int, x_train, y_train, caller: str) -> MLP:
+    net = fast_mlp(model_cfg, width, in_dim=int(x_train.shape[1]), out_dim=int(y_train.shape[1]))
+    if net is None:
+        raise ValueError(f"{caller}: arch {model_cfg.arch!r} has no hand-written trainer; accepted: "
+                         f"{', '.join(FAST_ARCHS)}")
+    return net
+
+
+@functools.lru_cache(maxsize=64)
+def _advance(net: MLP):
+    def one(dense, x, y, lr, n_steps):
+        return lax.fori_loop(0, n_steps, lambda _, d: gd_step(net, d, x, y, lr), dense)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None)), donate_argnums=0)
+
+
+def full_batch_trainer(model_cfg, width: int):
+    """A drop-in for ``training.make_trainer(training.network_model(apply_fn))`` on the FC nets (arch
+    ``fc`` / ``erf_fc``): ``run(params, aux, x, y, learning_rate, n_steps) -> params`` with stax's
+    parameters stacked over seeds (``aux`` ignored), ``n_steps`` full-batch GD steps on
+    1/2 mean((f - y)^2) over the N x k outputs by the hand-written passes (:func:`gd_step`); one
+    compile per net, rate and step count traced. Tested equal to the generic trainer (tests/test_sgd.py)."""
+
+    def run(params, aux, x, y, learning_rate, n_steps):
+        net = _fast_net(model_cfg, width, x, y, "full_batch_trainer")
+        dense = _advance(net)(dense_params(params), x, y, jnp.asarray(learning_rate, x.dtype),
+                              jnp.asarray(n_steps, jnp.int32))
+        return stax_params(dense)
+
+    return run
+
+
+def default_measure(net: MLP, dense, dense0, x, x_test) -> dict:
+    """What :func:`full_batch_checkpoints` records by default: f on the training and test inputs
+    (N,), (M,) and the empirical NTK on the training inputs (N, N)."""
+    kw, kb, f = ntk_parts(net, dense, x, with_f=True)
+    return {"f_train": f[:, 0], "f_test": forward(net, dense, x_test)[0][:, 0],
+            "k_train": jnp.sum(kw, 0) + jnp.sum(kb, 0)}
+
+
+@functools.lru_cache(maxsize=64)
+def _checkpoint_runner(net: MLP, measure):
+    def one(dense0, x, y, x_test, lr, gaps):
+        def seg(dense, n):
+            dense = lax.fori_loop(0, n, lambda _, d: gd_step(net, d, x, y, lr), dense)
+            return dense, measure(net, dense, dense0, x, x_test)
+
+        _, recs = lax.scan(seg, dense0, gaps)
+        return recs
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)))
+
+
+def full_batch_checkpoints(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, *,
+                           x_test=None, measure=default_measure) -> dict[str, np.ndarray]:
+    """Full-batch GD of the FC net ``models.build(model_cfg, width)`` (arch ``fc`` or ``erf_fc``) from
+    stax parameters ``params0`` stacked over seeds (S, ...), by the hand-written trainer, recording
+    ``measure(net, dense, dense0, x_train, x_test) -> dict`` at every step of ``checkpoints``
+    (increasing, from 0): arrays (S, T, ...). One jit per (net, measure); ``learning_rate`` and the
+    checkpoint steps are traced. Loss 1/2 mean((f - y)^2) (NT's); y_train (N, 1).
+    Tests: tests/test_sgd.py (equal to jax.grad of the stax net)."""
+    net = _fast_net(model_cfg, width, x_train, y_train, "full_batch_checkpoints")
+    ck = np.asarray(checkpoints, np.int64)
+    gaps = jnp.asarray(np.diff(np.concatenate([[0], ck])), jnp.int32)
+    x_test = x_train if x_test is None else x_test
+    lr = jnp.asarray(learning_rate, x_train.dtype)
+    recs = _checkpoint_runner(net, measure)(dense_params(params0), x_train, y_train, x_test, lr, gaps)
+    return {k: np.asarray(v) for k, v in recs.items()}

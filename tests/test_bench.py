@@ -33,6 +33,14 @@ def test_bench_tiny_writes_json(tmp_path):
     assert math.isclose(prof["sum_s"], prof["fwd_s"] + prof["bwd_s"] + prof["fold_s"])
     cell = res["projection"]["cells"][0]
     assert cell["metrics_s"] >= 0 and 0.0 <= cell["metrics_fraction"] <= 1.0
+    (gd,) = res["full_batch_gd"]
+    assert gd["width"] == 8
+    for key in ("generic_step_s", "fast_step_s", "generic_compile_s", "fast_compile_s", "speedup"):
+        assert math.isfinite(gd[key]) and gd[key] >= 0, key
+    cc = res["compile_cache"]
+    for mode in ("no_cache", "cold_cache", "warm_cache"):
+        assert cc[mode]["first_steps_s"] > 0 and cc[mode]["process_s"] >= cc[mode]["first_steps_s"]
+    assert cc["cache_files"] > 0  # the cold run wrote the cache the warm run read
 
 
 def test_machine_bounds_pick_the_larger_cost():

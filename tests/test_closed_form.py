@@ -100,3 +100,94 @@ def test_gain_and_decay_equal_the_step_recursion():
     # Gradient flow: exp(-a t), its gain (1 - exp(-a t)) / lambda.
     flow = closed_form.gain(lam[1:], lr, n, steps, discrete=False)
     np.testing.assert_allclose(flow, -np.expm1(-lr * lam[1:] * steps[:, None] / n) / lam[1:], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ several outputs
+
+K_OUT = 10
+
+
+@pytest.fixture(scope="module")
+def setup_k():
+    """A width-12 net with k = 10 outputs on 6 inputs: its full (60 x 60) kernel at init, float64."""
+    net = models.fully_connected(12, depth=2, b_std=1.0, out_dim=K_OUT)
+    rng = np.random.default_rng(5)
+    x, x_test = rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
+    y = np.eye(K_OUT)[rng.integers(0, K_OUT, 6)] - 1.0 / K_OUT
+    _, params = net.init_fn(jax.random.PRNGKey(7), x.shape)
+    full = kernels.empirical_ntk_fn(net.apply_fn, trace_outputs=False)
+    k_tt = kernels.flat_kernel(np.asarray(full(x, None, params)))
+    k_te = kernels.flat_kernel(np.asarray(full(x_test, x, params)))
+    return net, params, x, x_test, y, k_tt, k_te
+
+
+def test_linearize_k10_step_by_step_equals_function_space_gd(setup_k):
+    """nt.linearize trained by GD step by step with k = 10 outputs equals the exact discrete closed form
+    with the full (N k x N k) kernel, on training and test inputs; the per-output (traced / k) kernel,
+    which ignores the coupling of the outputs, does not."""
+    net, params, x, x_test, y, k_tt, k_te = setup_k
+    f0, f0_te = np.asarray(net.apply_fn(params, x)), np.asarray(net.apply_fn(params, x_test))
+    lr = 0.9 * float(kernels.critical_learning_rate(k_tt))  # 2 N k / lambda_max: near the edge
+    steps = np.array([0, 1, 4, 15, 60])
+    model = training.linearized_model(net.apply_fn)
+    p, prev, tr, te = params, 0, [], []
+    for t in steps:
+        p = training.gd_steps(model, p, params, jnp.asarray(x), jnp.asarray(y), lr, int(t - prev))
+        prev = t
+        tr.append(np.asarray(model(p, params, x)))
+        te.append(np.asarray(model(p, params, x_test)))
+    ctr, cte = closed_form.discrete(k_tt, k_te, y, f0, f0_te, learning_rate=lr, steps=steps)
+    assert ctr.shape == (5, 6, K_OUT) and cte.shape == (5, 4, K_OUT)
+    # float64: the same linear recursion; 60 steps of O(1) outputs leave rounding ~1e-13
+    np.testing.assert_allclose(np.stack(tr), ctr, atol=1e-9)
+    np.testing.assert_allclose(np.stack(te), cte, atol=1e-9)
+    # theta_t - theta_0 = J_0^T c_t: f_lin(x_test) from one vjp and one jvp equals K(x_test, X) c_t
+    c = closed_form.coefficients(k_tt, y, f0, learning_rate=lr, steps=steps)
+    _, vjp = jax.vjp(lambda q: net.apply_fn(q, x), params)
+    delta = vjp(jnp.asarray(c[-1]))[0]
+    df = jax.jvp(lambda q: net.apply_fn(q, x_test), (params,), (delta,))[1]
+    np.testing.assert_allclose(f0_te + np.asarray(df), cte[-1], atol=1e-9)
+    # Ignoring the output coupling (block-diagonal kernel with the mean diagonal block) is visibly wrong
+    per_output = kernels.traced_kernel(k_tt, K_OUT)
+    wrong, _ = closed_form.discrete(per_output, k_te, y, f0, f0_te, learning_rate=lr, steps=steps)
+    assert np.abs(wrong[-1] - ctr[-1]).max() > 1e-3
+
+
+@pytest.mark.parametrize("kind", ["flat", "per_output"])
+def test_closed_forms_equal_nt_predict_with_k_outputs(setup_k, kind):
+    """Flow (NumPy eigenbasis) and NT's gradient_descent_mse with the same kernels: the full flat
+    kernel (NT layout (N, N, k, k), trace_axes=()) and a per-output kernel (N, N) acting as K (x) I_k.
+    NT's flow is also what closed_form.flow returns; the discrete form tends to it as lr -> 0."""
+    net, params, x, x_test, y, k_tt, k_te = setup_k
+    if kind == "per_output":
+        k_tt, k_te = kernels.traced_kernel(k_tt, K_OUT), kernels.traced_kernel(k_te, K_OUT)
+        assert closed_form.layout(k_tt, y) == "per_output"
+    else:
+        assert closed_form.layout(k_tt, y) == "flat"
+    f0, f0_te = np.asarray(net.apply_fn(params, x)), np.asarray(net.apply_fn(params, x_test))
+    outputs = K_OUT if kind == "per_output" else 1
+    lr = 0.5 * float(kernels.critical_learning_rate(k_tt, outputs=outputs))
+    steps = np.array([0.0, 1.0, 10.0, 100.0, 1e4])
+    want_tr, want_te = closed_form.flow(k_tt, k_te, y, f0, f0_te, learning_rate=lr, steps=steps)
+    got_tr, got_te = closed_form.flow_eigen(k_tt, k_te, y, f0, f0_te, learning_rate=lr, steps=steps)
+    # float64; NT solves in its own eigenbasis: agreement to rounding of O(1) outputs times the
+    # condition of the kernel's slowest modes (checked < 1e-8 here)
+    scale = np.abs(want_te).max()
+    np.testing.assert_allclose(got_tr, want_tr, atol=1e-9 * scale)
+    np.testing.assert_allclose(got_te, want_te, atol=1e-8 * scale)
+    # directly with NT, in its layout
+    from studylib.nt import nt
+    if kind == "flat":
+        pred = nt.predict.gradient_descent_mse(jnp.asarray(closed_form.nt_layout(k_tt, K_OUT, K_OUT)), jnp.asarray(y),
+                                               learning_rate=lr, trace_axes=())
+        nt_tr, nt_te = pred(steps, f0, f0_te, jnp.asarray(closed_form.nt_layout(k_te, K_OUT, K_OUT)))
+    else:
+        pred = nt.predict.gradient_descent_mse(jnp.asarray(k_tt), jnp.asarray(y), learning_rate=lr)
+        nt_tr, nt_te = pred(steps, f0, f0_te, jnp.asarray(k_te))
+    np.testing.assert_allclose(got_tr, np.asarray(nt_tr), atol=1e-9 * scale)
+    np.testing.assert_allclose(got_te, np.asarray(nt_te), atol=1e-8 * scale)
+    # per output: each column follows the scalar closed form with the loss normalised by N k
+    if kind == "per_output":
+        col_tr, _ = closed_form.flow_eigen(k_tt, k_te, y[:, 2], f0[:, 2], f0_te[:, 2], learning_rate=lr / K_OUT,
+                                           steps=steps)
+        np.testing.assert_allclose(got_tr[..., 2], col_tr[..., 0], atol=1e-12 * scale)

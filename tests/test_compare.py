@@ -1,6 +1,7 @@
 """The comparison study end to end on tiny configs."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -239,3 +240,174 @@ def test_devices_and_processes_give_the_same_results(tmp_path):
         else:
             tol = 1e-4 * scale
         np.testing.assert_allclose(a[key], b[key], rtol=0, atol=tol, err_msg=key)
+
+
+# ------------------------------------------------------------------ real data: k outputs, held-out metrics, any net
+
+DIGITS_TINY = dict(widths=(8,), seeds=2, steps=8, n_checkpoints=3, kernel_points=12)
+
+
+def _digits(n_train=20, n_test=10, **kw):
+    return DataConfig(name="digits", n_train=n_train, n_test=n_test, **kw)
+
+
+@pytest.fixture(scope="module")
+def digits_runs(tmp_path_factory):
+    """Digits with k = 10 outputs, float64, in both linearization modes; the 'function' run stored."""
+    out = tmp_path_factory.mktemp("digits")
+    cfg = {mode: compare.CompareConfig(**DIGITS_TINY, data=_digits(), lin_mode=mode, dtype="float64")
+           for mode in ("params", "function")}
+    runs = {"params": compare.run(cfg["params"], progress=False),
+            "function": compare.run(cfg["function"], out, progress=False)}
+    return cfg, runs, out
+
+
+def test_digits_k10_linearization_and_learning_rates(digits_runs):
+    """k = 10 outputs: nt.linearize trained step by step (lin_mode='params') equals the function-space
+    trajectory with the full (N k x N k) kernel (float64); the learning rate is lr_fraction x 2Nk/lambda_max
+    of the analytic kernel, the empirical critical rate 2Nk/lambda_max of the full kernel J J^T."""
+    from studylib import data as D
+    from studylib import kernels, models, training
+
+    cfg, runs, _ = digits_runs
+    a, b = runs["params"]["metrics"], runs["function"]["metrics"]
+    for name in ("loss_lin", "rel_param_change_lin", "rmse_net_vs_lin", "test_loss_lin", "test_rmse_lin",
+                 "rel_weight_change_lin_l1", "rel_weight_change_lin_l6"):
+        # float64: one linear recursion in two coordinate systems; 8 steps leave rounding far below 1e-8
+        np.testing.assert_allclose(np.array(a[name]["per_seed"], float), np.array(b[name]["per_seed"], float),
+                                   rtol=1e-8, atol=1e-12, err_msg=name)
+    for name in ("test_accuracy_lin", "test_agreement_net_vs_lin"):  # argmax of equal outputs
+        np.testing.assert_array_equal(a[name]["per_seed"], b[name]["per_seed"], err_msg=name)
+    c = cfg["function"]
+    assert c.lr_fraction == 0.05 and c.ntk_implementation == 2  # digits defaults for fc
+    ds = D.load_for(c.data, c.model)
+    n, k = ds.y_train.shape
+    assert ds.x_train.shape == (n, 64) and k == 10 and ds.n_classes == 10
+    net = models.build(c.model, 8, out_dim=10)
+    theta = np.asarray(net.kernel_fn(ds.x_train, None, "ntk"), np.float64)
+    lr = 0.05 * 2 * n * k / np.linalg.eigvalsh(theta)[-1]
+    assert runs["function"]["per_width"][0]["learning_rate"] == pytest.approx(lr, rel=1e-10)
+    p0 = jax_one_seed(training.init_params(net.init_fn, [0], ds.x_train.shape, dtype="float64"))
+    k0 = np.asarray(kernels.jacobian_ntk(net.apply_fn, ds.x_train, ds.x_train, p0))
+    assert k0.shape == (n * k, n * k)
+    assert runs["function"]["per_width"][0]["lr_critical_emp"][0] == pytest.approx(
+        2 * n * k / np.linalg.eigvalsh(k0)[-1], rel=1e-8)
+    for name in ("rmse_net_vs_lin_interp", "rmse_net_vs_lin_extrap"):  # no 1-D regions on digits
+        assert name not in runs["function"]["metrics"]
+
+
+def jax_one_seed(tree):
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: x[0], tree)
+
+
+def test_held_out_metrics_from_stored_predictions(digits_runs):
+    """test_loss / test_accuracy / test_agreement curves against NumPy on the stored predictions;
+    the figures for high-dimensional inputs."""
+    from studylib import data as D
+
+    cfg, runs, out = digits_runs
+    curves = np.load(out / "curves.npz")
+    y_test = D.load_for(cfg["function"].data, cfg["function"].model).y_test
+    net, lin, inf = (curves[f"pred_test/{p}"].astype(np.float64) for p in ("net", "lin", "closed_inf"))
+    assert net.shape == (1, 2, len(runs["function"]["checkpoint_steps"]), len(y_test), 10)
+    labels = y_test.argmax(-1)
+    # stored predictions are float32: losses agree to float32 rounding of O(1) outputs
+    np.testing.assert_allclose(curves["curve/test_loss_net"], 0.5 * np.mean((net - y_test) ** 2, axis=(-2, -1)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(curves["curve/test_accuracy_closed_inf"], np.mean(inf.argmax(-1) == labels, -1))
+    np.testing.assert_allclose(curves["curve/test_agreement_net_vs_lin"], np.mean(net.argmax(-1) == lin.argmax(-1), -1))
+    # at step 0 the network is its linearization and the closed forms start from its outputs
+    assert np.all(curves["curve/test_agreement_net_vs_lin"][..., 0] == 1.0)
+    assert np.all(curves["curve/test_agreement_net_vs_closed_inf"][..., 0] == 1.0)
+    names = {p.name for p in compare.figures(out)}
+    assert {"compare_test_over_time.png", "compare_test_vs_width.png", "compare_test_scatter.png"} <= names
+    assert "compare_predictions.png" not in names  # no 1-D curve for 64-dimensional inputs
+
+
+def test_init_error_without_building_the_kronecker_product():
+    from studylib.compare import cell
+
+    rng = np.random.default_rng(0)
+    theta = rng.standard_normal((4, 4))
+    theta = theta @ theta.T
+    k0 = rng.standard_normal((2, 12, 12))
+    want = [np.linalg.norm(k - np.kron(theta, np.eye(3))) / np.linalg.norm(np.kron(theta, np.eye(3))) for k in k0]
+    np.testing.assert_allclose(cell.init_error(k0, theta), want, rtol=1e-12)
+
+
+NO_BIAS_ERF = '''
+from studylib.nt import stax
+
+
+def build(width, cfg, out_dim=1):
+    return stax.serial(stax.Dense(width), stax.Erf(), stax.Dense(width), stax.Erf(), stax.Dense(out_dim))
+
+
+def no_weights(width, cfg, out_dim=1):
+    return stax.serial(stax.Flatten())
+'''
+
+
+def test_any_stax_net_runs_or_stops_with_one_line(tmp_path, monkeypatch):
+    """NT's defaults (no biases, Erf): every Dense weight gets its per-layer change (the old crash was
+    jnp.stack([]) of the bias-less layers); a net with no weight array stops with one line."""
+    (tmp_path / "nobias_erf.py").write_text(NO_BIAS_ERF)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = compare.CompareConfig(**{**DIGITS_TINY, "seeds": 1, "steps": 3}, data=_digits(layout="flat"),
+                                model=ModelConfig(arch="nobias_erf:build"))
+    assert cfg.ntk_implementation == 1  # user builders: the implementation that works for any stax net
+    summary = compare.run(cfg, progress=False)
+    layers = sorted(k for k in summary["metrics"] if re.fullmatch(r"rel_weight_change_l\d+", k))
+    assert layers == ["rel_weight_change_l1", "rel_weight_change_l2", "rel_weight_change_l3"]
+    assert all(v > 0 for v in summary["metrics"]["rel_weight_change_l2"]["per_seed"][0])
+    proc = subprocess.run([sys.executable, "-m", "study.compare", "--arch", "nobias_erf:no_weights", "--preset", "tiny",
+                           "--out", str(tmp_path / "x")], capture_output=True, text=True, timeout=120,
+                          env={**__import__("os").environ, "PYTHONPATH": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "per-layer weight changes are unsupported" in proc.stderr
+    assert not (tmp_path / "x" / "cells").exists()  # stopped before computing anything
+
+
+@pytest.mark.slow
+def test_cnn_on_digit_images():
+    """The conv net takes the images NHWC; one weight layer per Conv plus the readout. (float64: NT's Conv
+    mixes a float64 constant into float32 inputs when x64 is on, as it is in the tests; a float32 study
+    run has x64 off.)"""
+    cfg = compare.CompareConfig(widths=(4,), seeds=1, steps=3, n_checkpoints=2, kernel_points=8, dtype="float64",
+                                data=_digits(), model=ModelConfig(arch="cnn", depth=2))
+    assert cfg.ntk_implementation == 1
+    summary = compare.run(cfg, progress=False)
+    assert sorted(k for k in summary["metrics"] if re.fullmatch(r"rel_weight_change_l\d+", k)) == [
+        "rel_weight_change_l1", "rel_weight_change_l2", "rel_weight_change_l3"]
+    assert 0.0 <= summary["metrics"]["test_accuracy_net"]["mean"][0] <= 1.0
+
+
+def test_defaults_follow_the_data_and_the_plan_uses_the_real_shapes():
+    from studylib import cli
+    from studylib.compare import cell
+
+    base = compare.CompareConfig()
+    assert base.widths == (8, 16, 32, 64, 128, 256, 512, 1024) and base.steps == 1000 and base.lr_fraction == 0.5
+    dig = compare.CompareConfig(data=DataConfig(name="digits"))
+    assert len(dig.widths) >= 5 and dig.widths[-1] / dig.widths[0] >= 10**1.5 and dig.seeds >= 3
+    assert dig.data.n_train >= 256 and dig.model.depth == 5
+    cnn = compare.CompareConfig(data=DataConfig(name="digits"), model=ModelConfig(arch="cnn"))
+    assert cnn.widths == compare.config.SWEEP_DEFAULTS[("digits", "cnn", "default")]["widths"]
+    assert compare.CompareConfig(data=DataConfig(name="digits"), widths=(8, 16)).widths == (8, 16)
+    large = cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset="large", config_file=None,
+                         flags={"data.name": "digits", "model.arch": "cnn"})
+    assert large.sweep == "large"
+    assert large.widths == compare.config.SWEEP_DEFAULTS[("digits", "cnn", "large")]["widths"]
+    # memory: the real input shape and the output count
+    p = cell.memory_plan(large, 64, (256, 8, 8, 1), 10)
+    from studylib import models
+    n_params = models.count_params(models.build(large.model, 64, out_dim=10), (256, 8, 8, 1))
+    assert p["params"] == n_params and p["outputs"] == 10
+    assert p["fixed_bytes"] == 3 * p["kernel_rows"] * 10 * n_params * 4
+    assert p["host_bytes"] == 3 * large.seeds * 2560**2 * 8
+    assert cell.memory_plan(large, 64, (256, 8, 8, 1), 1)["params"] < n_params  # k changes the readout
+    text = compare.plan(large)
+    assert "(256, 8, 8, 1)" in text and "10 output(s)" in text and "2560 x 2560" in text

@@ -231,3 +231,28 @@ def test_other_architectures_run_through_the_entry_point(tmp_path, monkeypatch, 
     if figures:
         for stem in ("dynamics_b10", "dynamics_function", "dynamics_summary_vs_width"):
             assert (out / "figures" / f"{stem}.png").stat().st_size > 1000
+
+
+def test_real_data_one_line_at_config_time_or_runs_without_the_1d_figure(tmp_path):
+    """--data digits (10 one-hot outputs) is refused at config time in one line naming the field (the
+    SGD trainers carry one output); scalar targets on 64-pixel inputs (digits --targets raw) train, and
+    the figures leave out the 1-D function plot; cnn with the 1-D toy data is one line too."""
+    from study import dynamics as entry
+    from studylib import results as R
+
+    with pytest.raises(ConfigError, match=r"^data\.targets: the dynamics study trains networks with one output") as e:
+        dynamics.DynamicsConfig(data=DataConfig(name="digits"))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^model\.arch: 'cnn' takes images"):
+        dynamics.DynamicsConfig(model=models.ModelConfig(arch="cnn"))
+    with pytest.raises(ConfigError, match=r"^model\.arch: the dynamics study's trainers take flat inputs"):
+        dynamics.DynamicsConfig(model=models.ModelConfig(arch="cnn"), data=DataConfig(name="digits", targets="raw"))
+    out = tmp_path / "out"
+    entry.main(["--preset", "tiny", "--widths", "8", "--batch-sizes", "10", "--record-every", "10", "--data", "digits",
+                "--targets", "raw", "--n-train", "20", "--n-test", "10", "--out", str(out), "--no-progress"])
+    summary = R.read_json(out / "summary.json")
+    v = np.asarray(summary["metrics"]["loss_net"]["w8_b10"]["per_seed"], np.float64)
+    assert v.shape == (2,) and np.isfinite(v).all()
+    curves = R.read_npz(out / "curves.npz")
+    assert "x_test" not in curves and curves["w8_b10/f_net_test"].shape[-1] == 10
+    assert (out / "figures" / "dynamics_b10.png").is_file() and not (out / "figures" / "dynamics_function.png").exists()

@@ -255,7 +255,7 @@ def test_member_chunk_uses_the_datasets_input_dimension(tmp_path, monkeypatch):
     from studylib import devices
 
     x = np.random.default_rng(0).standard_normal((12, 5))
-    np.savez(tmp_path / "five.npz", x=x, y=x[:, :1] ** 2)
+    np.savez(tmp_path / "five.npz", x=x, y=x[:, :1] ** 2, x_test=x[:3], y_test=x[:3, :1] ** 2)
     cfg = E.EnsembleConfig(widths=(64,), members=8, model=ModelConfig(depth=2),
                            data=DataConfig(name="file", path=str(tmp_path / "five.npz")))
     shape = D.load(cfg.data).x_train.shape
@@ -397,3 +397,80 @@ def test_cli_flags_help_and_errors_without_jax():
     r = subprocess.run([sys.executable, "-m", "study.ensemble", "--members", "1", "--no-progress", "--out",
                         "/nonexistent/never"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "members" in r.stderr
+
+
+# --------------------------------------------------------------------------- several outputs, real data
+
+
+def test_gp_with_k_outputs_matches_nt_and_stepwise_gd():
+    """k = 3 outputs: the per-column GP of :func:`gp_of_mode` equals NT's ensemble prediction with the
+    whole y (N, 3) (normalised by y.size = N k), and its discrete mean equals GD on the mean function,
+    stepped in NumPy: f <- f - lr/(N k) Θ (f(X) - Y) from f = 0 (float64)."""
+    from studylib.nt import nt
+
+    net = models.build(ModelConfig(depth=2), 8, out_dim=3)
+    rng = np.random.default_rng(0)
+    x_train, x_test = rng.standard_normal((6, 4)), rng.standard_normal((5, 4))
+    y = rng.standard_normal((6, 3))
+    kf = jax.jit(net.kernel_fn, static_argnums=(2,))
+    k = {g: {"dd": np.asarray(kf(x_train, None, g)), "td": np.asarray(kf(x_test, x_train, g))} for g in ("ntk", "nngp")}
+    k |= {"kernel_fn": kf, "x_train": jnp.asarray(x_train), "x_test": jnp.asarray(x_test),
+          "tt": np.asarray(kf(x_test, None, "nngp"))}
+    lr = 0.5 * 2 * 6 * 3 / np.linalg.eigvalsh(k["ntk"]["dd"])[-1]
+    steps = np.array([0, 3, 40])
+    gp = C.gp_of_mode(k, y, "ntk", lr=lr, steps=steps)
+    ref = nt.predict.gradient_descent_mse_ensemble(kf, jnp.asarray(x_train), jnp.asarray(y), learning_rate=lr)(
+        t=jnp.asarray(steps, jnp.float64), x_test=jnp.asarray(x_test), get="ntk", compute_cov=True)
+    scale = np.abs(y).max()
+    tol = 1e4 * EPS * scale * np.linalg.cond(k["ntk"]["dd"])
+    np.testing.assert_allclose(gp["flow"][0], np.asarray(ref.mean).reshape(3, -1), atol=tol)
+    np.testing.assert_allclose(gp["flow"][1], np.asarray(ref.covariance), atol=tol * scale)
+    f_train, f_test = np.zeros((6, 3)), np.zeros((5, 3))
+    expect = {0: f_test.copy()}
+    for t in range(1, steps[-1] + 1):
+        r = f_train - y
+        f_train = f_train - lr / 18 * k["ntk"]["dd"] @ r
+        f_test = f_test - lr / 18 * k["ntk"]["td"] @ r
+        expect[t] = f_test.copy()
+    for i, t in enumerate(steps):
+        np.testing.assert_allclose(gp["discrete"][0][i], expect[int(t)].reshape(-1), atol=tol)
+
+
+def test_mc_floor_with_k_outputs_draws_independent_outputs():
+    """The floor of k outputs sharing one covariance: calibration of exact draws ~ 0.9545 (binomial
+    scale), and with k = 1 the draws are those of the scalar floor (same random stream)."""
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((2, 6, 6))
+    cov = a @ np.swapaxes(a, 1, 2) + 0.1 * np.eye(6)
+    mean1 = rng.standard_normal((2, 6))
+    one = E.mc_floor(mean1, cov, 16, 20, seed=5)
+    draws_rng, root, std = np.random.default_rng(5), closed_form.gp_sqrt(cov), closed_form.gp_std(cov)
+    for r in range(20):  # the scalar floor written out: draws = mean + L z, z (T, members, X)
+        z = draws_rng.standard_normal((2, 16, 6))
+        s = E.ensemble_stats(mean1[:, None, :] + np.einsum("txk,tmk->tmx", root, z), mean1, std)
+        np.testing.assert_allclose(one["mean_err"][r], s["mean_err"], rtol=1e-12)
+    mean4 = rng.standard_normal((2, 6 * 4))
+    four = E.mc_floor(mean4, cov, 64, 50, seed=6)
+    pairs = 64 * 6 * 4 * 50
+    sd = math.sqrt(E.COVERAGE_2SIGMA * (1 - E.COVERAGE_2SIGMA) / pairs)
+    assert abs(four["calibration"].mean() - E.COVERAGE_2SIGMA) < 5 * sd * math.sqrt(6)  # points correlate within x
+
+
+def test_digits_ensemble_runs_with_ten_outputs(tmp_path):
+    """--data digits end to end (tiny): 10 outputs per image, statistics over (image, class) pairs, the
+    error figures (no 1-D band figure), and a cnn with 1-D data is one line at config time."""
+    cfg = E.EnsembleConfig(widths=(8,), members=4, steps=4, n_checkpoints=3, mc_repeats=3,
+                           model=ModelConfig(depth=2), data=DataConfig(name="digits", n_train=20, n_test=15))
+    summary = E.run(cfg, tmp_path, progress=False)
+    arrays = read_npz(tmp_path / "ensemble.npz")
+    assert arrays["ntk/outputs"].shape == (1, 3, 4, 15 * 10)
+    assert arrays["ntk/gp_flow_mean"].shape == (3, 150) and "x_test" not in arrays
+    assert np.isfinite(arrays["ntk/outputs"]).all()
+    for mode in cfg.modes:
+        assert np.isfinite(summary["metrics"][f"{mode}/mean_err"]["final"]).all()
+    # at t = 0 the GP mean is 0 for every output
+    np.testing.assert_allclose(arrays["ntk/gp_flow_mean"][0], 0.0, atol=1e-12)
+    paths = E.figures(tmp_path)
+    assert paths and not any("bands" in p.name for p in paths)
+    with pytest.raises(ConfigError, match=r"^model\.arch: 'cnn' takes images"):
+        E.EnsembleConfig(model=ModelConfig(arch="cnn"))

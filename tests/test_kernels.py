@@ -89,3 +89,80 @@ def test_critical_rates_with_the_seeds_loss_and_minibatches():
     for factor, grows in ((1.01, True), (0.99, False)):
         lr = factor * kernels.minibatch_critical_rate(k, 1)
         assert (abs(1 - lr * k[0, 0]) ** 200 > 1) == grows
+
+
+# ------------------------------------------------------------------------------------ several outputs
+
+
+def _net_k(k=3, width=6):
+    net = models.fully_connected(width, depth=2, out_dim=k)
+    x = np.random.default_rng(0).standard_normal((5, 2))
+    _, params = net.init_fn(jax.random.PRNGKey(4), x.shape)
+    return net, x, params
+
+
+@pytest.mark.parametrize("implementation", kernels.NTK_IMPLEMENTATIONS)
+def test_full_kernel_with_k_outputs_equals_jacobian_product(implementation):
+    """NT's trace_axes=() kernel, flattened to (N k, N k) with row n k + i, against J J^T of f
+    flattened row-major; the traced kernel is the sum of its diagonal output blocks."""
+    net, x, params = _net_k()
+    x2 = x[:3] * 0.7
+    full = kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation, trace_outputs=False)(x, x2, params)
+    assert full.shape == (5, 3, 3, 3)
+    flat = np.asarray(kernels.flat_kernel(np.asarray(full)))
+    want = np.asarray(kernels.jacobian_ntk(net.apply_fn, x, x2, params))
+    # float64: both sum the same ~100 products per entry
+    np.testing.assert_allclose(flat, want, rtol=1e-10, atol=1e-12)
+    traced = kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation)(x, x2, params)
+    np.testing.assert_allclose(kernels.traced_kernel(flat, 3), traced, rtol=1e-10, atol=1e-12)
+    # the output blocks are coupled: a finite net's off-diagonal blocks are not zero
+    off = flat.reshape(5, 3, 3, 3)[:, 0, :, 1]
+    assert np.abs(off).max() > 1e-3 * np.abs(flat).max()
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_blocked_kernel_equals_one_call(rows):
+    """Blocks of ``rows`` inputs (the last one padded with zero inputs) give the unblocked kernel."""
+    net, x, params = _net_k()
+    fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, trace_outputs=False))
+    whole = np.asarray(fn(x, x, params))
+    got = kernels.blocked_ntk(fn, x, None, params, rows=rows)
+    np.testing.assert_allclose(got, whole, rtol=1e-12, atol=1e-14)
+    x_test = x[:3] + 0.3
+    np.testing.assert_allclose(kernels.blocked_ntk(fn, x_test, x, params, rows=rows), np.asarray(fn(x_test, x, params)),
+                               rtol=1e-12, atol=1e-14)
+
+
+def test_analytic_blocked_equals_one_call_and_rows_bound_images():
+    net = models.fully_connected(8, depth=2)
+    x = np.random.default_rng(1).standard_normal((7, 3))
+    whole = np.asarray(kernels.analytic(net.kernel_fn, x, x))
+    got = kernels.analytic_blocked(net.kernel_fn, x, x, rows=3)
+    # A diagonal entry goes through arccos(cos ~ 1), whose sqrt singularity turns float64 rounding of the
+    # cosine into ~1e-8 (see test_analytic_ntk_matches_numpy_recursion); a block sees x_i against x_i
+    # at another position of the batch, so only the diagonal may differ beyond rounding.
+    off = ~np.eye(7, dtype=bool)
+    np.testing.assert_allclose(got[off], whole[off], rtol=1e-12)
+    np.testing.assert_allclose(np.diag(got), np.diag(whole), rtol=1e-7)
+    np.testing.assert_array_equal(kernels.analytic_blocked(net.kernel_fn, x, x, rows=7), whole)
+    # flat inputs: one call; 8x8 images: a pair costs 64^2 position pairs, so rows shrink with the budget
+    assert kernels.analytic_rows((256, 64), 256, budget_bytes=1e6) == 256
+    rows = kernels.analytic_rows((512, 8, 8, 1), 256, budget_bytes=2**30)
+    assert rows == int(2**30 // (kernels.ANALYTIC_PAIR_BYTES * 256 * 64**2))
+
+
+def test_critical_rate_counts_every_output():
+    """NT: 2 N k / lambda_max over the N k outputs. A per-output kernel Theta acting as Theta (x) I_k has
+    Theta's eigenvalues, so its rate is k times the scalar one; a flat kernel counts its N k rows."""
+    theta = np.array([[3.0, 1.0], [1.0, 2.0]])
+    lam = (5.0 + 5.0**0.5) / 2
+    assert kernels.critical_learning_rate(theta, outputs=10) == pytest.approx(2 * 2 * 10 / lam, rel=1e-12)
+    full = np.kron(theta, np.eye(10))  # the same kernel, flat
+    assert kernels.critical_learning_rate(full) == pytest.approx(2 * 2 * 10 / lam, rel=1e-12)
+
+
+def test_block_rows_fit_the_budget_and_split_evenly():
+    per_row = 3 * 10 * 1000 * 4
+    assert kernels.block_rows(1000, 10, 4, budget_bytes=118 * per_row, n_rows=256) == 86  # 3 blocks of 86
+    assert kernels.block_rows(1000, 10, 4, budget_bytes=1e12, n_rows=256) == 256
+    assert kernels.block_rows(1000, 10, 4, budget_bytes=1.0, n_rows=256) == 1

@@ -83,3 +83,65 @@ def test_fit_loglog_exact_power_laws(slope, scale, xs):
     got, intercept = M.fit_loglog(x, scale * x**slope)
     assert got == pytest.approx(slope, abs=1e-6)
     assert np.exp(intercept) == pytest.approx(scale, rel=1e-5)
+
+
+def test_default_fit_widths_rule():
+    assert M.default_fit_widths([8, 16, 32, 64, 128, 256, 512, 1024]) == (64, 128, 256, 512, 1024)
+    # Fewer than three widths >= 64: the three largest instead.
+    assert M.default_fit_widths([16, 8, 32, 64, 128]) == (32, 64, 128)
+    assert M.default_fit_widths([8, 16]) == (8, 16)
+    np.testing.assert_array_equal(M.fit_mask([8, 64, 128, 256], None), [False, True, True, True])
+    np.testing.assert_array_equal(M.fit_mask([8, 64, 128, 256], (8, 256)), [True, False, False, True])
+
+
+def test_local_slopes_by_hand():
+    """Seed means 4, 2, 2 at widths 1, 4, 16: local slopes log(1/2)/log 4 = -1/2 and 0."""
+    widths = np.array([1, 4, 16])
+    per_seed = np.array([[3.0, 5.0], [2.0, 2.0], [1.0, 3.0]])
+    loc = M.local_slopes(widths, per_seed, n_boot=200)
+    assert [e["widths"] for e in loc] == [[1, 4], [4, 16]]
+    assert loc[0]["slope"] == pytest.approx(-0.5, abs=1e-12)
+    assert loc[1]["slope"] == pytest.approx(0.0, abs=1e-12)
+    # Bootstrap draws of the first pair: means in {3, 4, 5} over {2}: slopes log(m/2)/log 4 ... all
+    # between log(1/2.5)/log 4 and log(1/1.5)/log 4 -> the interval lies inside that range and holds -1/2.
+    lo, hi = loc[0]["ci95"]
+    assert np.log(2 / 5) / np.log(4) - 1e-12 <= lo <= -0.5 <= hi <= np.log(2 / 3) / np.log(4) + 1e-12
+    # Identical seeds at both widths of the second pair: no spread, the interval is the point.
+    hi_spread = M.local_slopes(widths, np.array([[4.0, 4.0], [2.0, 2.0], [2.0, 2.0]]), n_boot=50)
+    assert hi_spread[1]["ci95"] == pytest.approx([0.0, 0.0], abs=1e-12)
+
+
+def test_local_slopes_missing_mean():
+    loc = M.local_slopes(np.array([8, 16, 32]), np.array([[1.0, 1.0], [np.nan, np.nan], [0.25, 0.25]]), n_boot=20)
+    assert loc[0]["slope"] is None and loc[1]["slope"] is None and loc[0]["ci95"] == [None, None]
+
+
+def test_fit_rate_uses_only_the_fit_widths():
+    """A power law n^-1 above width 64 and junk below it: the default range recovers -1 exactly,
+    the whole sweep does not; local slopes show where the regime changes."""
+    widths = np.array([8, 16, 32, 64, 128, 256, 512])
+    means = np.where(widths >= 64, 100.0 / widths, 1.0)
+    per_seed = np.stack([means, means], axis=1)
+    fit = M.fit_rate(widths, per_seed, n_boot=100)
+    assert fit["fit_widths"] == [64, 128, 256, 512]
+    assert fit["slope"] == pytest.approx(-1.0, abs=1e-12)
+    assert fit["ci95"] == pytest.approx([-1.0, -1.0], abs=1e-12)
+    whole = M.fit_rate(widths, per_seed, fit_widths=tuple(widths), n_boot=100)
+    assert whole["fit_widths"] == widths.tolist() and whole["slope"] > -0.7
+    loc = [e["slope"] for e in fit["local_slopes"]]
+    np.testing.assert_allclose(loc[:2], 0.0, atol=1e-12)
+    assert loc[2] == pytest.approx(np.log(100 / 64) / np.log(2), abs=1e-12)
+    np.testing.assert_allclose(loc[3:], -1.0, atol=1e-12)
+    # Old keys keep their meaning: bootstrap_slope on the same widths gives the same numbers.
+    ref = M.bootstrap_slope(widths[3:], per_seed[3:], n_boot=100)
+    assert fit["slope"] == ref["slope"] and fit["ci95"] == ref["ci95"]
+
+
+def test_sup_and_early_checkpoint():
+    curve = np.array([[0.0, 2.0, 1.0], [0.0, np.nan, 5.0]])
+    np.testing.assert_array_equal(M.sup_over_time(curve)[:1], [2.0])
+    assert np.isnan(M.sup_over_time(curve)[1])
+    steps = np.array([0, 1, 2, 3, 4, 7, 12, 19, 32, 52])
+    assert M.first_checkpoint_at(steps, 32) == 8
+    assert M.first_checkpoint_at(steps, 20) == 8
+    assert M.first_checkpoint_at(steps, 100) == 9

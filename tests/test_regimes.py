@@ -13,11 +13,13 @@ import pytest
 from studylib import cli, regimes, runner
 from studylib.config import ConfigError
 from studylib.models import ModelConfig
+from studylib.regimes import summary as RS
 from studylib.results import read_json, read_npz
 
-#: One width, the base cell at depth 1, one other depth and the doubled option: 3 cells.
+#: One width, the base cell at depth 1 and one other depth for ReLU and erf, and the doubled option: 5 cells.
 TINY = dict(widths=(8,), seeds=2, steps=8, n_checkpoints=5, lr_fractions=(0.5,), depths=(1, 2), x_ranges=(5.0,),
-            parameterizations=("ntk",), options=("plain", "doubled"), model=ModelConfig(depth=1))
+            parameterizations=("ntk",), activations=("relu", "erf"), options=("plain", "doubled"),
+            model=ModelConfig(depth=1))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +44,11 @@ def tiny_run(tmp_path_factory):
         ({"sweep": "grid"}, "sweep"),
         ({"gap_threshold": 0.0}, "gap_threshold"),
         ({"dtype": "float16"}, "dtype"),
+        ({"activations": ("relu", "tanh")}, "activations[1]"),
+        ({"activations": ("erf",)}, "activations"),  # base relu missing
+        ({"max_widths": {"five": 64}}, "max_widths"),
+        ({"max_widths": {5: 0}}, "max_widths"),
+        ({"predict_rows": -1}, "predict_rows"),
     ],
 )
 def test_config_errors_name_the_field(kwargs, field):
@@ -69,7 +76,8 @@ def test_every_documented_flag_is_accepted():
 
 def test_settings_one_at_a_time_and_product():
     cfg = regimes.RegimesConfig(lr_fractions=(0.1, 0.5), depths=(1, 5), x_ranges=(5.0,),
-                                parameterizations=("ntk", "standard"), options=("plain", "centred"))
+                                parameterizations=("ntk", "standard"), activations=("relu",),
+                                options=("plain", "centred"))
     settings = regimes.settings(cfg)
     base = cfg.base()
     assert settings[0] == base
@@ -81,24 +89,61 @@ def test_settings_one_at_a_time_and_product():
     assert len({tuple(sorted(c.items())) for c in prod}) == len(prod)
 
 
+def test_activation_axis_is_crossed_with_the_others():
+    """One-at-a-time: each other axis is swept for every activation; options only at the base (ReLU)."""
+    cfg = regimes.RegimesConfig(lr_fractions=(0.1, 0.5), depths=(1, 5), x_ranges=(5.0,), parameterizations=("ntk",),
+                                activations=("relu", "erf"), options=("plain", "centred"))
+    settings = regimes.settings(cfg)
+    base = cfg.base()
+    assert base["activation"] == "relu"
+    erf = [c for c in settings if c["activation"] == "erf"]
+    assert erf == [base | {"activation": "erf"}, base | {"activation": "erf", "lr_fraction": 0.1},
+                   base | {"activation": "erf", "depth": 1}]
+    assert [c for c in settings if c["option"] != "plain"] == [base | {"option": "centred"}]
+    assert len(settings) == 3 + 3 + 1
+    prod = regimes.settings(dataclasses.replace(cfg, sweep="product"))
+    assert len(prod) == 2 * 2 * 2 + 1
+    # max_widths skips the wider cells of a depth
+    capped = dataclasses.replace(cfg, widths=(16, 32), max_widths={1: 16})
+    names = [c.name for c in regimes.cells(capped)]
+    assert "width32-plain-depth1-lr0.5-x5-ntk-relu" not in names and "width16-plain-depth1-lr0.5-x5-ntk-relu" in names
+    assert "width32-plain-depth5-lr0.5-x5-ntk-erf" in names
+
+
+def test_crossover_preset_caps_widths_per_depth():
+    """The crossover preset: ReLU and erf at depths 2, 3, 5, the base setting only, widths to 16384 at
+    depth 2, 8192 at depth 3 and 4096 at depth 5 (no JAX)."""
+    cfg = cli.assemble(regimes.RegimesConfig, presets=regimes.PRESETS, preset="crossover", config_file=None,
+                       flags={})
+    cells = regimes.cells(cfg)
+    widest = {}
+    for c in cells:
+        key = (c.spec["activation"], c.spec["depth"])
+        widest[key] = max(widest.get(key, 0), c.spec["width"])
+        assert c.spec["option"] == "plain" and c.spec["lr_fraction"] == 0.5 and c.spec["x_range"] == 5.0
+    assert widest == {(a, d): w for a in ("relu", "erf") for d, w in ((2, 16384), (3, 8192), (5, 4096))}
+    assert cfg.seeds == 2 and cfg.crossover_fit_widths == 4
+
+
 def test_cells_names_order_and_specs():
     """Setting-major, width-minor (the order of summary.json's cells); the spec carries what the cell
     runs with; cells after the first of their compile key cost less (no compilation)."""
     cfg = regimes.RegimesConfig(widths=(16, 32), lr_fractions=(0.1, 0.5), depths=(5,), x_ranges=(5.0,),
-                                parameterizations=("ntk",), options=("plain", "out_scale", "float64"))
+                                parameterizations=("ntk",), activations=("relu",),
+                                options=("plain", "out_scale", "float64"))
     cells = regimes.cells(cfg)
     assert [c.name for c in cells] == [
-        "width16-plain-depth5-lr0.5-x5-ntk", "width32-plain-depth5-lr0.5-x5-ntk",
-        "width16-plain-depth5-lr0.1-x5-ntk", "width32-plain-depth5-lr0.1-x5-ntk",
-        "width16-out_scale-depth5-lr0.5-x5-ntk", "width32-out_scale-depth5-lr0.5-x5-ntk",
-        "width16-float64-depth5-lr0.5-x5-ntk", "width32-float64-depth5-lr0.5-x5-ntk"]
+        "width16-plain-depth5-lr0.5-x5-ntk-relu", "width32-plain-depth5-lr0.5-x5-ntk-relu",
+        "width16-plain-depth5-lr0.1-x5-ntk-relu", "width32-plain-depth5-lr0.1-x5-ntk-relu",
+        "width16-out_scale-depth5-lr0.5-x5-ntk-relu", "width32-out_scale-depth5-lr0.5-x5-ntk-relu",
+        "width16-float64-depth5-lr0.5-x5-ntk-relu", "width32-float64-depth5-lr0.5-x5-ntk-relu"]
     spec = {c.name: c.spec for c in cells}
-    assert spec["width16-out_scale-depth5-lr0.5-x5-ntk"]["output_scale"] == 0.25
-    assert spec["width16-float64-depth5-lr0.5-x5-ntk"]["dtype"] == "float64"
-    assert spec["width16-plain-depth5-lr0.1-x5-ntk"] == {**cfg.base(), "lr_fraction": 0.1, "width": 16,
-                                                         "dtype": "float32", "output_scale": 1.0}
+    assert spec["width16-out_scale-depth5-lr0.5-x5-ntk-relu"]["output_scale"] == 0.25
+    assert spec["width16-float64-depth5-lr0.5-x5-ntk-relu"]["dtype"] == "float64"
+    assert spec["width16-plain-depth5-lr0.1-x5-ntk-relu"] == {**cfg.base(), "lr_fraction": 0.1, "width": 16,
+                                                              "dtype": "float32", "output_scale": 1.0}
     cost = {c.name: c.cost for c in cells}
-    assert cost["width16-plain-depth5-lr0.1-x5-ntk"] < cost["width16-out_scale-depth5-lr0.5-x5-ntk"]
+    assert cost["width16-plain-depth5-lr0.1-x5-ntk-relu"] < cost["width16-out_scale-depth5-lr0.5-x5-ntk-relu"]
     assert all(c.cost > 0 for c in cells)
     assert regimes.needs_x64(cfg) and not regimes.needs_x64(dataclasses.replace(cfg, options=("plain",)))
 
@@ -141,6 +186,48 @@ def test_correlation_recovers_a_power_law():
     assert regimes.correlation(x[:2], x[:2])["slope"] is None
 
 
+def _fake_results(rng):
+    """Synthetic per-cell results: the gap is a power of gap_predicted times noise for erf runs; the
+    other diagnostics are noise; gate flips only for ReLU runs."""
+    out = []
+    for i in range(12):
+        act = "erf" if i % 2 else "relu"
+        pred = np.exp(rng.normal(size=3))
+        finals = {name: np.exp(rng.normal(size=3)) for name in RS.DIAGNOSTICS}
+        finals["gap_predicted"] = pred
+        finals["gap"] = 0.5 * pred**0.8 * np.exp(0.01 * rng.normal(size=3))
+        if act == "erf":
+            finals["gate_flips"] = finals["gate_flips_early"] = np.full(3, np.nan)
+        else:  # the flips would rank the ReLU gaps perfectly, but exist for ReLU runs only
+            finals["gate_flips"] = finals["gate_flips_early"] = finals["gap"] ** 2
+        out.append({"finals": finals, "cell": {"activation": act}})
+    return out
+
+
+def test_gap_prediction_names_the_best_diagnostic_defined_everywhere():
+    res = RS.gap_prediction(_fake_results(np.random.default_rng(0)))
+    assert res["best"] == "gap_predicted" and res["n"] == 36
+    assert res["spearman"] > 0.99 and res["r2_log"] > 0.99
+    d = res["diagnostics"]
+    assert d["gate_flips"]["relu"]["spearman"] == pytest.approx(1.0)
+    assert d["gate_flips"]["all"]["n"] == 18 and d["gate_flips"]["smooth"]["n"] == 0
+    assert abs(d["laziness_ratio"]["all"]["spearman"]) < 0.5
+
+
+def test_extrapolated_width_and_crossing_on_power_laws():
+    w = np.array([64.0, 128.0, 256.0, 512.0])
+    # gap = 10 n^-1/2 reaches 0.1 at n = 10^4 (exact power law: rounding only)
+    got = RS.extrapolated_width(w, 10 * w**-0.5, 0.1, 3)
+    assert got["width"] == pytest.approx(1e4, rel=1e-9) and got["slope"] == pytest.approx(-0.5, abs=1e-12)
+    assert RS.extrapolated_width(w, 0.2 * w**0.1, 0.1, 3)["width"] is None  # growing: never
+    low = RS.extrapolated_width(w, 0.05 * w**-0.5, 0.1, 3)  # below the threshold from the narrowest width
+    assert low["width"] == 64.0 and low["below_at_narrowest"]
+    cross = RS._crossing(w, 20 * w**-1.0, 0.1, -0.5)
+    assert cross["width"] == pytest.approx(200.0, rel=1e-9) and cross["falling"]
+    flat = RS._crossing(w, np.array([0.2, 0.09, 0.09, 0.09]), 0.1, -0.5)
+    assert flat["width"] is not None and flat["falling"] is False
+
+
 def test_doubled_model_is_zero_at_init_and_has_the_plain_kernel():
     import jax
     import jax.numpy as jnp
@@ -169,10 +256,27 @@ def test_tiny_run_writes_results_and_figures(tiny_run):
     assert all(p.is_file() for p in paths)
     s = read_json(out / "summary.json")
     assert s["study"] == "regimes" and s["config"]["steps"] == 8
-    assert len(s["cells"]) == 3  # base, depth 2, doubled at one width
+    assert len(s["cells"]) == 5  # base, depth 2 for relu and erf, doubled at one width
     for key in ("versions", "wall_seconds", "conventions", "heatmaps", "gap_vs_laziness", "wide_enough",
-                "options", "modes_base"):
+                "options", "modes_base", "gap_prediction", "crossover", "timing"):
         assert key in s
+    gp = s["gap_prediction"]
+    assert gp["best"] in gp["diagnostics"] and set(gp["diagnostics"]["gap_predicted"]) == {"all", "smooth", "relu"}
+    by = {(c["activation"], c["depth"], c["option"]): c for c in s["cells"]}
+    # gate flips: fractions for ReLU nets of one network, NaN (null) for erf and the doubled net
+    relu_flips = by[("relu", 1, "plain")]["metrics"]["gate_flips"]["per_seed"]
+    assert all(0.0 <= f <= 1.0 for f in relu_flips)
+    assert all(f is None for f in by[("erf", 1, "plain")]["metrics"]["gate_flips"]["per_seed"])
+    assert all(f is None for f in by[("relu", 1, "doubled")]["metrics"]["gate_flips"]["per_seed"])
+    # the doubled net at theta_a = theta_b: its T and D cancel (+v H v/2 - v H v/2), so the first-order
+    # prediction is 0 up to float32 rounding of those terms (~1e-7 of them; the plain net's is ~1e-3 here)
+    finite = lambda vals: [v for v in vals if v is not None]  # noqa: E731  (None: a diverged linearization)
+    dbl = finite(by[("relu", 1, "doubled")]["metrics"]["gap_predicted"]["per_seed"])
+    assert dbl and all(abs(g) < 1e-5 for g in dbl)
+    erf = finite(by[("erf", 1, "plain")]["metrics"]["gap_predicted"]["per_seed"])
+    assert erf and all(g > 1e-4 for g in erf)
+    assert {(r["activation"], r["depth"]) for r in s["crossover"]["rows"]} == {("relu", 1), ("relu", 2), ("erf", 1),
+                                                                                ("erf", 2)}
     a = read_npz(out / "curves.npz")
     c0 = a["cell0/coeff/net_emp"]
     assert c0.shape == (2, len(s["checkpoint_steps"]), 10)
@@ -190,18 +294,20 @@ def test_tiny_run_writes_results_and_figures(tiny_run):
     np.testing.assert_allclose(a[f"cell{dbl}/curve/loss_net"][:, 0], 0.5 * np.mean(y**2), rtol=1e-12)
     names = {p.name for p in out.iterdir()}
     for fig in ("regimes_modes", "regimes_departure", "regimes_kernel_motion", "regimes_heatmaps",
-                "regimes_gap_vs_laziness", "regimes_wide_enough", "regimes_options"):
+                "regimes_gap_vs_laziness", "regimes_wide_enough", "regimes_options", "regimes_gap_prediction",
+                "regimes_crossover"):
         assert f"{fig}.png" in names and f"{fig}.pdf" in names
     table = regimes.format_table(s)
     assert "depth=2" in table and "option=doubled" in table and "wide enough" in table
     section = regimes.section(s, paths, out)
     assert "## Where the theory holds" in section and "regimes_heatmaps.png" in section
+    assert "Predicting the gap" in section and "Crossover width" in section and "gap prediction" in table
 
 
 def _assert_same_results(a_dir, b_dir):
     a, b = read_json(a_dir / "summary.json"), read_json(b_dir / "summary.json")
     for key in a:
-        if key != "wall_seconds":
+        if key not in ("wall_seconds", "timing"):  # wall times
             assert a[key] == b[key], key
     a, b = read_npz(a_dir / "curves.npz"), read_npz(b_dir / "curves.npz")
     assert a.keys() == b.keys()
@@ -230,8 +336,8 @@ def test_interrupted_run_resumes_bit_identical_and_reuses_cells(tiny_run, tmp_pa
     monkeypatch.setattr(regimes, "run_cell", boom)
     said.clear()
     regimes.run(cfg, again, progress=False, log=said.append)
-    assert "w=8 plain d=1 lr=0.5 x=5 ntk: reusing" in "\n".join(said)
-    assert sum("reusing" in line for line in said) == 3
+    assert "w=8 plain d=1 lr=0.5 x=5 ntk relu: reusing" in "\n".join(said)
+    assert sum("reusing" in line for line in said) == 5
     _assert_same_results(full, again)
     monkeypatch.undo()
     # force recomputes (here the base cell alone), to the same numbers.
@@ -249,7 +355,7 @@ def test_divergence_note_names_the_seeds():
     cell = regimes.cells(regimes.RegimesConfig(**TINY))[0]
     res = {"diverged_net": np.array([False, True]), "diverged_lin": np.array([False, False])}
     (note,) = regimes.notes(None, cell, res)
-    assert note.startswith("note: width 8, lr=0.5 depth=1 x_range=5 ntk plain: diverged seeds: net [1]")
+    assert note.startswith("note: width 8, lr=0.5 depth=1 x_range=5 ntk relu plain: diverged seeds: net [1]")
     assert regimes.notes(None, cell, {"diverged_net": np.zeros(2, bool), "diverged_lin": np.zeros(2, bool)}) == []
 
 

@@ -17,44 +17,54 @@ import numpy as np
 
 from studylib import metrics as M
 from studylib import runner
-from studylib.compare.config import GAPS, REGIONS, CompareConfig, training_seconds
+from studylib.compare.config import AGREEMENTS, GAPS, PREDICTORS, REGIONS, CompareConfig, training_seconds
 from studylib.runner import Cell, Context
 
 
-def _measure_fns(apply_fn, ntk_fn, dense_idx):
-    """Jitted, seed-vmapped measurements of one checkpoint: (network, linearized by params,
-    linearized by function-space coefficients)."""
+def _measure_fns(apply_fn, paths):
+    """Jitted, seed-vmapped measurements: (network at a checkpoint, linearized model trained by
+    params at a checkpoint, linearized model in function space at every checkpoint at once)."""
     import jax
     import jax.numpy as jnp
+    from jax import lax
 
+    from studylib import models
     from studylib.nt import nt
 
-    def changes(delta, p0):
-        """Squared norms of the whole change and of each Dense layer's weight change."""
+    def changes(delta):
+        """Squared norms of the whole change and of each weight array's change (models.weight_paths)."""
         return (sum(jnp.sum(leaf**2) for leaf in jax.tree_util.tree_leaves(delta)),
-                jnp.stack([jnp.sum(delta[i][0] ** 2) for i in dense_idx]))
+                models.layer_sq_norms(delta, paths))
 
     def net(p0, pn, x_train, x_test):
-        dsq, wdsq = changes(jax.tree_util.tree_map(jnp.subtract, pn, p0), p0)
-        return {"f_net_train": apply_fn(pn, x_train), "f_net_test": apply_fn(pn, x_test),
-                "k_net_train": ntk_fn(x_train, None, pn), "dsq_net": dsq, "wdsq_net": wdsq}
+        dsq, wdsq = changes(jax.tree_util.tree_map(jnp.subtract, pn, p0))
+        return {"f_net_train": apply_fn(pn, x_train), "f_net_test": apply_fn(pn, x_test), "dsq_net": dsq,
+                "wdsq_net": wdsq}
 
     def lin_params(p0, pl, x_train, x_test):
         lin = nt.linearize(apply_fn, p0)
-        dsq, wdsq = changes(jax.tree_util.tree_map(jnp.subtract, pl, p0), p0)
+        dsq, wdsq = changes(jax.tree_util.tree_map(jnp.subtract, pl, p0))
         return {"f_lin_train": lin(pl, x_train), "f_lin_test": lin(pl, x_test), "dsq_lin": dsq, "wdsq_lin": wdsq}
 
-    def lin_function(p0, c, x_train):
+    def lin_function(p0, c, x_train, x_test):
+        """Coefficients c (T, N, k) -> per t the change theta_t - theta_0 = J_0(X)^T c_t (one vjp), its
+        squared norms, and J_0(x_test) (theta_t - theta_0) (one jvp): K_0(x_test, X) c_t without the
+        test-train kernel."""
         _, vjp = jax.vjp(lambda p: apply_fn(p, x_train), p0)
-        dsq, wdsq = changes(vjp(c.astype(x_train.dtype))[0], p0)
-        return {"dsq_lin": dsq, "wdsq_lin": wdsq}
+
+        def one(ct):
+            delta = vjp(ct.astype(x_train.dtype))[0]
+            dsq, wdsq = changes(delta)
+            return dsq, wdsq, jax.jvp(lambda p: apply_fn(p, x_test), (p0,), (delta,))[1]
+
+        return lax.map(one, c)
 
     vm = lambda f, n: jax.jit(jax.vmap(f, in_axes=(0, 0) + (None,) * n))  # noqa: E731
-    return vm(net, 2), vm(lin_params, 2), vm(lin_function, 1)
+    return vm(net, 2), vm(lin_params, 2), vm(lin_function, 2)
 
 
 #: A model counts as diverged once its training outputs are non-finite or this far from the
-#: targets (in units of max |y| + 1): GD with a rate above 2N/lambda_max grows geometrically.
+#: targets (in units of max |y| + 1): GD with a rate above 2Nk/lambda_max grows geometrically.
 DIVERGENCE_SCALE = 1e6
 
 
@@ -85,29 +95,81 @@ def _mask_diverged(curves, steps, diverged_net, diverged_lin) -> None:
             c[bad] = np.nan
 
 
-def closed_forms(theta_train, theta_test, k0_train, k0_test, y64, f0_train, f0_test, *, lr: float, steps
-                 ) -> dict[str, np.ndarray]:
-    """Closed forms at exactly the checkpoint steps, per seed (f_0 and K_0 differ by seed):
-    'closed_<inf|emp>[_discrete]_<train|test>' of shape (S, T, N|M, 1)."""
+#: Closed forms evaluated: suffix -> discrete (True: exact GD; False: gradient flow, NT's prediction).
+FORMS = {"": False, "_discrete": True}
+
+
+def closed_coefficients(kernels_, y64, f0_train, *, lr: float, steps) -> dict[str, np.ndarray]:
+    """Coefficients c_t (S, T, N, k) of every closed form (:func:`studylib.closed_form.coefficients`):
+    'closed_<inf|emp>[_discrete]'. ``kernels_``: {'inf': (kernel (N, N), its eigh), 'emp': [(flat
+    kernel (N k, N k), its eigh) per seed]}; f_0 differs by seed, so every form is per seed."""
     from studylib import closed_form
 
-    closed: dict[str, list] = {}
-    for s in range(len(f0_train)):
-        for name, fn in closed_form.CLOSED_FORMS.items():
-            suffix = "" if name == "flow" else "_" + name
-            for kind, k_tt, k_te in (("inf", theta_train, theta_test), ("emp", k0_train[s], k0_test[s])):
-                tr, te = fn(k_tt, k_te, y64, f0_train[s], f0_test[s], learning_rate=lr, steps=steps)
-                closed.setdefault(f"closed_{kind}{suffix}_train", []).append(tr)
-                closed.setdefault(f"closed_{kind}{suffix}_test", []).append(te)
-    return {k: np.stack(v) for k, v in closed.items()}
+    out = {}
+    for suffix, disc in FORMS.items():
+        for kind in ("inf", "emp"):
+            out[f"closed_{kind}{suffix}"] = np.stack([
+                closed_form.coefficients(kern, y64, f0_train[s], learning_rate=lr, steps=steps, discrete=disc,
+                                         eig=eig)
+                for s, (kern, eig) in enumerate(kernels_[kind] if kind == "emp" else
+                                                [kernels_["inf"]] * len(f0_train))])
+    return out
 
 
-def measured_curves(rec: dict, preds: dict, k0_train, n0_sq, w0_sq, y64, regions: dict) -> dict[str, np.ndarray]:
+def init_error(k0_flat: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """||K_0 - Theta (x) I_k||_F / ||Theta (x) I_k||_F per seed for flat K_0 (S, N k, N k) and the
+    analytic Theta (N, N), without building Theta (x) I_k."""
+    s, r, _ = k0_flat.shape
+    n = theta.shape[0]
+    k = r // n
+    view = k0_flat.reshape(s, n, k, n, k)
+    diag = np.einsum("sikjk->skij", view)  # (S, k, N, N): the blocks Theta (x) I_k has on its diagonal
+    off_sq = np.sum(view**2, axis=(1, 2, 3, 4)) - np.sum(diag**2, axis=(1, 2, 3))
+    diff_sq = off_sq + np.sum((diag - theta[None, None]) ** 2, axis=(1, 2, 3))
+    return np.sqrt(np.maximum(diff_sq, 0.0) / (k * np.sum(theta**2)))
+
+
+def present_regions(regions: dict) -> list[str]:
+    """The REGIONS this dataset has: '' and 'train' always, 'interp'/'extrap' where the mask selects
+    some but not all test inputs (1-D grids)."""
+    out = []
+    for region in REGIONS:
+        if region in ("", "train"):
+            out.append(region)
+        elif region in regions and 0 < np.count_nonzero(regions[region]) < len(regions[region]):
+            out.append(region)
+    return out
+
+
+def test_curves(preds: dict, y_test: np.ndarray | None, n_classes: int) -> dict[str, np.ndarray]:
+    """Held-out curves (S, T): ``test_loss_<p>`` (1/2 mean((f - y)^2) over the M k test outputs) and
+    ``test_rmse_<p>`` per predictor p; with classes, ``test_accuracy_<p>`` (argmax of the outputs =
+    the label) and ``test_agreement_<a>_vs_<b>`` (fraction of test inputs where a and b predict the
+    same class). Nothing without held-out targets."""
+    if y_test is None:
+        return {}
+    out = {}
+    for p in PREDICTORS:
+        f = preds[p][1]  # (S, T, M, k)
+        out[f"test_loss_{p}"] = 0.5 * np.mean((f - y_test) ** 2, axis=(2, 3))
+        out[f"test_rmse_{p}"] = M.rmse(f, np.broadcast_to(y_test, f.shape))
+    if n_classes > 0:
+        label = np.argmax(y_test, axis=-1)
+        cls = {p: np.argmax(preds[p][1], axis=-1) for p in PREDICTORS}  # (S, T, M)
+        for p in PREDICTORS:
+            out[f"test_accuracy_{p}"] = np.mean(cls[p] == label, axis=-1)
+        for a, b in AGREEMENTS:
+            out[f"test_agreement_{a}_vs_{b}"] = np.mean(cls[a] == cls[b], axis=-1)
+    return out
+
+
+def measured_curves(rec: dict, preds: dict, n0_sq, w0_sq, y64, data) -> dict[str, np.ndarray]:
     """Every curve (S, T[, L]) from the raw records of one width: losses, parameter and weight
-    changes, kernel change and extremes, and the RMSE of every gap on every region."""
-    data_regions = regions
+    changes, kernel change and extremes (traced kernel on the first ``kernel_points`` inputs,
+    relative to its value at step 0), the RMSE of every gap on every region the data have, and
+    the held-out metrics (:func:`test_curves`)."""
     k_t = rec["k_net_train"]
-    k_0 = k0_train[:, None]
+    k_0 = k_t[:, :1]  # checkpoint 0 is step 0
     lam_min, lam_max = M.gram_extremes(k_t)
     curves: dict[str, np.ndarray] = {
         "loss_net": 0.5 * np.mean((rec["f_net_train"] - y64) ** 2, axis=(2, 3)),
@@ -122,76 +184,123 @@ def measured_curves(rec: dict, preds: dict, k0_train, n0_sq, w0_sq, y64, regions
         "ntk_lambda_max": lam_max,
     }
     for gap, (a, b) in GAPS.items():
-        for region in REGIONS:
+        for region in present_regions(data.regions):
             name = f"rmse_{gap}" + (f"_{region}" if region else "")
             if region == "train":
                 curves[name] = M.rmse(preds[a][0], preds[b][0])
             else:
-                mask = None if not region else data_regions[region]
+                mask = None if not region else data.regions[region]
                 curves[name] = M.rmse(preds[a][1], preds[b][1], mask)
+    return curves | test_curves(preds, data.y_test, data.n_classes)
 
-    return curves
+
+#: Share of a device's memory (MEMORY_FRACTION of it) one kernel block may take.
+KERNEL_BLOCK_SHARE = 0.25
+
+
+def kernel_rows(n_params: int, k: int, itemsize: int, n_rows: int) -> int:
+    """Inputs per block of the empirical kernel (:func:`studylib.kernels.block_rows`) on this device."""
+    from studylib import devices, kernels
+
+    budget = KERNEL_BLOCK_SHARE * devices.MEMORY_FRACTION * devices.memory_bytes()
+    return kernels.block_rows(n_params, k, itemsize, budget_bytes=budget, n_rows=n_rows)
+
+
+def analytic_kernels(kernel_fn, x_train, x_test) -> tuple[np.ndarray, np.ndarray]:
+    """Theta(X, X) (N, N) and Theta(x_test, X) (M, N), float64, in row blocks where NT's kernel of
+    image inputs needs it (:func:`studylib.kernels.analytic_rows`)."""
+    from studylib import devices, kernels
+
+    budget = KERNEL_BLOCK_SHARE * devices.MEMORY_FRACTION * devices.memory_bytes()
+    n = x_train.shape[0]
+    rows_tt = kernels.analytic_rows(x_train.shape, n, budget_bytes=budget)
+    theta_train = kernels.analytic_blocked(kernel_fn, x_train, None if rows_tt >= n else x_train, rows=rows_tt)
+    rows_te = kernels.analytic_rows(x_test.shape, n, budget_bytes=budget)
+    theta_test = kernels.analytic_blocked(kernel_fn, x_test, x_train, rows=rows_te)
+    return theta_train, theta_test
 
 
 def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None,
-              seeds: list[int] | None = None, log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+              seeds: list[int] | None = None, log: Callable[[str], Any] | None = None,
+              analytic: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Train and measure all seeds at one width (``progress(k)`` is called after every k steps).
 
-    Returns per-seed curves of shape (S, T, ...)
-    over the checkpoints and per-seed scalars (names: README, "Files it writes")."""
+    Data: x (N, ...) and y (N, k) (``data.x_train``, ``data.y_train``), test inputs x_test (M, ...)
+    and, where held out, y_test (M, k). The empirical kernel at init is the full (N k, N k) one
+    (NT's ``trace_axes=()``, flat layout of :func:`studylib.kernels.flat_kernel`), computed in
+    blocks; the analytic one (N, N) acts as Theta (x) I_k (``analytic``: (Theta(X, X), Theta(x_test, X))
+    when already computed, e.g. for another width of a width-independent kernel). Returns per-seed curves of shape
+    (S, T, ...) over the checkpoints and per-seed scalars (names: README, "Files it writes")."""
     import jax
     import jax.numpy as jnp
-    from jax import lax
 
     from studylib import closed_form, devices, kernels, models, training
 
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    itemsize = 8 if cfg.dtype == "float64" else 4
     x_train = jnp.asarray(data.x_train, dtype)
     y_train = jnp.asarray(data.y_train, dtype)
     x_test = jnp.asarray(data.x_test, dtype)
+    n, k = data.y_train.shape
     steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
     if seeds is None:
         seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
 
-    net = models.build(cfg.model, width)
+    net = models.build(cfg.model, width, out_dim=k)
     p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype), len(seeds))
-    dense_idx = models.dense_layer_indices(jax.tree_util.tree_map(lambda a: a[0], p0))
+    one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
+    paths = models.weight_paths(one(p0, 0))
+    n_params = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(p0))
 
-    theta_train = np.asarray(kernels.analytic(net.kernel_fn, x_train, None), np.float64)
-    theta_test = np.asarray(kernels.analytic(net.kernel_fn, x_test, x_train), np.float64)
-    lr_critical_inf = float(kernels.critical_learning_rate(theta_train))
+    theta_train, theta_test = analytic or analytic_kernels(net.kernel_fn, x_train, x_test)
+    lr_critical_inf = float(kernels.critical_learning_rate(theta_train, outputs=k))
     lr = cfg.lr if cfg.lr is not None else cfg.lr_fraction * lr_critical_inf
 
-    ntk_fn = kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation)
-    k0_train = jax.jit(jax.vmap(lambda p: ntk_fn(x_train, None, p)))(p0)
-    # One seed at a time: ntk_cross holds N parameter copies per seed.
-    k0_test = jax.jit(lambda ps: lax.map(lambda p: kernels.ntk_cross(net.apply_fn, x_test, x_train, p), ps))(p0)
-    k0_train, k0_test = np.asarray(k0_train, np.float64), np.asarray(k0_test, np.float64)
-    lr_critical_emp = kernels.critical_learning_rate(k0_train)
+    # The full kernel at init, seed by seed, in blocks of inputs (memory: kernel_rows).
+    rows = kernel_rows(n_params, k, itemsize, n)
+    full_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation,
+                                               trace_outputs=False))
+    k0_flat = np.stack([kernels.flat_kernel(kernels.blocked_ntk(full_fn, x_train, None, one(p0, s), rows=rows))
+                        for s in range(len(seeds))])  # (S, N k, N k)
+    k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
+    lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
     above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
     if above and log is not None:  # before training: the linearized model of these seeds will diverge
-        log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2N/lambda_max(K_0) of "
-            f"seed(s) {above}: their linearized model diverges (GD with a constant kernel above 2N/lambda_max)")
+        log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2Nk/lambda_max(K_0) of "
+            f"seed(s) {above}: their linearized model diverges (GD with a constant kernel above 2Nk/lambda_max)")
 
     f0_train = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
     f0_test = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
     y64 = np.asarray(data.y_train, np.float64)
 
-    closed = closed_forms(theta_train, theta_test, k0_train, k0_test, y64, f0_train, f0_test, lr=lr, steps=steps)
+    coeffs = closed_coefficients({"inf": (theta_train, np.linalg.eigh(theta_train)),
+                                  "emp": list(zip(k0_flat, k0_eig, strict=True))}, y64, f0_train, lr=lr, steps=steps)
+    measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, paths)
+    closed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lin_fn_out = {}
+    for name, c in coeffs.items():
+        if name.startswith("closed_inf"):
+            closed[name] = (f0_train[:, None] + closed_form.kernel_apply(theta_train, c),
+                            f0_test[:, None] + closed_form.kernel_apply(theta_test, c))
+        else:
+            dsq, wdsq, df_test = measure_lin_function(p0, jnp.asarray(c), x_train, x_test)
+            lin_fn_out[name] = (np.asarray(dsq, np.float64), np.asarray(wdsq, np.float64))
+            closed[name] = (f0_train[:, None] + np.stack([closed_form.kernel_apply(k0_flat[s], c[s])
+                                                         for s in range(len(seeds))]),
+                            f0_test[:, None] + np.asarray(df_test, np.float64))
 
-    measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, ntk_fn, dense_idx)
+    traced_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation))
+    x_kernel = x_train[:min(cfg.kernel_points, n)]
+    rows_traced = kernel_rows(n_params, k, itemsize, x_kernel.shape[0])
     train_net = training.make_trainer(training.network_model(net.apply_fn))
     params_mode = cfg.lin_mode == "params"
     if params_mode:
         train_lin = training.make_trainer(training.linearized_model(net.apply_fn))
-    else:
-        coeffs = np.stack([closed_form.discrete_coefficients(k0_train[s], y64, f0_train[s], learning_rate=lr,
-                                                             steps=steps) for s in range(len(seeds))])
     copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
     pn = copy(p0)
     pl = copy(p0) if params_mode else None
     lr_arr = jnp.asarray(lr, dtype)
-    to_np = lambda d: {k: np.asarray(v, np.float64) for k, v in d.items()}  # noqa: E731
+    to_np = lambda d: {k_: np.asarray(v, np.float64) for k_, v in d.items()}  # noqa: E731
 
     records: list[dict[str, np.ndarray]] = []
     diverged_net = np.full(len(seeds), -1)
@@ -203,37 +312,36 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
             if params_mode:
                 pl = train_lin(pl, p0, x_train, y_train, lr_arr, int(t - prev))
         rec = to_np(measure_net(p0, pn, x_train, x_test))
+        rec["k_net_train"] = np.stack([kernels.blocked_ntk(traced_fn, x_kernel, None, one(pn, s), rows=rows_traced)
+                                       for s in range(len(seeds))])
         if params_mode:
             rec |= to_np(measure_lin_params(p0, pl, x_train, x_test))
         else:
-            rec |= to_np(measure_lin_function(p0, jnp.asarray(coeffs[:, j]), x_train))
-            rec["f_lin_train"] = closed["closed_emp_discrete_train"][:, j]
-            rec["f_lin_test"] = closed["closed_emp_discrete_test"][:, j]
+            rec["dsq_lin"], rec["wdsq_lin"] = (a[:, j] for a in lin_fn_out["closed_emp_discrete"])
+            rec["f_lin_train"], rec["f_lin_test"] = (a[:, j] for a in closed["closed_emp_discrete"])
         for name, flags in (("net", diverged_net), ("lin", diverged_lin)):
             flags[_diverged(rec[f"f_{name}_train"], y64) & (flags < 0)] = t
         records.append(rec)
         if progress is not None:
             progress(int(t - prev))
         prev = t
-    rec = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}  # (S, T, ...)
+    rec = {k_: np.stack([r[k_] for r in records], axis=1) for k_ in records[0]}  # (S, T, ...)
 
-    p0_np = jax.tree_util.tree_map(np.asarray, p0)
     n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
-                for leaf in jax.tree_util.tree_leaves(p0_np))  # (S,)
-    w0_sq = np.stack([np.sum(np.asarray(p0_np[i][0], np.float64) ** 2, axis=(1, 2)) for i in dense_idx], -1)
+                for leaf in jax.tree_util.tree_leaves(p0))  # (S,)
+    leaves = dict(jax.tree_util.tree_flatten_with_path(p0)[0])
+    w0_sq = np.stack([np.sum(np.asarray(leaves[p], np.float64) ** 2, axis=tuple(range(1, leaves[p].ndim)))
+                      for p in paths], axis=-1)  # (S, L), float64 whatever the run's dtype
 
-    preds = {
-        "net": (rec["f_net_train"], rec["f_net_test"]),
-        "lin": (rec["f_lin_train"], rec["f_lin_test"]),
-    }
-    for key in ("closed_inf", "closed_emp", "closed_inf_discrete", "closed_emp_discrete"):
-        preds[key] = (closed[f"{key}_train"], closed[f"{key}_test"])
+    preds = {"net": (rec["f_net_train"], rec["f_net_test"]), "lin": (rec["f_lin_train"], rec["f_lin_test"])}
+    preds |= closed
 
-    k_t = rec["k_net_train"]
-    curves = measured_curves(rec, preds, k0_train, n0_sq, w0_sq, y64, data.regions)
+    curves = measured_curves(rec, preds, n0_sq, w0_sq, y64, data)
     _mask_diverged(curves, steps, diverged_net, diverged_lin)
 
-    lam0 = np.linalg.eigvalsh(theta_train)
+    lam_theta = np.linalg.eigvalsh(theta_train)
+    lam_k0 = np.stack([lam for lam, _ in k0_eig])
+    stored = (lambda a: a[..., 0]) if k == 1 else (lambda a: a.astype(np.float32))
     return {
         "width": width,
         "steps": steps,
@@ -241,24 +349,28 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         "lr_critical_inf": lr_critical_inf,
         "lr_critical_emp": lr_critical_emp,
         "lr_above_emp_critical": lr > lr_critical_emp,
-        "theta_lambda_min": float(lam0[0]),
-        "theta_lambda_max": float(lam0[-1]),
-        "k0_lambda_min": np.linalg.eigvalsh(k0_train)[:, 0],
-        "k0_lambda_max": np.linalg.eigvalsh(k0_train)[:, -1],
-        "ntk_init_error": M.rel_change(k0_train, np.broadcast_to(theta_train, k0_train.shape), axis=(1, 2)),
+        "theta_lambda_min": float(lam_theta[0]),
+        "theta_lambda_max": float(lam_theta[-1]),
+        "k0_lambda_min": lam_k0[:, 0],
+        "k0_lambda_max": lam_k0[:, -1],
+        "ntk_init_error": init_error(k0_flat, theta_train),
         "diverged_net_step": diverged_net,
         "diverged_lin_step": diverged_lin,
         "curves": curves,
-        "theta_train": theta_train,  # (N, N) analytic NTK
-        "k0_train": k0_train,  # (S, N, N) empirical NTK at init
-        "k_net_train": k_t,  # (S, T, N, N) empirical NTK of the network at each checkpoint
-        "predictions_test": {k: v[1][..., 0] for k, v in preds.items()},  # (S, T, M)
-        "predictions_train": {k: v[0][..., 0] for k, v in preds.items()},  # (S, T, N)
+        "weight_layers": models.weight_labels(paths),
+        "theta_train": theta_train,  # (N, N) analytic NTK (per output; the full kernel is this (x) I_k)
+        "theta_eigenvalues": lam_theta,  # (N,)
+        "k0_eigenvalues": lam_k0,  # (S, N k) of the full empirical NTK at init
+        "k0_train": kernels.traced_kernel(k0_flat, k),  # (S, N, N) the same, traced over outputs
+        "k_net_train": rec["k_net_train"],  # (S, T, P, P) traced empirical NTK on the first P inputs per checkpoint
+        "predictions_test": {k_: stored(v[1]) for k_, v in preds.items()},  # (S, T, M[, k])
+        "predictions_train": {k_: stored(v[0]) for k_, v in preds.items()},  # (S, T, N[, k])
     }
 
 
 #: run_width outputs that are the same for every seed (the rest have a leading seed axis).
 SHARED_KEYS = ("width", "steps", "learning_rate", "lr_critical_inf", "theta_lambda_min", "theta_lambda_max",
+               "weight_layers", "theta_eigenvalues",
                "theta_train")
 
 
@@ -277,27 +389,31 @@ def concat_seed_chunks(chunks: list[dict]) -> dict:
     return out
 
 
-def memory_plan(cfg: CompareConfig, width: int, input_shape: tuple[int, ...]) -> dict:
-    """Parameters per network and the estimated bytes per seed of one width (params: theta_0,
-    theta_t, gradient and update temporaries, x2 for the linearized model in 'params' mode),
-    plus the one-off N x params of the cross kernel; and the seed chunk that fits the device.
-    ``input_shape``: the training inputs' shape (N, ...), from the dataset itself."""
+def memory_plan(cfg: CompareConfig, width: int, input_shape: tuple[int, ...], outputs: int = 1) -> dict:
+    """Parameters P of the network for inputs of ``input_shape`` (N, ...) with ``outputs`` = k outputs,
+    and the estimated device bytes: per seed (theta_0, theta_t, gradient and update temporaries,
+    x2 for the linearized model in 'params' mode); once per seed chunk, one block of the empirical
+    kernel (rows x k Jacobian rows or vjp copies of P numbers, x3 for temporaries:
+    :func:`kernel_rows`); and the host bytes of the full kernels at init, (N k)^2 float64 per seed
+    plus its eigendecomposition. Also the seed chunk that fits the device."""
     from studylib import devices, models
 
-    n_params = models.count_params(models.build(cfg.model, width), input_shape)
+    n_params = models.count_params(models.build(cfg.model, width, out_dim=outputs), input_shape)
     item = 8 if cfg.dtype == "float64" else 4
+    n = input_shape[0]
     per_seed = n_params * item * (4 if cfg.lin_mode == "function" else 7)
-    fixed = cfg.data.n_train * n_params * item
-    return {"width": width, "params": n_params, "bytes_per_seed": per_seed, "fixed_bytes": fixed,
+    rows = kernel_rows(n_params, outputs, item, n)
+    fixed = 3 * rows * outputs * n_params * item
+    host = 3 * cfg.seeds * (n * outputs) ** 2 * 8
+    return {"width": width, "params": n_params, "outputs": outputs, "input_shape": tuple(input_shape),
+            "bytes_per_seed": per_seed, "fixed_bytes": fixed, "kernel_rows": rows, "host_bytes": host,
             "seeds_per_chunk": devices.seeds_per_chunk(per_seed, cfg.seeds, fixed_bytes=fixed)}
-
-
 
 
 def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[float], Any]) -> dict[str, Any]:
     """One width: its seeds in chunks that fit the device memory (:func:`memory_plan`), joined."""
     w = cell.spec["width"]
-    plan = memory_plan(cfg, w, ctx.dataset.x_train.shape)
+    plan = memory_plan(cfg, w, ctx.dataset.x_train.shape, ctx.dataset.y_train.shape[1])
     seed_ids = runner.seed_list(cfg)
     chunk = plan["seeds_per_chunk"]
     if chunk < cfg.seeds:
@@ -305,7 +421,7 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
                 f"vmapping {chunk} seeds at a time")
     done = [0]  # seed-steps trained so far
     # The first report comes after compilation: the modelled set-up counts as done then.
-    setup = 1.0 - training_seconds(cfg, w) / cell.cost
+    setup = 1.0 - training_seconds(cfg, w, ctx.dataset.x_train.shape[0]) / cell.cost
 
     def chunk_progress(n_seeds: int) -> Callable[[int], None]:
         def update(k: int) -> None:
@@ -314,8 +430,31 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
         return update
 
     chunks = [seed_ids[i:i + chunk] for i in range(0, cfg.seeds, chunk)]
-    return concat_seed_chunks([run_width(cfg, w, ctx.dataset, seeds=ids, log=ctx.log, progress=chunk_progress(len(ids)))
-                               for ids in chunks])
+    analytic = shared_analytic(cfg, w, ctx)
+    return concat_seed_chunks([run_width(cfg, w, ctx.dataset, seeds=ids, log=ctx.log, progress=chunk_progress(len(ids)),
+                                         analytic=analytic) for ids in chunks])
+
+
+#: Registered architectures whose analytic kernel under NTK parameterization does not depend on the width.
+WIDTH_FREE_KERNELS = ("fc", "erf_fc", "res_fc", "cnn")
+
+
+def shared_analytic(cfg: CompareConfig, width: int, ctx: Context) -> tuple[np.ndarray, np.ndarray] | None:
+    """(Theta(X, X), Theta(x_test, X)) computed once per run and kept in ``ctx.shared`` where the analytic
+    kernel is width independent (registered architectures, NTK parameterization: NT's ``kernel_fn`` is
+    the same at every width); None otherwise (each width computes its own)."""
+    if cfg.model.arch not in WIDTH_FREE_KERNELS or cfg.model.parameterization != "ntk" or ctx.shared is None:
+        return None
+    if "analytic" not in ctx.shared:
+        import jax.numpy as jnp
+
+        from studylib import models
+
+        dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+        net = models.build(cfg.model, width, out_dim=ctx.dataset.y_train.shape[1])
+        ctx.shared["analytic"] = analytic_kernels(net.kernel_fn, jnp.asarray(ctx.dataset.x_train, dtype),
+                                                  jnp.asarray(ctx.dataset.x_test, dtype))
+    return ctx.shared["analytic"]
 
 
 def notes(cfg: CompareConfig, cell: Cell, res: dict) -> list[str]:
@@ -329,21 +468,32 @@ def notes(cfg: CompareConfig, cell: Cell, res: dict) -> list[str]:
     return out
 
 
-def prepare(cfg: CompareConfig, dataset, log) -> None:
-    """Nothing is shared between widths."""
-    return None
+def prepare(cfg: CompareConfig, dataset, log) -> dict:
+    """A dict the widths share (the analytic kernels, filled by the first width that needs them:
+    :func:`shared_analytic`); but first, before anything is computed, check that the network takes
+    the data's inputs, gives their k outputs and has weights whose change can be measured (one
+    ConfigError line otherwise, naming what is unsupported)."""
+    import jax
+
+    from studylib import models
+
+    net = models.build(cfg.model, cfg.widths[0], out_dim=dataset.y_train.shape[1], input_shape=dataset.x_train.shape)
+    models.weight_paths(jax.eval_shape(lambda key: net.init_fn(key, dataset.x_train.shape)[1], jax.random.PRNGKey(0)))
+    return {}
 
 
 def plan(cfg: CompareConfig) -> str:
-    """Devices, parameters and memory per seed of each width (``--plan``)."""
+    """Devices, parameters and memory of each width for the real input shape and output count (``--plan``)."""
     from studylib import data as D
     from studylib import devices
 
-    shape = D.load(cfg.data).x_train.shape
-    lines = [devices.plan_header()]
+    dataset = D.load_for(cfg.data, cfg.model)
+    shape, k = dataset.x_train.shape, dataset.y_train.shape[1]
+    lines = [devices.plan_header(), f"data {cfg.data.name}: inputs {shape}, {k} output(s) per input, "
+             f"{dataset.x_test.shape[0]} test inputs; full kernel at init ({shape[0] * k} x {shape[0] * k})"]
     for w in cfg.widths:
-        p = memory_plan(cfg, w, shape)
+        p = memory_plan(cfg, w, shape, k)
         lines.append(f"width {w:>6}: {p['params']:>12,} parameters, {p['bytes_per_seed'] / 2**20:>8.1f} MiB "
-                     f"per seed (+{p['fixed_bytes'] / 2**20:.0f} MiB once), {p['seeds_per_chunk']} of {cfg.seeds} "
-                     "seeds at a time")
+                     f"per seed (+{p['fixed_bytes'] / 2**20:.0f} MiB for kernel blocks of {p['kernel_rows']} inputs), "
+                     f"{p['seeds_per_chunk']} of {cfg.seeds} seeds at a time; host {p['host_bytes'] / 2**20:.0f} MiB")
     return "\n".join(lines)

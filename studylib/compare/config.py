@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
-from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, validate
+from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
 from studylib.data import DataConfig
-from studylib.flags import option
+from studylib.flags import int_list, option
 from studylib.models import ModelConfig
 from studylib.runner import Cell
 
@@ -15,7 +16,7 @@ NAME = "compare"
 #: The arrays file next to summary.json.
 ARRAYS_FILE = "curves.npz"
 #: Config fields that choose which cells run, not what a cell computes (left out of cell keys).
-SWEEP_FIELDS = ("widths",)
+SWEEP_FIELDS = ("widths", "fit_widths")
 
 #: Pairs of predictors whose RMSE is recorded: name -> (a, b).
 GAPS = {
@@ -27,8 +28,14 @@ GAPS = {
     "closed_inf_flow_vs_discrete": ("closed_inf", "closed_inf_discrete"),
 }
 LIN_MODES = ("function", "params")
-#: Regions: '' = the whole test grid, 'train' = the training inputs.
+#: Regions: '' = the whole test set, 'train' = the training inputs; 'interp'/'extrap' only where the
+#: data have them (1-D grids: inside / beyond the training range).
 REGIONS = ("", "train", "interp", "extrap")
+#: The predictors measured on held-out data: network, linearization, closed forms (NT's flow) with
+#: the analytic and the empirical kernel.
+PREDICTORS = ("net", "lin", "closed_inf", "closed_emp")
+#: Pairs whose predicted classes are compared on the test set (``test_agreement_<a>_vs_<b>``).
+AGREEMENTS = (("net", "lin"), ("net", "closed_inf"))
 
 #: Published rates (exponent of width n) to set beside fitted slopes; SCIENCE.md section 3.
 REFERENCE_RATES: dict[str, tuple[float, str]] = {
@@ -47,7 +54,46 @@ TABLE_METRICS = (
     "rel_param_change", "rel_ntk_change", "ntk_x0_change", "ntk_init_error",
     "rmse_net_vs_lin", "rmse_net_vs_closed_inf", "rmse_lin_vs_closed_emp",
     "loss_net", "loss_lin",
+    "test_loss_net", "test_loss_closed_inf", "test_accuracy_net", "test_accuracy_lin", "test_accuracy_closed_inf",
+    "test_agreement_net_vs_lin", "test_agreement_net_vs_closed_inf",
 )
+
+#: Per-data defaults of the fields left None (``widths``, ``steps``), keyed by (dataset, architecture,
+#: sweep); '*' matches any. The 1-D toy keeps the seed study's sweep; digits (N = 256 inputs with 10
+#: outputs: full empirical kernels of 2560 x 2560) is sized so that ``sweep='default'`` runs in
+#: <= 5 min (fc) / <= 10 min (cnn) on a 2-core CPU, and ``sweep='large'`` for one GPU (``--plan``).
+#: ``lr_fraction``: on digits the empirical kernel of a narrow depth-5 net at init has lambda_max up to
+#: ~12x the analytic one (width 16; ~3x at width 64), so half the analytic critical rate would put
+#: most narrow nets above their own 2Nk/lambda_max(K_0) (their linearization diverges); 0.05 keeps
+#: nearly all below it and still trains the infinite-width model to 96% test accuracy in 1000 steps.
+SWEEP_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
+    ("*", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256, 512, 1024), "steps": 1000, "lr_fraction": 0.5},
+    ("*", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "steps": 10000, "lr_fraction": 0.5},
+    ("digits", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256), "steps": 1000, "lr_fraction": 0.05},
+    ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 10000, "lr_fraction": 0.05},
+    ("digits", "cnn", "default"): {"widths": (4, 8, 16, 32), "steps": 500, "lr_fraction": 0.05},
+    ("digits", "cnn", "large"): {"widths": (16, 32, 64, 128, 256, 512), "steps": 5000, "lr_fraction": 0.05},
+}
+SWEEPS = ("default", "large")
+
+#: NT's empirical-kernel implementation per architecture when ``ntk_implementation`` is None. Measured
+#: on digits shapes (N = 256, 64 inputs or 8x8x1 images, k = 10, float32, this 2-core CPU, jax 0.10.2):
+#: fc depth 5, full kernel 256 x 64 block: width 64 impl 1 0.29 s vs impl 2 0.31 s; width 256 4.6 s vs
+#: 1.8 s (NTK-vector products avoid the 2560 x P Jacobian contraction); cnn depth 5 (flatten): width 16
+#: 1.1 s vs 11.2 s, width 32 3.9 s vs 32 s (implementation 2 re-runs the convolutions for every
+#: output row). So 2 for dense nets, 1 for conv nets and user builders (1 works for any stax net).
+IMPLEMENTATION_BY_ARCH = {"fc": 2, "erf_fc": 2, "res_fc": 2, "cnn": 1}
+#: Implementation for architectures not in IMPLEMENTATION_BY_ARCH (user builders).
+OTHER_IMPLEMENTATION = 1
+
+
+def sweep_defaults(data_name: str, arch: str, sweep: str) -> dict[str, Any]:
+    """``widths`` and ``steps`` of :data:`SWEEP_DEFAULTS` for this dataset, architecture and sweep
+    (the most specific entry wins: dataset and arch, then dataset, then any)."""
+    for key in ((data_name, arch, sweep), (data_name, "*", sweep), ("*", "*", sweep)):
+        if key in SWEEP_DEFAULTS:
+            return SWEEP_DEFAULTS[key]
+    raise KeyError(sweep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,41 +107,66 @@ class CompareConfig:
     costs nothing per step (the per-layer change then takes one vjp per checkpoint).
 
     ``lr``: absolute learning rate; when None it is ``lr_fraction`` times the
-    critical rate 2N/lambda_max of the analytic NTK on the training inputs (per
-    width: under standard parameterization the analytic kernel grows with width).
+    critical rate 2Nk/lambda_max of the analytic NTK on the training inputs (N inputs with k
+    outputs each; per width: under standard parameterization the analytic kernel grows with width).
+
+    ``widths``, ``steps`` and ``lr_fraction`` left None take the defaults of the dataset, architecture and
+    ``sweep`` (:data:`SWEEP_DEFAULTS`), resolved here; ``ntk_implementation`` None takes the
+    fastest measured for the architecture (:data:`IMPLEMENTATION_BY_ARCH`). ``kernel_points``:
+    the network's kernel during training (``rel_ntk_change``, ``ntk_x0_change``,
+    ``ntk_lambda_*``) is measured on the first that many training inputs, traced over outputs;
+    the full (N k, N k) kernel at init on all of them.
     """
 
-    widths: tuple[int, ...] = option((8, 16, 32, 64, 128, 256, 512, 1024), "comma-separated hidden widths",
-                                     check=integers())
+    widths: tuple[int, ...] | None = option(
+        None, "comma-separated hidden widths; none: the dataset's (cubic etc. 8..1024, digits 8..256, digits "
+        "with cnn 4..32; --preset large: 64..8192, 64..4096, 16..512)", parse=int_list, check=optional(integers()))
     seeds: int = option(3, "number of initialisations per width", check=integer())
-    steps: int = option(1000, "full-batch GD steps", check=integer())
+    steps: int | None = option(None, "full-batch GD steps; none: the dataset's (1000; digits cnn 500; --preset "
+                               "large: 10000, cnn 5000)", parse=int, check=optional(integer()))
+    sweep: str = option("default", "which per-data defaults fill --widths/--steps: default (this CPU) or large "
+                        "(a GPU; --preset large sets it)", check=one_of(SWEEPS))
     lr: float | None = option(None, "absolute learning rate; none: --lr-fraction of the critical rate", parse=float,
                               check=optional(number()))
-    lr_fraction: float = option(0.5, "learning rate as a fraction of 2N/lambda_max of the analytic NTK",
-                                 check=number())
+    lr_fraction: float | None = option(None, "learning rate as a fraction of 2Nk/lambda_max of the analytic NTK; "
+                                       "none: the dataset's (0.5; digits 0.05)", parse=float, check=optional(number()))
     n_checkpoints: int = option(16, "number of log-spaced checkpoints, step 0 and the last included",
                                 flags=("--checkpoints",), check=integer(2))
-    ntk_implementation: int = option(2, "NT's empirical NTK implementation: 1 or 2")
+    kernel_points: int = option(64, "training inputs (the first ones) on which the network's kernel is measured "
+                                "at every checkpoint", check=integer(2))
+    ntk_implementation: int | None = option(None, "NT's empirical NTK implementation: 1 or 2; none: 2 for dense "
+                                            "nets, 1 for conv nets and user builders (measured)", parse=int)
     lin_mode: str = option("function", "function (exact function-space GD) or params (train nt.linearize)",
                            check=one_of(LIN_MODES))
     dtype: str = option("float32", "float32 or float64", check=one_of(DTYPES))
     first_seed: int = option(0, "first PRNG seed", check=integer(0))
+    fit_widths: tuple[int, ...] | None = option(
+        None, "widths the rates are fitted on; none: the asymptotic part of the sweep, widths >= 64 "
+        "(the 3 largest when fewer; studylib.metrics.default_fit_widths)", parse=int_list, check=optional(integers()))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
     def __post_init__(self):
         validate(self)
+        defaults = sweep_defaults(self.data.name, self.model.arch, self.sweep)
+        for name in ("widths", "steps", "lr_fraction"):
+            if getattr(self, name) is None:
+                set_frozen(self, name, defaults[name])
+        if self.ntk_implementation is None:
+            set_frozen(self, "ntk_implementation", IMPLEMENTATION_BY_ARCH.get(self.model.arch, OTHER_IMPLEMENTATION))
         if self.ntk_implementation not in (1, 2):
             raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
                               "(3 fails with every jax since 0.4.28)")
+        if self.fit_widths is not None and (len(self.fit_widths) < 2 or set(self.fit_widths) - set(self.widths)):
+            raise ConfigError(f"fit_widths: {list(self.fit_widths)} must be >= 2 of the swept widths "
+                              f"{list(self.widths)}")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # A few seconds: for smoke tests and a first look.
     "tiny": {"widths": (8, 16, 32), "seeds": 2, "steps": 30, "n_checkpoints": 5},
-    # Meant for a GPU or a long CPU run.
-    "large": {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "seeds": 8, "steps": 10000,
-              "n_checkpoints": 24},
+    # Meant for a GPU: the dataset's large sweep (SWEEP_DEFAULTS; 1-D: widths 64...8192, 10 000 steps).
+    "large": {"sweep": "large", "seeds": 8, "n_checkpoints": 24},
 }
 
 
@@ -112,20 +183,37 @@ SETUP_SECONDS = 5.0
 FIRST_CELL_SECONDS = 5.0
 
 
-def cell_cost(cfg: CompareConfig, width: int, *, first: bool = False) -> float:
+def cell_cost(cfg: CompareConfig, width: int, *, first: bool = False, shape: tuple[int, ...] = (10, 1),
+              outputs: int = 1) -> float:
     """Modelled seconds of one width on this 2-core CPU with jax 0.10: ~5 s of compilation, kernels
     and closed forms (+5 s for the first width), plus GD steps x seeds at ~4e-9 s x width^2 +
-    1e-4 s each (fitted to the default run: width 8 took 11 s, 16-256 5-6 s, 512 7 s and 1024
-    19 s; jax 0.5.3 trains the widest nets ~3x slower, so there the early ETA is ~0.7x the total)."""
-    return SETUP_SECONDS + FIRST_CELL_SECONDS * first + training_seconds(cfg, width)
+    1e-4 s each (fitted to the default 1-D run: width 8 took 11 s, 16-256 5-6 s, 512 7 s and 1024
+    19 s; jax 0.5.3 trains the widest nets ~3x slower, so there the early ETA is ~0.7x the total),
+    plus for larger data the kernels (:func:`kernel_seconds`). ``shape``: the training inputs' (N, ...)."""
+    return (SETUP_SECONDS + FIRST_CELL_SECONDS * first + training_seconds(cfg, width, shape[0])
+            + kernel_seconds(cfg, width, shape, outputs))
 
 
-def training_seconds(cfg: CompareConfig, width: int) -> float:
-    """The GD part of :func:`cell_cost`."""
-    return cfg.steps * cfg.seeds * (4e-9 * width * width + 1e-4)
+def training_seconds(cfg: CompareConfig, width: int, n: int = 10) -> float:
+    """The GD part of :func:`cell_cost` (its width^2 term grows with the N training inputs beyond 10)."""
+    return cfg.steps * cfg.seeds * (4e-9 * width * width * max(1.0, n / 10) + 1e-4)
+
+
+def kernel_seconds(cfg: CompareConfig, width: int, shape: tuple[int, ...], outputs: int) -> float:
+    """Modelled seconds of the empirical kernels and their eigendecompositions per width: the full
+    (N k)^2 kernel at init (~4 N^2 k P flops at ~5e10 flop/s) and its eigh (~3e-10 s x (N k)^3) per
+    seed, and the traced kernel on ``kernel_points`` inputs at every checkpoint; P ~ depth x width^2
+    (x9 for 3x3 convolutions over the H W positions of image inputs). Zero-ish for the 1-D toy."""
+    n, k = shape[0], outputs
+    spatial = 9 * int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
+    p = (cfg.model.depth * width * width + width * (int(math.prod(shape[1:])) + k)) * spatial
+    kp = min(cfg.kernel_points, n)
+    flops = 4.0 * k * p * (n * n + cfg.n_checkpoints * kp * kp)
+    return cfg.seeds * (flops / 5e10 + 3e-10 * (n * k) ** 3)
 
 
 def cells(cfg: CompareConfig, dataset=None) -> list[Cell]:
     """One cell per width: all seeds of one width train together (vmapped)."""
-    return [Cell(name=f"width{w}", spec={"width": w}, cost=cell_cost(cfg, w, first=i == 0), label=f"width {w}")
-            for i, w in enumerate(cfg.widths)]
+    shape, k = ((10, 1), 1) if dataset is None else (dataset.x_train.shape, dataset.y_train.shape[1])
+    return [Cell(name=f"width{w}", spec={"width": w}, cost=cell_cost(cfg, w, first=i == 0, shape=shape, outputs=k),
+                 label=f"width {w}") for i, w in enumerate(cfg.widths)]

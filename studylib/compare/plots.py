@@ -13,18 +13,18 @@ from studylib.results import read_json, read_npz
 
 plt = style.plt
 
-#: (metric, axis label) panels of the gaps-vs-width figure.
+#: (metric, axis label) panels of the gaps-vs-width figure; {where} = where the RMSE is taken.
 WIDTH_PANELS = (
     ("rel_param_change", r"$\|\theta_T-\theta_0\|_2/\|\theta_0\|_2$"),
     ("rel_ntk_change", r"$\|K_T-K_0\|_F/\|K_0\|_F$ (train Gram)"),
     ("ntk_init_error", r"$\|K_0-\Theta\|_F/\|\Theta\|_F$ (init vs analytic)"),
-    ("rmse_net_vs_lin", r"RMSE$(f_T, f^{lin}_T)$ on $[-10,10]$"),
-    ("rmse_net_vs_closed_inf", r"RMSE$(f_T, f^{\infty}_T)$ on $[-10,10]$"),
+    ("rmse_net_vs_lin", r"RMSE$(f_T, f^{lin}_T)$ {where}"),
+    ("rmse_net_vs_closed_inf", r"RMSE$(f_T, f^{\infty}_T)$ {where}"),
     ("rmse_lin_vs_closed_emp", r"RMSE($f^{lin}_T$, NT flow with $K_0$)"),
 )
 TIME_PANELS = (
-    ("rmse_net_vs_lin", r"RMSE$(f_t, f^{lin}_t)$ on $[-10,10]$"),
-    ("rmse_net_vs_closed_inf", r"RMSE$(f_t, f^{\infty}_t)$ on $[-10,10]$"),
+    ("rmse_net_vs_lin", r"RMSE$(f_t, f^{lin}_t)$ {where}"),
+    ("rmse_net_vs_closed_inf", r"RMSE$(f_t, f^{\infty}_t)$ {where}"),
     ("rel_ntk_change", r"$\|K_t-K_0\|_F/\|K_0\|_F$"),
     ("rel_param_change", r"$\|\theta_t-\theta_0\|_2/\|\theta_0\|_2$"),
     ("loss_net", r"network loss $\frac{1}{2}\,\mathrm{mean}(f_t-y)^2$"),
@@ -45,6 +45,15 @@ def _arr(values) -> np.ndarray:
 
 def _per_seed(entry) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in entry["per_seed"]], np.float64)
+
+
+def _where(summary: dict) -> str:
+    """Where the no-suffix RMSE is taken: the 1-D test grid, or the held-out test inputs."""
+    data = summary["config"]["data"]
+    if data.get("name") in ("cubic", "sin"):
+        r = data["test_range"]
+        return rf"on $[-{r:g},{r:g}]$"
+    return "on test inputs"
 
 
 def _width_axis(ax, widths) -> None:
@@ -90,7 +99,7 @@ def gaps_vs_width(summary: dict, stem) -> list[Path]:
         ax.set_title(title, fontsize=8)
         _width_axis(ax, widths)
         ax.set_yscale("log")
-        ax.set_ylabel(label)
+        ax.set_ylabel(label.replace("{where}", _where(summary)))
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.01))
     cfg = summary["config"]
@@ -143,7 +152,7 @@ def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
         ax.set_xscale("symlog", linthresh=1)
         ax.set_yscale("log")
         ax.set_xlabel(f"GD step t (time = lr·t; lr = {lr[0]:.3g})" if len(set(lr)) == 1 else "GD step t")
-        ax.set_ylabel(label)
+        ax.set_ylabel(label.replace("{where}", _where(summary)))
     style.legend_outside(axes[0, 2], title="width (mean, band = min..max over seeds)", fontsize=7)
     fig.suptitle("Gaps and losses over training")
     fig.tight_layout()
@@ -152,7 +161,7 @@ def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
 
 def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[Path]:
     """Network / linearization / infinite-width closed form over x (1-D inputs only)."""
-    if "x_test" not in curves or curves["x_test"].shape[1] != 1:
+    if not _is_1d_grid(summary, curves):
         return []
     widths = np.asarray(curves["widths"])
     x_test, x_train, y_train = curves["x_test"][:, 0], curves["x_train"][:, 0], curves["y_train"][:, 0]
@@ -181,8 +190,138 @@ def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[
     return style.save(fig, stem)
 
 
+#: Display names of the predictors.
+PREDICTOR_LABELS = {"net": "network", "lin": "linearization", "closed_inf": "closed form, analytic Θ",
+                    "closed_emp": "closed form, empirical K₀"}
+
+
+def test_over_time(summary: dict, curves: dict, stem) -> list[Path]:
+    """Held-out test accuracy (with classes) and test loss over training: a panel per predictor, a
+    colour per width (seed mean; band = min..max over seeds). Nothing without held-out targets."""
+    rows = [(m, lab) for m, lab in (("test_accuracy", "test accuracy"),
+                                    ("test_loss", r"test loss $\frac{1}{2}\,\mathrm{mean}(f_t-y)^2$"))
+            if f"curve/{m}_net" in curves]
+    if not rows:
+        return []
+    widths = np.asarray(curves["widths"])
+    steps = np.asarray(curves["steps"], np.float64)
+    preds = [p for p in PREDICTOR_LABELS if f"curve/{rows[0][0]}_{p}" in curves]
+    fig, axes = plt.subplots(len(rows), len(preds), figsize=(3.4 * len(preds) + 1.5, 3.1 * len(rows)),
+                             squeeze=False, sharey="row")
+    for r, (metric, label) in enumerate(rows):
+        for c, p in enumerate(preds):
+            ax = axes[r, c]
+            vals = curves[f"curve/{metric}_{p}"]
+            for i, w in enumerate(widths):
+                with np.errstate(all="ignore"):
+                    mean = np.nanmean(vals[i], axis=0)
+                    lo, hi = np.nanmin(vals[i], axis=0), np.nanmax(vals[i], axis=0)
+                col = style.width_color(w)
+                ax.plot(steps, mean, color=col, lw=1.3, label=f"n={w}")
+                ax.fill_between(steps, lo, hi, color=col, alpha=0.15, lw=0)
+            ax.set_xscale("symlog", linthresh=1)
+            if metric == "test_loss":
+                ax.set_yscale("log")
+            ax.set_title(PREDICTOR_LABELS[p], fontsize=9)
+            ax.set_xlabel("GD step t")
+            if c == 0:
+                ax.set_ylabel(label)
+    style.legend_outside(axes[0, -1], title="width", fontsize=7)
+    data = summary["config"]["data"]
+    fig.suptitle(f"Held-out test set over training ({data['name']}, {data['n_test']} test inputs, "
+                 f"{len(summary['seeds'])} seeds)")
+    fig.tight_layout()
+    return style.save(fig, stem)
+
+
+def test_vs_width(summary: dict, stem) -> list[Path]:
+    """Final test accuracy and loss of every predictor against width, and how often the network
+    predicts the same class as its linearization / the infinite-width closed form."""
+    metrics = summary["metrics"]
+    panels = [m for m in ("test_accuracy", "test_loss") if f"{m}_net" in metrics]
+    agree = [k for k in metrics if k.startswith("test_agreement_")]
+    if not panels:
+        return []
+    widths = np.asarray(summary["widths"], np.float64)
+    n_panels = len(panels) + bool(agree)
+    fig, axes = plt.subplots(1, n_panels, figsize=(4.6 * n_panels, 3.8), squeeze=False)
+    for ax, metric in zip(axes[0], panels, strict=False):
+        for j, (p, lab) in enumerate(PREDICTOR_LABELS.items()):
+            if f"{metric}_{p}" in metrics:
+                _mean_and_range(ax, widths, _per_seed(metrics[f"{metric}_{p}"]), color=f"C{j}", label=lab)
+        _width_axis(ax, widths)
+        if metric == "test_loss":
+            ax.set_yscale("log")
+        ax.set_ylabel(metric.replace("_", " ") + " (final)")
+    if agree:
+        ax = axes[0, -1]
+        for j, name in enumerate(agree):
+            a, b = name.removeprefix("test_agreement_").split("_vs_")
+            _mean_and_range(ax, widths, _per_seed(metrics[name]), color=f"C{j + 4}",
+                            label=f"{PREDICTOR_LABELS[a]} = {PREDICTOR_LABELS[b]}")
+        _width_axis(ax, widths)
+        ax.set_ylabel("fraction of test inputs, same class (final)")
+    for ax in axes[0]:
+        ax.legend(fontsize=7)
+    fig.suptitle("Held-out test set at the last step against width (seed mean, bars: min..max)")
+    fig.tight_layout()
+    return style.save(fig, stem)
+
+
+def test_scatter(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[Path]:
+    """Network outputs against the infinite-width closed form's and against the linearization's on
+    every test output (M x k points), at the last step, for the narrowest and the widest net; the
+    diagonal is agreement. For data whose inputs are not a 1-D grid."""
+    if "pred_test/net" not in curves:
+        return []
+    widths = np.asarray(curves["widths"])
+    picks = sorted({0, len(widths) - 1})
+    others = [p for p in ("closed_inf", "lin") if f"pred_test/{p}" in curves]
+    fig, axes = plt.subplots(len(others), len(picks), figsize=(4.4 * len(picks), 4.0 * len(others)), squeeze=False)
+    step = int(curves["steps"][-1])
+    for r, other in enumerate(others):
+        for c, i in enumerate(picks):
+            ax = axes[r, c]
+            s = _converged_seed(summary, i, seed_index, "lin" if other == "lin" else None)
+            ax.set_xlabel(f"{PREDICTOR_LABELS[other]}, step {step}")
+            ax.set_ylabel(f"network, step {step}")
+            if s is None:
+                ax.set_title(f"width n = {widths[i]}: every seed diverged", fontsize=9)
+                continue
+            f = np.asarray(curves["pred_test/net"][i, s, -1], np.float64).reshape(-1)
+            g = np.asarray(curves[f"pred_test/{other}"][i, s, -1], np.float64).reshape(-1)
+            ok = np.isfinite(f) & np.isfinite(g)
+            ax.scatter(g[ok], f[ok], s=3, alpha=0.35, lw=0, color=style.width_color(widths[i]))
+            if ok.any():
+                lo, hi = min(f[ok].min(), g[ok].min()), max(f[ok].max(), g[ok].max())
+                ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--", label="agreement")
+                rmse = float(np.sqrt(np.mean((f[ok] - g[ok]) ** 2)))
+                ax.set_title(f"width n = {widths[i]}, seed {summary['seeds'][s]}: RMSE {rmse:.3g}", fontsize=9)
+                ax.legend(fontsize=7, loc="upper left")
+    fig.suptitle("Outputs on the test inputs at the last step (every output of every test input)")
+    fig.tight_layout()
+    return style.save(fig, stem)
+
+
+def _converged_seed(summary: dict, width_index: int, first: int, model: str | None) -> int | None:
+    """The first seed (from ``first`` on, then the others) whose network and, if named, ``model`` did not
+    diverge at this width; None when every seed did."""
+    pw = summary["per_width"][width_index]
+    n = len(summary["seeds"])
+    for s in [first, *(j for j in range(n) if j != first)]:
+        if pw["diverged_net_step"][s] < 0 and (model is None or pw[f"diverged_{model}_step"][s] < 0):
+            return s
+    return None
+
+
+def _is_1d_grid(summary: dict, curves: dict) -> bool:
+    return "x_test" in curves and curves["x_test"].ndim == 2 and curves["x_test"].shape[1] == 1
+
+
 def figures(out_dir, fig_dir=None) -> list[Path]:
-    """All figures of a stored ``study.compare`` run; written to ``fig_dir`` (default: ``out_dir``)."""
+    """All figures of a stored ``study.compare`` run; written to ``fig_dir`` (default: ``out_dir``).
+    1-D inputs get the predictions over x; other inputs the held-out test figures and the output
+    scatter instead."""
     summary, curves = _load(out_dir)
     fig_dir = Path(fig_dir or out_dir)
     paths = []
@@ -190,4 +329,8 @@ def figures(out_dir, fig_dir=None) -> list[Path]:
     paths += layer_change_vs_width(summary, fig_dir / "compare_layer_change_vs_width")
     paths += gaps_over_time(summary, curves, fig_dir / "compare_gaps_over_time")
     paths += predictions(summary, curves, fig_dir / "compare_predictions")
+    if not _is_1d_grid(summary, curves):
+        paths += test_over_time(summary, curves, fig_dir / "compare_test_over_time")
+        paths += test_vs_width(summary, fig_dir / "compare_test_vs_width")
+        paths += test_scatter(summary, curves, fig_dir / "compare_test_scatter")
     return paths

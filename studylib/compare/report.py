@@ -6,15 +6,32 @@ from pathlib import Path
 
 from studylib import metrics as M
 from studylib.compare.config import TABLE_METRICS
-from studylib.tables import figure_links, fmt, metrics_table, setup_block, slopes_table, table
+from studylib.tables import (
+    figure_links,
+    fmt,
+    local_slopes_table,
+    metrics_table,
+    setup_block,
+    slopes_table,
+    table,
+)
+
+#: Rows of the console table: TABLE_METRICS with the time summaries of the network-linearization
+#: gap (sup over checkpoints, early time) after its final-step row.
+TABLE_ROWS = tuple(m for name in TABLE_METRICS for m in (
+    (name, f"{name}_sup", f"{name}_early") if name == "rmse_net_vs_lin" else (name,)))
 
 
-def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_METRICS) -> str:
-    """Console table: final-time mean ± std per width, then the fitted slope and reference."""
+def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_ROWS) -> str:
+    """Console table: final-time mean ± std per width, then the slope fitted over the fit widths
+    (named in the header) and the published rate; below it the local slopes between neighbouring
+    widths, with their 95% bootstrap intervals."""
     widths = summary["widths"]
+    fit_w = summary.get("fit_widths")
+    fit_label = f"slope n={fit_w[0]}..{fit_w[-1]} [95% CI]" if fit_w else "slope [95% CI]"
     name_w = max(len(m) for m in metrics_) + 2
     head = ("metric".ljust(name_w) + "".join(f"{'n=' + str(w):>19}" for w in widths)
-            + "   slope [95% CI]        published")
+            + f"   {fit_label:<27} published")
     lines = [head, "-" * len(head)]
     for m in metrics_:
         entry = summary["metrics"].get(m)
@@ -31,12 +48,33 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_METRICS) -> st
             if fit.get("reference"):
                 slope += f"   {M.rate_label(fit['reference']['slope'])}"
         lines.append(m.ljust(name_w) + cells + slope)
+    return "\n".join([*lines, "", _local_slopes_lines(summary, metrics_, name_w)])
+
+
+def _local_slopes_lines(summary: dict, metrics_: tuple[str, ...], name_w: int) -> str:
+    """Console block: the local slope between each pair of neighbouring widths [95% CI]."""
+    rows = [(m, summary["slopes"][m]["local_slopes"]) for m in metrics_
+            if summary["slopes"].get(m, {}).get("local_slopes")]
+    if not rows:
+        return ""
+    pairs = [f"{a}->{b}" for a, b in (e["widths"] for e in rows[0][1])]
+    head = "local slope".ljust(name_w) + "".join(f"{p:>23}" for p in pairs)
+    lines = [head, "-" * len(head)]
+    for m, loc in rows:
+        cells = ""
+        for e in loc:
+            if e["slope"] is None:
+                cells += f"{'n/a':>23}"
+            else:
+                lo, hi = e["ci95"]
+                cells += f"{e['slope']:+.2f} [{lo:+.2f},{hi:+.2f}]".rjust(23)
+        lines.append(m.ljust(name_w) + cells)
     return "\n".join(lines)
 
 
 def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     cfg = summary["config"]
-    gaps = [m for m in TABLE_METRICS]
+    gaps = list(TABLE_ROWS)
     slope_names = [m for m in summary.get("slopes", {}) if summary["slopes"][m].get("reference")]
     pw = summary["per_width"]
     lr_rows = [[str(p["width"]), fmt(p["learning_rate"]), fmt(p["lr_critical_inf"]),
@@ -57,6 +95,10 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
         metrics_table(summary, gaps),
         "\n### Fitted exponents against width, beside the published rates\n",
         slopes_table(summary, slope_names),
+        "\n### Local slopes between neighbouring widths [95% bootstrap interval]\n",
+        "A rate is a statement about large n: where the local slopes drift, the fitted exponent depends on "
+        "the fit range (its widths are in the table above).\n",
+        local_slopes_table(summary, slope_names),
         "\n### Learning rate against the critical rates\n",
         table(["width", "learning rate", "2N/λmax(Θ)", "lr / (2N/λmax(K₀)) per seed", "network diverged at",
                "linearization diverged at"], lr_rows),

@@ -13,6 +13,31 @@ from studylib.runner import Cell, Context
 
 #: Final-time gaps in the summary's ``metrics`` (besides every curve's name).
 SCALARS_PER_SEED = ("ntk_init_error", "lr_critical_emp", "k0_lambda_min", "k0_lambda_max")
+#: Gaps also summarised over time: ``<gap>[_region]_sup`` (max over checkpoints, the quantity Lee et
+#: al. 2019 Thm 2.1 bounds) and ``<gap>[_region]_early`` (at the first checkpoint at or after EARLY_STEP).
+TIME_SUMMARISED = ("rmse_net_vs_lin", "rmse_net_vs_quad")
+#: The fixed early time of the ``_early`` metrics, in GD steps (time = lr * steps).
+EARLY_STEP = 32
+#: Published rates of the time-summarised gaps (exponent of width n, source).
+TIME_REFERENCE_RATES: dict[str, tuple[float, str]] = {
+    "rmse_net_vs_lin_sup": (-0.5, "Lee et al. 2019 Thm 2.1: sup_t ||f_t - f_t^lin|| = O(n^-1/2)"),
+    "rmse_net_vs_lin_early": (-0.5, "Lee et al. 2019 Thm 2.1 (a bound at every t); perturbation theory gives "
+                                    "O(t^2/n) at fixed early t, docs/controls.md"),
+}
+
+
+def _time_summaries(results: list[dict]) -> dict[str, np.ndarray]:
+    """``<name>_sup`` and ``<name>_early`` (W, S) for every curve of a TIME_SUMMARISED gap."""
+    out: dict[str, np.ndarray] = {}
+    early = M.first_checkpoint_at(results[0]["steps"], EARLY_STEP)
+    for name in results[0]["curves"]:
+        if name.startswith(TIME_SUMMARISED):
+            curves = np.stack([r["curves"][name] for r in results])  # (W, S, T)
+            out[f"{name}_sup"] = M.sup_over_time(curves)
+            out[f"{name}_early"] = curves[:, :, early]
+    return out
+
+
 def _final_per_seed(results: list[dict]) -> dict[str, np.ndarray]:
     """Metric name -> (W, S) array of final-checkpoint values (per-layer curves split by layer)."""
     out: dict[str, np.ndarray] = {}
@@ -25,7 +50,7 @@ def _final_per_seed(results: list[dict]) -> dict[str, np.ndarray]:
             out[name] = vals
     for name in SCALARS_PER_SEED:
         out[name] = np.stack([np.asarray(r[name], np.float64) for r in results])
-    return out
+    return out | _time_summaries(results)
 
 
 def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: Context, *,
@@ -42,8 +67,8 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
         mean, std = M.nanmean_std(vals, axis=1)
         summary_metrics[name] = {"mean": mean, "std": std, "per_seed": vals}
         if name.startswith(("rmse_", "rel_", "ntk_init_error", "ntk_x0_change")):
-            fit = M.bootstrap_slope(widths, vals)
-            ref = REFERENCE_RATES.get(name)
+            fit = M.fit_rate(widths, vals, cfg.fit_widths)
+            ref = REFERENCE_RATES.get(name) or TIME_REFERENCE_RATES.get(name)
             fit["reference"] = None if ref is None else {"slope": ref[0], "source": ref[1]}
             slopes[name] = fit
     summary = {
@@ -65,7 +90,12 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
             "rmse_regions": "no suffix: test grid on [-test_range, test_range]; _train: training inputs; "
                             "_interp: |x| <= train_range; _extrap: |x| > train_range",
             "metrics": "final checkpoint; mean/std over seeds that did not diverge",
-            "slopes": "least-squares log-log fit of the seed mean vs width; ci95 from bootstrap over seeds",
+            "slopes": "least-squares log-log fit of the seed mean vs width over fit_widths (default: widths >= 64, "
+                      "the 3 largest when fewer); ci95 from bootstrap over seeds; local_slopes: between "
+                      "neighbouring widths of the whole sweep, each with its bootstrap ci95",
+            "time_summaries": f"<gap>_sup: max over checkpoints; <gap>_early: at step "
+                              f"{int(results[0]['steps'][M.first_checkpoint_at(results[0]['steps'], EARLY_STEP)])} "
+                              f"(the first checkpoint at or after step {EARLY_STEP})",
         },
         "per_width": [
             {k: r[k] for k in ("width", "learning_rate", "lr_critical_inf", "lr_critical_emp",
@@ -76,6 +106,7 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
         ],
         "metrics": summary_metrics,
         "slopes": slopes,
+        "fit_widths": [int(w) for w in widths[M.fit_mask(widths, cfg.fit_widths)]],
         "curves_file": "curves.npz",
     }
     curves = {"widths": widths, "steps": results[0]["steps"]}

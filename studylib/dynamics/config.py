@@ -16,7 +16,7 @@ from studylib.config import (
     optional,
     validate,
 )
-from studylib.data import DataConfig
+from studylib.data import DataConfig, check_pair, input_shape, n_outputs
 from studylib.flags import option
 from studylib.models import FAST_ARCHS, ModelConfig
 from studylib.runner import Cell
@@ -79,6 +79,17 @@ class DynamicsConfig:
 
     def __post_init__(self):
         validate(self)
+        check_pair(self.data, self.model)  # e.g. cnn with 1-D data: one line now, not a traceback later
+        if n_outputs(self.data) != 1:
+            raise ConfigError(f"data.targets: the dynamics study trains networks with one output (its SGD trainers, "
+                              f"studylib.sgd, carry scalar outputs); data {self.data.name!r} with targets "
+                              f"{self.data.targets!r} has {n_outputs(self.data)} per example: use --targets raw, "
+                              "or study.compare / study.ensemble for one-hot classes")
+        shape = input_shape(self.data, self.model)
+        if len(shape) > 2:  # studylib.sgd's generic trainer draws its parameters for inputs (N, 1)
+            raise ConfigError(f"model.arch: the dynamics study's trainers take flat inputs (N, features); "
+                              f"{self.model.arch!r} on data {self.data.name!r} gets inputs {shape}: use a dense "
+                              "architecture, or study.compare / study.ensemble for conv nets")
         if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
                               f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")
@@ -222,7 +233,7 @@ def cells(cfg: DynamicsConfig, dataset=None) -> list[Cell]:
     if cfg.lr is None:
         from studylib import data as D
 
-        x_train = (dataset if dataset is not None else D.load(cfg.data)).x_train
+        x_train = (dataset if dataset is not None else D.load_for(cfg.data, cfg.model)).x_train
         for w in cfg.widths:
             theta = analytic_ntk(cfg, w, x_train)
             rates |= {(w, b): learning_rate(cfg, theta, b)[0] for b in cfg.batch_sizes}

@@ -210,6 +210,7 @@ def figures(out_dir, fig_dir=None) -> list[Path]:
     paths: list[Path] = []
     for b in summary["batch_sizes"]:
         paths += dynamics_figure(summary, c, b, fig_dir / f"dynamics_b{b}")
-    paths += function_figure(summary, c, fig_dir / "dynamics_function")
+    if "x_test" in c:  # predictions over x: 1-D inputs only
+        paths += function_figure(summary, c, fig_dir / "dynamics_function")
     paths += summary_figure(summary, c, fig_dir / "dynamics_summary_vs_width")
     return paths

@@ -75,7 +75,9 @@ def summarise(cfg: DynamicsConfig, cells: list[Cell], results: list[dict], ctx: 
         for name in FUNCTIONS:
             curves[f"{tag}/{name}"] = res[name]
     ds = ctx.dataset
-    curves["x_train"], curves["y_train"], curves["x_test"] = ds.x_train[:, 0], ds.y_train[:, 0], ds.x_test[:, 0]
+    curves["y_train"] = ds.y_train[:, 0]
+    if ds.x_train.shape[1:] == (1,):  # 1-D inputs: the function figure draws over x
+        curves["x_train"], curves["x_test"] = ds.x_train[:, 0], ds.x_test[:, 0]
     summary = {
         "study": "dynamics",
         "config": dataclasses.asdict(cfg),

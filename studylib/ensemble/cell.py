@@ -6,6 +6,12 @@ For each width, the networks (NTK parameterization) are trained by full-batch GD
 L = 1/2 mean((f - y)^2) (NT's convention; time = lr * steps), vmapped over the members, in two
 modes: ``ntk`` (every layer trained) and ``readout`` (only the last Dense layer trained: the hidden
 layers are passed as fixed data, so their gradients are never formed).
+
+With k outputs per input (e.g. one-hot digits) the network has out_dim = k and the loss is over the
+N k outputs; the infinite-width GP has the same kernel for every output and none between them, so
+its moments are computed per output column (mean) and once (covariance). Outputs and GP means are
+flattened point-major, (..., X k) with index x k + j, so that every statistic treats the (test
+point, output) pairs as its points; the GP's per-point std is repeated k times to match.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ def analytic_kernels(cfg: EnsembleConfig, data) -> dict[str, Any]:
 
     from studylib import models
 
-    kernel_fn = jax.jit(models.build(cfg.model, cfg.widths[0]).kernel_fn, static_argnums=(2,))
+    kernel_fn = jax.jit(models.build(cfg.model, cfg.widths[0], out_dim=data.y_train.shape[1]).kernel_fn,
+                        static_argnums=(2,))
     x_train = jnp.asarray(data.x_train, jnp.float64)
     x_test = jnp.asarray(data.x_test, jnp.float64)
     k = {get: {"dd": np.asarray(kernel_fn(x_train, None, get), np.float64),
@@ -50,19 +57,30 @@ def mode_lr(cfg: EnsembleConfig, mode: str, critical: float) -> float:
 
 
 def gp_of_mode(k: dict, y: np.ndarray, get: str, *, lr: float, steps: np.ndarray) -> dict[str, Any]:
-    """The GP of one trained kernel ``get``: NT's gradient flow and the exact discrete-GD moments on the
-    test inputs ((T, X) means, (T, X, X) covariances), and the flow GP mean's training loss per step."""
+    """The GP of one trained kernel ``get`` for targets ``y`` (N, k): NT's gradient flow and the exact
+    discrete-GD moments on the test inputs (means (T, X k) flattened point-major, covariances (T, X, X),
+    the same for every output), and the flow GP mean's training loss per step (over the N k outputs).
+
+    The mean is the prediction from f_0 = 0 (the prior mean; Lee et al. 2019 eq. 14), all k columns at
+    once on L = 1/2 mean over the N k outputs (NT's ``gradient_descent_mse`` for the flow, the exact
+    discrete closed form for GD). The covariance does not depend on y: one column's GP, with rate
+    lr / k on its own N outputs (the same factor exp(-lr Θ t / (N k)); NT normalises by y_train.size)."""
     import jax.numpy as jnp
 
-    from studylib.closed_form import gp_moments, nt_gp
+    from studylib.closed_form import discrete, flow, gp_moments, nt_gp
 
     theta, nngp = k[get], k["nngp"]
-    flow = nt_gp(k["kernel_fn"], k["x_train"], jnp.asarray(y), k["x_test"], get=get, learning_rate=lr, steps=steps)
-    discrete = gp_moments(theta["dd"], theta["td"], nngp["dd"], nngp["td"], k["tt"], y, learning_rate=lr,
-                          steps=steps, discrete=True)
-    mean_train, _ = gp_moments(theta["dd"], theta["dd"], nngp["dd"], nngp["dd"], nngp["dd"], y,
-                               learning_rate=lr, steps=steps)
-    return {"flow": flow, "discrete": discrete, "train_loss": 0.5 * np.mean((mean_train - y[:, 0]) ** 2, axis=-1)}
+    n_steps, n_out = len(steps), y.shape[1]
+    zero_train, zero_test = np.zeros_like(y), np.zeros((theta["td"].shape[0], n_out))
+    flow_train, flow_test = flow(theta["dd"], theta["td"], y, zero_train, zero_test, learning_rate=lr, steps=steps)
+    _, disc_test = discrete(theta["dd"], theta["td"], y, zero_train, zero_test, learning_rate=lr, steps=steps)
+    _, cov_flow = nt_gp(k["kernel_fn"], k["x_train"], jnp.asarray(y[:, :1]), k["x_test"], get=get,
+                        learning_rate=lr / n_out, steps=steps)
+    _, cov_disc = gp_moments(theta["dd"], theta["td"], nngp["dd"], nngp["td"], k["tt"], y[:, 0],
+                             learning_rate=lr / n_out, steps=steps, discrete=True)
+    flat = lambda f: np.asarray(f, np.float64).reshape(n_steps, -1)  # noqa: E731  (T, X, k) -> (T, X k)
+    return {"flow": (flat(flow_test), cov_flow), "discrete": (flat(disc_test), cov_disc),
+            "train_loss": 0.5 * np.mean((flat(flow_train) - y.reshape(-1)) ** 2, axis=-1)}
 
 
 def gp_all(cfg: EnsembleConfig, data, steps: np.ndarray) -> dict[str, Any]:
@@ -74,7 +92,7 @@ def gp_all(cfg: EnsembleConfig, data, steps: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {"steps": steps, "lr": {}, "lr_critical": {}, "lambda": {}, "train_loss": {}}
     for mode in cfg.modes:
         get = MODES[mode]
-        crit = float(kernels.critical_learning_rate(k[get]["dd"]))
+        crit = float(kernels.critical_learning_rate(k[get]["dd"], outputs=y.shape[1]))  # 2 N k / lambda_max
         lr = mode_lr(cfg, mode, crit)
         out["lr"][mode], out["lr_critical"][mode] = lr, crit
         out["lambda"][mode] = np.linalg.eigvalsh(k[get]["dd"])
@@ -100,28 +118,30 @@ def readout_model(apply_fn):
     return lambda pr, p_all, x: apply_fn([*list(p_all)[:-1], pr], x)
 
 
-def member_plan(cfg: EnsembleConfig, width: int, input_shape: tuple[int, ...]) -> dict[str, int]:
+def member_plan(cfg: EnsembleConfig, width: int, input_shape: tuple[int, ...], out_dim: int = 1) -> dict[str, int]:
     """Parameters per network, estimated bytes per member (parameters x ~5 buffers: theta_0, theta_t,
     gradient, update temporaries) and the members vmapped at once: ``cfg.chunk`` when set, else as many
     as fit half of the devices' memory. ``input_shape``: the training inputs' shape (N, ...), from the
-    dataset itself."""
+    dataset itself; ``out_dim``: its targets per example."""
     from studylib import devices, models
 
-    n_params = models.count_params(models.build(cfg.model, width), tuple(input_shape))
+    n_params = models.count_params(models.build(cfg.model, width, out_dim=out_dim), tuple(input_shape))
     per_member = 5 * n_params * (8 if cfg.dtype == "float64" else 4)
     chunk = cfg.chunk or devices.seeds_per_chunk(per_member, cfg.members)
     return {"params": n_params, "bytes_per_member": per_member, "members_per_chunk": min(chunk, cfg.members)}
 
 
-def member_chunk(cfg: EnsembleConfig, width: int, input_shape: tuple[int, ...]) -> int:
+def member_chunk(cfg: EnsembleConfig, width: int, input_shape: tuple[int, ...], out_dim: int = 1) -> int:
     """Members vmapped at once (:func:`member_plan`)."""
-    return member_plan(cfg, width, input_shape)["members_per_chunk"]
+    return member_plan(cfg, width, input_shape, out_dim)["members_per_chunk"]
 
 
 def network_fns(net, x_train) -> dict[str, dict[str, Callable]]:
     """Per mode, the jitted member-vmapped ``train(p, aux, x, y, lr, n)``, ``apply(p, aux, x)`` and
-    ``gram(p, aux)`` (the mode's trained kernel on the training inputs). In 'ntk' mode ``p`` is the
-    whole network and ``aux`` unused; in 'readout' mode ``p`` is the last layer and ``aux`` the network."""
+    ``gram(p, aux)`` (the mode's trained kernel on the training inputs, per output: the NTK traced over
+    the k outputs, (1/k) sum_i K_ii; the readout Gram of output 0, which is every output's). In 'ntk'
+    mode ``p`` is the whole network and ``aux`` unused; in 'readout' mode ``p`` is the last layer and
+    ``aux`` the network."""
     import jax
     import jax.numpy as jnp
 
@@ -145,10 +165,13 @@ def network_fns(net, x_train) -> dict[str, dict[str, Callable]]:
     }
 
 
-def empty_outputs(cfg: EnsembleConfig, n_steps: int, n_train: int, n_test: int) -> dict[str, dict[str, np.ndarray]]:
-    """NaN-filled per-mode result arrays of one width (filled chunk by chunk)."""
+def empty_outputs(cfg: EnsembleConfig, n_steps: int, n_train: int, n_test: int, n_out: int = 1
+                  ) -> dict[str, dict[str, np.ndarray]]:
+    """NaN-filled per-mode result arrays of one width (filled chunk by chunk); outputs flattened
+    point-major: test (T, members, n_test n_out), train (T, members, n_train n_out)."""
     m = cfg.members
-    return {mode: {"test": np.full((n_steps, m, n_test), np.nan), "train": np.full((n_steps, m, n_train), np.nan),
+    return {mode: {"test": np.full((n_steps, m, n_test * n_out), np.nan),
+                   "train": np.full((n_steps, m, n_train * n_out), np.nan),
                    "lambda_init": np.full((m, n_train), np.nan), "lambda_final": np.full((m, n_train), np.nan),
                    "kernel_change": np.full(m, np.nan)} for mode in cfg.modes}
 
@@ -177,8 +200,9 @@ def train_chunk(fns: dict[str, Callable], p, aux, xs, lr, steps: np.ndarray, out
     for i, t in enumerate(steps):
         if t > prev:
             p = fns["train"](p, aux, x_train, y_train, lr, int(t - prev))
-        out["test"][i, idx] = np.asarray(fns["apply"](p, aux, x_test), np.float64)[..., 0]
-        out["train"][i, idx] = np.asarray(fns["apply"](p, aux, x_train), np.float64)[..., 0]
+        f_test, f_train = fns["apply"](p, aux, x_test), fns["apply"](p, aux, x_train)  # (members, X, k)
+        out["test"][i, idx] = np.asarray(f_test, np.float64).reshape(f_test.shape[0], -1)
+        out["train"][i, idx] = np.asarray(f_train, np.float64).reshape(f_train.shape[0], -1)
         report(int(t - prev))
         prev = t
     if measure_kernels and final_kernel:
@@ -192,7 +216,8 @@ def train_width(cfg: EnsembleConfig, width: int, data, *, lrs: dict[str, float],
                 ) -> dict[str, dict[str, np.ndarray]]:
     """Train ``cfg.members`` networks at ``width`` in every mode.
 
-    Returns per mode: ``test`` (T, members, X) and ``train`` (T, members, N) outputs;
+    Returns per mode: ``test`` (T, members, X k) and ``train`` (T, members, N k) outputs (k targets per
+    example, flattened point-major);
     with ``measure_kernels``, the eigenvalues (members, N) of each member's own trained
     kernel on the training inputs at init, ``lambda_init`` (empirical NTK; for readout,
     the readout Gram, which stays constant), and for 'ntk' also at the last step,
@@ -208,10 +233,11 @@ def train_width(cfg: EnsembleConfig, width: int, data, *, lrs: dict[str, float],
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     xs = (jnp.asarray(data.x_train, dtype), jnp.asarray(data.y_train, dtype), jnp.asarray(data.x_test, dtype))
     seeds = runner.seed_list(cfg)
-    chunk = member_chunk(cfg, width, data.x_train.shape)
-    net = models.build(cfg.model, width)
+    n_out = data.y_train.shape[1]
+    chunk = member_chunk(cfg, width, data.x_train.shape, n_out)
+    net = models.build(cfg.model, width, out_dim=n_out, input_shape=data.x_train.shape)
     fns = network_fns(net, xs[0])
-    out = empty_outputs(cfg, len(steps), xs[0].shape[0], xs[2].shape[0])
+    out = empty_outputs(cfg, len(steps), xs[0].shape[0], xs[2].shape[0], n_out)
     weights = {m: step_seconds(m, width) for m in cfg.modes}
     total = sum(weights.values()) * cfg.steps * cfg.members
     done = [0.0]
@@ -240,7 +266,7 @@ def run_cell(cfg: EnsembleConfig, cell: Cell, ctx: Context, progress: Callable[[
     """One width: every mode's networks, and which members are unstable (:func:`unstable_members`)."""
     w = cell.spec["width"]
     gp = ctx.shared
-    plan_w = member_plan(cfg, w, ctx.dataset.x_train.shape)
+    plan_w = member_plan(cfg, w, ctx.dataset.x_train.shape, ctx.dataset.y_train.shape[1])
     if plan_w["members_per_chunk"] < cfg.members:
         ctx.log(f"width {w}: {plan_w['params']:,} parameters, ~{plan_w['bytes_per_member'] / 2**20:.0f} MiB per "
                 f"member: vmapping {plan_w['members_per_chunk']} members at a time")
@@ -269,10 +295,10 @@ def plan(cfg: EnsembleConfig) -> str:
     from studylib import data as D
     from studylib import devices
 
-    shape = D.load(cfg.data).x_train.shape
+    shape, n_out = D.input_shape(cfg.data, cfg.model), D.n_outputs(cfg.data)
     lines = [devices.plan_header()]
     for w in cfg.widths:
-        p = member_plan(cfg, w, shape)
+        p = member_plan(cfg, w, shape, n_out)
         lines.append(f"width {w:>6}: {p['params']:>12,} parameters, {p['bytes_per_member'] / 2**20:>8.1f} MiB per "
                      f"member, {p['members_per_chunk']} of {cfg.members} members at a time")
     return "\n".join(lines)

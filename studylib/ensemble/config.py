@@ -16,7 +16,7 @@ from studylib.config import (
     optional,
     validate,
 )
-from studylib.data import DataConfig
+from studylib.data import DataConfig, check_pair
 from studylib.flags import option
 from studylib.models import ModelConfig
 from studylib.runner import Cell
@@ -76,6 +76,7 @@ class EnsembleConfig:
 
     def __post_init__(self):
         validate(self)
+        check_pair(self.data, self.model)  # e.g. cnn with 1-D data: one line now, not a traceback later
         if not isinstance(self.readout, bool):
             raise ConfigError(f"readout: expected true or false, got {self.readout!r}")
         if self.model.parameterization != "ntk":

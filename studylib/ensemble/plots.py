@@ -189,8 +189,9 @@ def figures(out_dir: str | Path, fig_dir: str | Path | None = None) -> list[Path
     arrays = read_npz(out_dir / summary.get("arrays_file", "ensemble.npz"))
     mode_list = [m for m in MODE_TITLE if f"{m}/mean_err" in summary["metrics"]]
     paths: list[Path] = []
-    for mode in mode_list:
-        paths += bands_figure(summary, arrays, mode, fig_dir)
+    if "x_test" in arrays:  # bands over x only for 1-D inputs; the error figures fit any data
+        for mode in mode_list:
+            paths += bands_figure(summary, arrays, mode, fig_dir)
     paths += errors_vs_width_figure(summary, mode_list, fig_dir)
     paths += errors_vs_time_figure(summary, mode_list, fig_dir)
     return paths

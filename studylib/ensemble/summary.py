@@ -12,6 +12,10 @@ The Monte-Carlo floor is the same statistics computed for ``members`` exact
 draws from the GP itself (same mean and covariance at each time), repeated
 ``mc_repeats`` times: an ensemble of M perfect infinite-width networks would
 scatter inside it, so finite-width effects are the part above the floor.
+
+With k outputs per example (one-hot classes) the "test points" are the (test input, output) pairs:
+outputs and GP means are flattened point-major to X k entries (index x k + j) and the GP std, the
+same for every output, is repeated k times (:func:`point_std`).
 """
 
 from __future__ import annotations
@@ -62,20 +66,32 @@ def ensemble_stats(f: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str
         }
 
 
+def point_std(cov: np.ndarray, n_entries: int) -> np.ndarray:
+    """The GP std of each of ``n_entries`` = X k flattened outputs (point-major) from the covariance
+    (..., X, X) that every output shares: (..., X k)."""
+    n_x = cov.shape[-1]
+    return np.repeat(gp_std(cov), n_entries // n_x, axis=-1)
+
+
 def mc_floor(mean: np.ndarray, cov: np.ndarray, members: int, repeats: int, *, seed: int = 0
              ) -> dict[str, np.ndarray]:
     """The statistics of :func:`ensemble_stats` for ``repeats`` ensembles of ``members`` exact GP draws.
 
-    ``mean`` (T, X), ``cov`` (T, X, X). Returns each statistic with shape (repeats, T).
+    ``mean`` (T, X k) (k outputs flattened point-major; k = 1: (T, X)), ``cov`` (T, X, X), the same
+    for every output, which are independent. Returns each statistic with shape (repeats, T).
     """
     rng = np.random.default_rng(seed)
     mean = np.asarray(mean, np.float64)
+    n_t, n_x = cov.shape[0], cov.shape[-1]
+    n_out = mean.shape[1] // n_x
     root = gp_sqrt(cov)  # (T, X, X)
-    std = gp_std(cov)
+    std = point_std(cov, mean.shape[1])
     out: dict[str, list] = {k: [] for k in STATS}
     for _ in range(repeats):
-        z = rng.standard_normal((mean.shape[0], members, mean.shape[1]))
-        draws = mean[:, None, :] + np.einsum("txk,tmk->tmx", root, z)
+        z = rng.standard_normal((n_t, members, n_x, n_out))  # k = 1: the scalar floor's stream
+        zt = z.transpose(0, 2, 1, 3).reshape(n_t, n_x, members * n_out)  # one BLAS product per checkpoint
+        lz = (root @ zt).reshape(n_t, n_x, members, n_out).transpose(0, 2, 1, 3)
+        draws = mean[:, None, :] + lz.reshape(n_t, members, n_x * n_out)
         s = ensemble_stats(draws, mean, std)
         for k in STATS:
             out[k].append(s[k])
@@ -89,8 +105,9 @@ def floor_summary(per_repeat: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def unstable_members(train_out: np.ndarray, y_train: np.ndarray) -> np.ndarray:
-    """Members (axis 1 of ``train_out`` (T, members, N)) whose outputs became non-finite or whose
-    final training loss exceeds their loss at init (GD below its critical rate never ends above it)."""
+    """Members (axis 1 of ``train_out`` (T, members, N k), flattened as ``y_train`` (N, k)) whose outputs
+    became non-finite or whose final training loss exceeds their loss at init (GD below its critical
+    rate never ends above it)."""
     loss = 0.5 * np.mean((train_out - np.asarray(y_train).reshape(1, 1, -1)) ** 2, axis=-1)  # (T, members)
     with np.errstate(invalid="ignore"):
         return ~np.isfinite(loss).all(axis=0) | ~(loss[-1] <= loss[0])
@@ -118,12 +135,12 @@ def stack_widths(cfg: EnsembleConfig, results: list[dict]) -> dict[str, dict[str
 
 def mode_arrays(mode: str, nets: dict[str, np.ndarray], lr: float, y_train: np.ndarray) -> dict[str, np.ndarray]:
     """The stored per-member arrays of one mode (``ensemble.npz``) and the per-member ratio
-    lr * lambda_max(own kernel at init) / 2N."""
-    n = y_train.shape[0]
-    out = {f"{mode}/outputs": nets["test"].astype(np.float32),  # (W, T, members, X)
-           f"{mode}/train_loss": 0.5 * np.mean((nets["train"] - y_train[:, 0]) ** 2, axis=-1),
+    lr * lambda_max(own per-output kernel at init) / (2 N k)."""
+    n, k = y_train.shape
+    out = {f"{mode}/outputs": nets["test"].astype(np.float32),  # (W, T, members, X k)
+           f"{mode}/train_loss": 0.5 * np.mean((nets["train"] - y_train.reshape(-1)) ** 2, axis=-1),
            f"{mode}/unstable": nets["unstable"],
-           f"{mode}/lr_over_critical_emp": lr * nets["lambda_init"][..., -1] / (2.0 * n)}  # (W, members)
+           f"{mode}/lr_over_critical_emp": lr * nets["lambda_init"][..., -1] / (2.0 * n * k)}  # (W, members)
     for k in ("lambda_init", "lambda_final", "kernel_change"):
         out[f"{mode}/{k}"] = nets[k]
     return out
@@ -169,14 +186,18 @@ def flow_vs_discrete(gp_mode: dict) -> dict[str, np.ndarray]:
     """RMS gap of the discrete-GD GP's mean and std to the flow GP's, per checkpoint, in units of
     the flow GP's RMS σ."""
     (mf, cf), (md, cd) = gp_mode["flow"], gp_mode["discrete"]
-    rms = np.sqrt(np.mean(gp_std(cf) ** 2, axis=-1))
+    rms = np.sqrt(np.mean(gp_std(cf) ** 2, axis=-1))  # the same over X k flattened entries
     return {"mean_err": np.sqrt(np.mean((mf - md) ** 2, axis=-1)) / rms,
             "std_err": np.sqrt(np.mean((gp_std(cf) - gp_std(cd)) ** 2, axis=-1)) / rms}
 
 
 def conventions(cfg: EnsembleConfig) -> dict[str, str]:
     return {
-        "loss": "L = 1/2 mean((f - y)^2) over the N training outputs (NT's)",
+        "loss": "L = 1/2 mean((f - y)^2) over the N k training outputs (NT's)",
+        "outputs": "k outputs per example: outputs, GP means and statistics over the X k (test input, output) "
+                   "pairs, flattened point-major (x k + j); the GP has the same covariance for every output "
+                   "(analytic kernel (x) I_k) and none between them; the learning rate's critical value is "
+                   "2 N k / lambda_max",
         "time": "t counts GD steps; absolute time = learning_rate * t (NT's gradient_descent_mse_ensemble)",
         "parameterization": cfg.model.parameterization,
         "modes": "ntk: all layers trained vs get='ntk'; readout: last layer only vs get='nngp'",
@@ -214,8 +235,9 @@ def summarise(cfg: EnsembleConfig, cells: list[Cell], results: list[dict], ctx: 
     nets = stack_widths(cfg, results)
     floors = {m: mc_floor(*gp[m]["flow"], cfg.members, cfg.mc_repeats, seed=cfg.first_seed) for m in cfg.modes}
     metrics: dict[str, Any] = {}
-    arrays: dict[str, np.ndarray] = {"widths": widths, "steps": steps, "x_test": data.x_test[:, 0],
-                                     "x_train": data.x_train[:, 0], "y_train": data.y_train[:, 0]}
+    arrays: dict[str, np.ndarray] = {"widths": widths, "steps": steps, "y_train": data.y_train.reshape(-1)}
+    if data.x_train.shape[1:] == (1,):  # 1-D inputs: the band figures draw over x
+        arrays |= {"x_test": data.x_test[:, 0], "x_train": data.x_train[:, 0]}
     per_width = [{"width": int(w)} for w in widths]
     for mode in cfg.modes:
         arrays |= mode_arrays(mode, nets[mode], gp["lr"][mode], data.y_train)
@@ -223,7 +245,7 @@ def summarise(cfg: EnsembleConfig, cells: list[Cell], results: list[dict], ctx: 
         f = np.where(nets[mode]["unstable"][:, None, :, None], np.nan, nets[mode]["test"])  # unstable left out
         for ref in ("flow", "discrete"):
             mean, cov = gp[mode][ref]
-            std = gp_std(cov)
+            std = point_std(cov, mean.shape[-1])
             arrays[f"{mode}/gp_{ref}_mean"], arrays[f"{mode}/gp_{ref}_std"] = mean, std
             s = ensemble_stats(f, mean[None], std[None])  # (W, T)
             metrics |= stat_entries(mode, ref, s, floors[mode] if ref == "flow" else None, widths)

@@ -12,6 +12,12 @@ Theta and of each seed's K_0 (:mod:`studylib.modes`) and compared with the per-m
 (1 - lr lambda_i / N)^t; kernel motion ||K_t - K_0||_2 is set against the spectrum of K_0 (the
 laziness ratios of :mod:`studylib.modes`).
 
+FC nets (plain, float64) train by the hand-written trainer (:func:`studylib.sgd.full_batch_checkpoints`,
+tested equal to jax.grad of the stax net), the rest by the generic one. Every cell also predicts its
+gap from theta_0 alone (:mod:`studylib.perturb`: first order in the network's curvature around the
+linearized trajectory, on the training inputs and ``predict_rows`` test inputs of the interpolation
+range) and, for ReLU nets, counts the gates that flip during training (:mod:`studylib.gates`).
+
 Model options: centred (f - f(theta_0)), doubled ((f(theta_a) - f(theta_b))/sqrt 2 with
 theta_a = theta_b at init, so f(theta_0) = 0 and the NTK at init is that of the plain net), a
 smaller output scale (alpha f, with the rate scaled by 1/alpha^2 through the analytic kernel, so
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -51,27 +58,60 @@ def variant_model(apply_fn, option: str, scale: float):
     return (lambda p, aux, x: scale * apply_fn(p, x)), (lambda p0: (p0, p0))
 
 
+#: Options trained by the hand-written FC trainer (:func:`studylib.sgd.full_batch_checkpoints`) when the
+#: architecture has one; the others (two networks, an offset, an output scale) by the generic trainer.
+FAST_OPTIONS = ("plain", "float64")
+
+
+def gated_measure(net, dense, dense0, x, x_test) -> dict:
+    """:func:`studylib.sgd.default_measure` and the gate flips per hidden layer on the training inputs."""
+    from studylib import gates, sgd
+
+    return sgd.default_measure(net, dense, dense0, x, x_test) | {"gate_flips": gates.gate_flips(net, dense0, dense, x)}
+
+
 class Compiled:
-    """Jitted trainer and measurements for one (model, width, option, dtype); reused across
-    learning rates and input scales (those are traced arguments)."""
+    """Jitted trainer, measurements and first-order prediction for one (model, width, option, dtype);
+    reused across learning rates and input scales (those are traced arguments).
+
+    FC nets (arch fc / erf_fc) with options plain / float64 train by the hand-written trainer
+    (``fast``); the rest by ``training.make_trainer`` (jax.grad of the stax net). Gate flips are
+    recorded for ReLU FC nets of one network (every option but doubled)."""
 
     def __init__(self, model_cfg: ModelConfig, width: int, option: str, scale: float, implementation: int):
         import jax
 
-        from studylib import models, training
+        from studylib import gates, models, perturb, sgd, training
         from studylib.nt import nt
 
         self.net = models.build(model_cfg, width)
+        self.model_cfg, self.width = model_cfg, width
         self.model_fn, self.make_params = variant_model(self.net.apply_fn, option, scale)
-        self.train = training.make_trainer(self.model_fn)
-        model_fn = self.model_fn
+        self.mlp = sgd.fast_mlp(model_cfg, width)
+        self.fast = self.mlp is not None and option in FAST_OPTIONS
+        self.gated = self.mlp is not None and self.mlp.activation == "relu" and option != "doubled"
+        self.train = None if self.fast else training.make_trainer(self.model_fn)
+        model_fn, mlp, gated = self.model_fn, self.mlp, self.gated
 
         def one(p, aux, x_train, x_test):
             f = lambda q, x: model_fn(q, aux, x)  # noqa: E731
             ntk = nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
-            return {"f_train": f(p, x_train), "f_test": f(p, x_test), "k_train": ntk(x_train, None, p)}
+            out = {"f_train": f(p, x_train)[:, 0], "f_test": f(p, x_test)[:, 0], "k_train": ntk(x_train, None, p)}
+            if gated:  # one network: aux = theta_0
+                out["gate_flips"] = gates.gate_flips(mlp, sgd.dense_params(aux), sgd.dense_params(p), x_train)
+            return out
+
+        def expand(p0, aux, x_train, x_eval):
+            if mlp is not None and option != "doubled":  # alpha f or alpha (f - f(theta_0)) of one FC net
+                exp = perturb.expansion_mlp(mlp, sgd.dense_params(aux), x_train, x_eval)
+                return perturb.scaled(exp, scale, centred=option == "centred")
+            return perturb.expansion(lambda q, x: model_fn(q, aux, x)[:, 0], p0, x_train, x_eval)
+
+        self.expand = jax.jit(jax.vmap(expand, in_axes=(0, 0, None, None)))
 
         def init_kernels(p, aux, x_train, x_test):
+            if self.fast:  # per-sample features: no parameter copies (NT's kernels hold N of them)
+                return sgd.ntk(mlp, sgd.dense_params(p), x_test, x_train)
             f = lambda q, x: model_fn(q, aux, x)  # noqa: E731
             ntk = nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
             return ntk(x_test, x_train, p)
@@ -91,7 +131,8 @@ def compiled_for(cfg: RegimesConfig, spec: dict[str, Any], cache: dict) -> tuple
     key = compile_key(spec)
     fresh = key not in cache
     if fresh:
-        model_cfg = dataclasses.replace(cfg.model, depth=spec["depth"], parameterization=spec["parameterization"])
+        model_cfg = dataclasses.replace(cfg.model, depth=spec["depth"], parameterization=spec["parameterization"],
+                                        activation=spec["activation"])
         cache[key] = Compiled(model_cfg, spec["width"], spec["option"], spec["output_scale"], cfg.ntk_implementation)
     return cache[key], fresh
 
@@ -106,11 +147,21 @@ def cell_data(cfg: RegimesConfig, x_range: float):
 
 def train_and_record(comp: Compiled, params0, aux, x_train, y_train, x_test, lr: float, steps,
                      progress: Callable[[int], Any]) -> dict[str, np.ndarray]:
-    """Train all seeds by GD and record outputs and the NTK at every checkpoint: float64 arrays
-    (S, T, ...). ``progress(t)`` after each checkpoint t > 0."""
+    """Train all seeds by GD and record outputs f_train (S, T, N), f_test (S, T, M), the NTK k_train
+    (S, T, N, N) and, for gated nets, gate_flips (S, T, L) at every checkpoint: float64 arrays.
+    ``progress(t)`` after each checkpoint t > 0 (once at the end for the fast trainer, whose whole
+    run is one jitted call)."""
     import jax
     import jax.numpy as jnp
 
+    if comp.fast:
+        from studylib import sgd
+
+        measure = gated_measure if comp.gated else sgd.default_measure
+        rec = sgd.full_batch_checkpoints(comp.model_cfg, comp.width, params0, x_train, y_train, lr, steps,
+                                         x_test=x_test, measure=measure)
+        progress(int(steps[-1]))
+        return {k: np.asarray(v, np.float64) for k, v in rec.items()}
     params = jax.tree_util.tree_map(jnp.copy, params0)
     lr_arr = jnp.asarray(lr, x_train.dtype)
     records = []
@@ -199,11 +250,55 @@ def kernel_curves(k_t, k_finite, k0) -> dict[str, np.ndarray]:
         }
 
 
+def prediction_rows(interp: np.ndarray, n_rows: int) -> np.ndarray:
+    """Indices of ``n_rows`` test inputs evenly spread over the interpolation range (boolean mask
+    ``interp``), where the prediction is evaluated (all of them when there are fewer)."""
+    idx = np.flatnonzero(interp)
+    if n_rows <= 0:
+        return idx[:0]
+    if n_rows >= idx.size:
+        return idx
+    return idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_rows)).astype(np.int64))]
+
+
+def predicted_gap(comp: Compiled, params0, aux, x_train, x_eval, y_train, *, lr: float, steps, y_scale: float
+                  ) -> dict[str, np.ndarray]:
+    """The first-order prediction (:mod:`studylib.perturb`) of every seed from theta_0: delta f at the
+    checkpoints (S, T, N + P), rows = training inputs then ``x_eval``; its RMS over the evaluated test
+    inputs (over the training inputs when there are none) and over the training inputs, relative to
+    RMS(y): the predicted gap, (S, T) each."""
+    from studylib import perturb
+
+    exp = comp.expand(params0, aux, x_train, x_eval)
+    delta, _ = perturb.predict(exp, np.asarray(y_train)[:, 0], learning_rate=lr, checkpoints=steps)
+    n = x_train.shape[0]
+    test = delta[..., n:] if delta.shape[-1] > n else delta[..., :n]
+    return {"delta": delta, "gap_predicted": perturb.rms(test) / y_scale,
+            "gap_predicted_train": perturb.rms(delta[..., :n]) / y_scale}
+
+
+def prediction_curves(pred: dict, flips: np.ndarray | None, diverged_lin: np.ndarray) -> dict[str, np.ndarray]:
+    """Predicted gaps (S, T) (NaN where the linearization diverges: so does the prediction) and the gate
+    flips: per layer (S, T, L) and their mean over layers (S, T); NaN for nets without ReLU gates."""
+    out = {k: np.where(diverged_lin[:, None], np.nan, pred[k]) for k in ("gap_predicted", "gap_predicted_train")}
+    shape = pred["gap_predicted"].shape
+    layers = np.full((*shape, 1), np.nan) if flips is None else np.asarray(flips, np.float64)
+    return out | {"gate_flips_layers": layers, "gate_flips": layers.mean(axis=-1)}
+
+
 def final_values(curves, k0, lam_k0, *, lr: float, steps, lr_critical_emp) -> dict[str, np.ndarray]:
-    """Per-seed values at the last checkpoint (sup over checkpoints for the kernel's motion)."""
+    """Per-seed values at the last checkpoint (sup over checkpoints for the kernel's motion; the gate
+    flips also at the early checkpoint, :func:`studylib.gates.early_checkpoint`)."""
+    from studylib import gates
+
     motion = curves["kernel_change_op"]
+    early = gates.early_checkpoint(steps)
     with np.errstate(all="ignore"):
         return {
+            "gap_predicted": curves["gap_predicted"][:, -1],
+            "gap_predicted_train": curves["gap_predicted_train"][:, -1],
+            "gap_ratio": curves["gap"][:, -1] / curves["gap_predicted"][:, -1],
+            "gate_flips": curves["gate_flips"][:, -1], "gate_flips_early": curves["gate_flips"][:, early],
             "gap": curves["gap"][:, -1], "gap_train": curves["gap_train"][:, -1],
             "rmse_net_vs_lin": curves["rmse_net_vs_lin"][:, -1],
             "gap_net_vs_closed_inf": curves["gap_net_vs_closed_inf"][:, -1],
@@ -265,9 +360,15 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     lr = spec["lr_fraction"] * lr_critical_inf
     k0_test = np.asarray(comp.k_test(params0, aux, x_train, x_test), np.float64)  # (S, M, N)
 
+    t_start = time.perf_counter()
     rec = train_and_record(comp, params0, aux, x_train, y_train, x_test, lr, steps,
                            lambda t: progress(setup + (1.0 - setup) * t / cfg.steps))
-    f_net_train, f_net_test = rec["f_train"][..., 0], rec["f_test"][..., 0]  # (S, T, N|M)
+    t_trained = time.perf_counter()
+    rows = prediction_rows(data.regions["interp"], cfg.predict_rows)
+    pred = predicted_gap(comp, params0, aux, x_train, x_test[rows], y_train, lr=lr, steps=steps,
+                         y_scale=float(np.sqrt(np.mean(y64**2))))
+    seconds = {"train": t_trained - t_start, "predict": time.perf_counter() - t_trained}
+    f_net_train, f_net_test = rec["f_train"], rec["f_test"]  # (S, T, N|M)
     k_t, k_finite = clean_kernels(rec["k_train"])  # (S, T, N, N), (S, T)
     k0 = k_t[:, 0]
     lam_k0, v_k0 = MO.eig_modes(k0)  # (S, N), (S, N, N)
@@ -281,12 +382,14 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     curves = gap_curves(f_net_train, f_net_test, lin["lin_train"], lin["lin_test"], lin["inf_test"], y64,
                         data.regions["interp"], diverged_net | diverged_lin)
     curves |= kernel_curves(k_t, k_finite, k0)
+    curves |= prediction_curves(pred, rec.get("gate_flips"), diverged_lin)
     return {
         "width": spec["width"], "dtype": spec["dtype"], "output_scale": scale, "steps": steps,
         "learning_rate": lr, "lr_critical_inf": lr_critical_inf, "y_scale": float(np.sqrt(np.mean(y64**2))),
         "diverged_net": diverged_net, "diverged_lin": diverged_lin,
         "theta_lambda": lam_theta, "k0_lambda": lam_k0,
         "finals": final_values(curves, k0, lam_k0, lr=lr, steps=steps, lr_critical_emp=lr_critical_emp),
+        "seconds_train": seconds["train"], "seconds_predict": seconds["predict"], "predict_rows": rows,
         "curves": curves, **modes,
         "mode_laziness": MO.mode_laziness_of_motion(curves["kernel_change_op"], k0),  # (S, N)
         "x_test": data.x_test[:, 0],

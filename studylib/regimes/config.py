@@ -24,8 +24,8 @@ from studylib.config import (
     validate,
 )
 from studylib.data import DataConfig
-from studylib.flags import option
-from studylib.models import PARAMETERIZATIONS, ModelConfig
+from studylib.flags import key_value, option
+from studylib.models import ACTIVATIONS, PARAMETERIZATIONS, ModelConfig
 from studylib.runner import Cell
 
 NAME = "regimes"
@@ -37,9 +37,9 @@ OPTIONS = ("plain", "centred", "doubled", "out_scale", "float64")
 SWEEPS = ("one_at_a_time", "product")
 #: Map axes: config field holding the values -> setting key.
 AXES = {"lr_fractions": "lr_fraction", "depths": "depth", "x_ranges": "x_range",
-        "parameterizations": "parameterization"}
+        "parameterizations": "parameterization", "activations": "activation"}
 #: The keys of a setting, in the order of ``summary.json``'s ``base_cell``.
-SETTING_KEYS = ("lr_fraction", "depth", "x_range", "parameterization", "option")
+SETTING_KEYS = ("lr_fraction", "depth", "x_range", "parameterization", "activation", "option")
 
 
 def _check_float_list(field: str, values: Any) -> tuple[float, ...]:
@@ -50,6 +50,21 @@ def _check_float_list(field: str, values: Any) -> tuple[float, ...]:
     out = tuple(check_float(f"{field}[{i}]", v) for i, v in enumerate(values))
     if len(set(out)) != len(out):
         raise ConfigError(f"{field}: values must be distinct, got {list(out)}")
+    return out
+
+
+def _check_max_widths(values: Any) -> dict[int, int]:
+    if not isinstance(values, dict):
+        raise ConfigError(f"max_widths: expected a table DEPTH = WIDTH, got {values!r}")
+    out = {}
+    for k, v in values.items():
+        try:
+            depth = int(k)
+        except (TypeError, ValueError):
+            raise ConfigError(f"max_widths: keys are depths (integers >= 1), got {k!r}") from None
+        if depth < 1 or isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"max_widths: expected DEPTH = WIDTH with integers >= 1, got {k!r} = {v!r}")
+        out[depth] = v
     return out
 
 
@@ -70,8 +85,10 @@ class RegimesConfig:
 
     The base cell is ``lr_fraction`` x ``model`` x ``data`` (``data.train_range`` is
     the input scale; the test grid spans twice it). ``lr_fractions``, ``depths``,
-    ``x_ranges``, ``parameterizations`` are the map's axes; each must contain the
-    base value. ``options``: model options measured at the base cell ('plain' is the
+    ``x_ranges``, ``parameterizations``, ``activations`` are the map's axes; each must contain the
+    base value (``activations``: the base cell's is ``model.activation``; in the one-at-a-time sweep the
+    activation axis is crossed with every other axis, so that the map holds smooth and ReLU cells of
+    every kind). ``options``: model options measured at the base cell ('plain' is the
     base itself). ``gap_threshold``: the relative gap below which a width counts as
     "wide enough". ``departure_tol``/``departure_floor``: see
     :func:`studylib.modes.departure_step`.
@@ -96,6 +113,14 @@ class RegimesConfig:
     depths: tuple[int, ...] = option((1, 2, 3, 4, 5), "map axis: depths", check=integers())
     x_ranges: tuple[float, ...] = option((1.0, 2.5, 5.0), "map axis: input scales r, x in [-r, r]")
     parameterizations: tuple[str, ...] = option(("ntk", "standard"), "map axis: ntk, standard")
+    activations: tuple[str, ...] = option(("relu", "erf"), "map axis: relu, erf (crossed with every other axis)")
+    predict_rows: int = option(41, "test inputs (evenly spaced over |x| <= x_range) on which the first-order gap "
+                               "prediction is evaluated (0: the training inputs only)", check=integer(0))
+    max_widths: dict = option(default_factory=dict, help="per-depth width limit DEPTH=WIDTH (repeatable): wider "
+                              "cells of that depth are skipped, e.g. 5=4096", flags=("--max-width",),
+                              parse=key_value, metavar="DEPTH=WIDTH")
+    crossover_fit_widths: int = option(3, "narrowest widths whose predicted gap is fitted (log-log) and "
+                                       "extrapolated to the threshold", check=integer(2))
     options: tuple[str, ...] = option(OPTIONS, "model options at the base cell: " + ", ".join(OPTIONS))
     output_scale: float = option(0.25, "alpha of option out_scale (the network's output times alpha)", check=number())
     gap_threshold: float = option(0.1, "relative gap counted as 'wide enough'", check=number())
@@ -112,9 +137,12 @@ class RegimesConfig:
         set_frozen(self, "parameterizations",
                    _check_choice_list("parameterizations", self.parameterizations, PARAMETERIZATIONS))
         set_frozen(self, "options", _check_choice_list("options", self.options, OPTIONS))
+        set_frozen(self, "activations", _check_choice_list("activations", self.activations, ACTIVATIONS))
+        set_frozen(self, "max_widths", _check_max_widths(self.max_widths))
         for field, base in (("lr_fractions", self.lr_fraction), ("depths", self.model.depth),
                             ("x_ranges", self.data.train_range),
-                            ("parameterizations", self.model.parameterization)):
+                            ("parameterizations", self.model.parameterization),
+                            ("activations", self.model.activation)):
             if base not in getattr(self, field):
                 raise ConfigError(f"{field}: must contain the base cell's value {base!r} "
                                   f"(got {list(getattr(self, field))})")
@@ -123,7 +151,8 @@ class RegimesConfig:
 
     def base(self) -> dict[str, Any]:
         return {"lr_fraction": self.lr_fraction, "depth": self.model.depth, "x_range": self.data.train_range,
-                "parameterization": self.model.parameterization, "option": "plain"}
+                "parameterization": self.model.parameterization, "activation": self.model.activation,
+                "option": "plain"}
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -137,6 +166,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"widths": (32, 64, 128, 256, 512, 1024, 2048, 4096), "seeds": 8, "steps": 5000,
              "n_checkpoints": 40, "sweep": "product", "lr_fractions": (0.1, 0.25, 0.5, 0.75, 0.9),
              "x_ranges": (0.5, 1.0, 2.5, 5.0, 10.0)},
+    # The crossover width (docs/crossover.md): the base setting as wide as this CPU allows in about an hour,
+    # ReLU and erf, depths 2 (to 16384), 3 (to 8192) and 5 (to 4096), 2 seeds, the hand-written trainer; the
+    # predicted crossover is fitted over the 4 narrowest widths.
+    "crossover": {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384), "seeds": 2, "steps": 300,
+                  "n_checkpoints": 12, "lr_fractions": (0.5,), "depths": (2, 3, 5), "x_ranges": (5.0,),
+                  "parameterizations": ("ntk",), "activations": ("relu", "erf"), "options": ("plain",),
+                  "max_widths": {3: 8192, 5: 4096}, "crossover_fit_widths": 4},
 }
 DEFAULT_PRESET = "default"
 #: The config class under the name every study's face uses.
@@ -157,31 +193,40 @@ def key_config(cfg: RegimesConfig) -> dict[str, Any]:
     ``gap_threshold`` are left out, so that a sweep sharing cells with an earlier one reuses them."""
     model = dataclasses.asdict(cfg.model)
     data = dataclasses.asdict(cfg.data)
-    for k in ("depth", "parameterization"):
+    for k in ("depth", "parameterization", "activation"):
         model.pop(k)
     for k in ("train_range", "test_range"):
         data.pop(k)
     return {"model": model, "data": data} | {
         f: getattr(cfg, f) for f in ("seeds", "first_seed", "steps", "n_checkpoints", "ntk_implementation",
-                                     "departure_tol", "departure_floor")}
+                                     "departure_tol", "departure_floor", "predict_rows")}
 
 
 def settings(cfg: RegimesConfig) -> list[dict[str, Any]]:
-    """The settings to run (without width): base, then each axis's other values (or the
-    product), then the options at the base setting."""
+    """The settings to run (without width): base, then each axis's other values (for every
+    activation: the activation axis is crossed with the others), or the product; then the options
+    at the base setting."""
     base = cfg.base()
     out = [dict(base)]
     if cfg.sweep == "product":
-        for lr, d, xr, par in itertools.product(cfg.lr_fractions, cfg.depths, cfg.x_ranges,
-                                                cfg.parameterizations):
-            c = {"lr_fraction": lr, "depth": d, "x_range": xr, "parameterization": par, "option": "plain"}
+        for lr, d, xr, par, act in itertools.product(cfg.lr_fractions, cfg.depths, cfg.x_ranges,
+                                                     cfg.parameterizations, cfg.activations):
+            c = {"lr_fraction": lr, "depth": d, "x_range": xr, "parameterization": par, "activation": act,
+                 "option": "plain"}
             if c != base:
                 out.append(c)
     else:
-        for field, key in AXES.items():
-            for v in getattr(cfg, field):
-                if v != base[key]:
-                    out.append(base | {key: v})
+        acts = [base["activation"]] + [a for a in cfg.activations if a != base["activation"]]
+        for act in acts:
+            base_a = base | {"activation": act}
+            if base_a != base:
+                out.append(base_a)
+            for field, key in AXES.items():
+                if key == "activation":
+                    continue
+                for v in getattr(cfg, field):
+                    if v != base[key]:
+                        out.append(base_a | {key: v})
     for opt in cfg.options:
         if opt != "plain":
             out.append(base | {"option": opt})
@@ -190,7 +235,7 @@ def settings(cfg: RegimesConfig) -> list[dict[str, Any]]:
 
 def setting_label(c: dict[str, Any]) -> str:
     return (f"lr={c['lr_fraction']:g} depth={c['depth']} x_range={c['x_range']:g} "
-            f"{c['parameterization']} {c['option']}")
+            f"{c['parameterization']} {c['activation']} {c['option']}")
 
 
 def setting_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +253,8 @@ def cell_spec(cfg: RegimesConfig, setting: dict[str, Any], width: int) -> dict[s
 
 def compile_key(spec: dict[str, Any]) -> tuple:
     """Cells with the same compile key share their jitted functions (lr and x_range are traced)."""
-    return spec["width"], spec["depth"], spec["parameterization"], spec["option"], spec["dtype"], spec["output_scale"]
+    return (spec["width"], spec["depth"], spec["parameterization"], spec["activation"], spec["option"], spec["dtype"],
+            spec["output_scale"])
 
 
 # --------------------------------------------------------------------------- cost model
@@ -217,10 +263,15 @@ def compile_key(spec: dict[str, Any]) -> tuple:
 #: depth-5 cells without compilation took 0.25 s at width 32 and ~4 s at width 512; the first cell
 #: of a compile key ~0.6 s x depth more; the very first cell ~2.5 s more for JAX's warm-up).
 WARMUP_SECONDS = 2.5  # the first cell of a process: JAX and neural-tangents' first calls
-COMPILE_SECONDS_PER_LAYER = 0.6  # compile of one (width, depth, parameterization, option), per hidden layer
+#: compile of one (width, depth, parameterization, activation, option), per hidden layer: 0.6 s for the
+#: trainer and measurements, as much again for the gap prediction's expansion (its jvps of the features)
+COMPILE_SECONDS_PER_LAYER = 1.2
 SETUP_SECONDS = 0.2  # per cell: data, analytic kernels, the cross kernel at init, modes and summaries
 STEP_SECONDS = 1.8e-9  # per seed-step per depth x width^2 (the hidden layers' matrix products)
 MEASURE_SECONDS = 2.2e-9  # per seed-checkpoint per training input per depth x width^2 (outputs and NTK)
+#: The first-order prediction (studylib.perturb.expansion_mlp): per seed, per training row (direction),
+#: per evaluated input, per depth x width^2 (one jvp of the per-sample features).
+PREDICT_SECONDS = 2.5e-10  # width 512, depth 5, 3 seeds, 51 rows: ~0.5 s measured (load ~7), ~0.5 s modelled
 #: Relative cost of an option's step and compile: the doubled network runs two networks, float64 is
 #: ~2x float32, centred evaluates the network twice in the forward pass.
 OPTION_FACTOR = {"doubled": 2.0, "float64": 2.0, "centred": 1.3}
@@ -242,7 +293,9 @@ def cell_cost(cfg: RegimesConfig, spec: dict[str, Any], *, compiles: bool, first
     size = spec["depth"] * spec["width"] ** 2 * OPTION_FACTOR.get(spec["option"], 1.0)
     train = cfg.steps * cfg.seeds * STEP_SECONDS * size
     measure = cfg.n_checkpoints * cfg.seeds * cfg.data.n_train * MEASURE_SECONDS * size
-    return setup_seconds(spec, compiles=compiles, first=first) + train + measure
+    n = cfg.data.n_train
+    predict = cfg.seeds * n * (n + cfg.predict_rows) * PREDICT_SECONDS * size
+    return setup_seconds(spec, compiles=compiles, first=first) + train + measure + predict
 
 
 def cells(cfg: RegimesConfig, dataset=None) -> list[Cell]:
@@ -250,13 +303,15 @@ def cells(cfg: RegimesConfig, dataset=None) -> list[Cell]:
     out, compiled = [], set()
     for setting in settings(cfg):
         for w in cfg.widths:
+            if w > cfg.max_widths.get(setting["depth"], w):
+                continue
             spec = cell_spec(cfg, setting, w)
             key = compile_key(spec)
             cost = cell_cost(cfg, spec, compiles=key not in compiled, first=not out)
             compiled.add(key)
             name = (f"width{w}-{setting['option']}-depth{setting['depth']}-lr{setting['lr_fraction']:g}-"
-                    f"x{setting['x_range']:g}-{setting['parameterization']}")
+                    f"x{setting['x_range']:g}-{setting['parameterization']}-{setting['activation']}")
             label = (f"w={w} {setting['option']} d={setting['depth']} lr={setting['lr_fraction']:g} "
-                     f"x={setting['x_range']:g} {setting['parameterization'][:3]}")
+                     f"x={setting['x_range']:g} {setting['parameterization'][:3]} {setting['activation']}")
             out.append(Cell(name=name, spec=spec, cost=cost, label=label))
     return out

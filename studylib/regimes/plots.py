@@ -9,7 +9,12 @@
 * ``regimes_heatmaps``: the final network-vs-linearization gap over width x each map axis;
 * ``regimes_gap_vs_laziness``: the gap against the laziness ratio over all runs, with a fit;
 * ``regimes_wide_enough``: the gap against width per depth and the width where it falls below the threshold;
-* ``regimes_options``: centred / doubled / smaller output scale / float64 against the plain setup.
+* ``regimes_options``: centred / doubled / smaller output scale / float64 against the plain setup;
+* ``regimes_gap_prediction``: the measured gap against the first-order prediction from theta_0 over every
+  run, their ratio against the prediction (where perturbation theory breaks down) and against the ReLU
+  gate flips, and the Spearman correlation of every diagnostic (all / smooth / ReLU runs);
+* ``regimes_crossover``: measured and predicted gap against width per depth and activation, the measured
+  crossover width and the one the prediction's narrow-width fit extrapolates to.
 """
 
 from __future__ import annotations
@@ -28,7 +33,13 @@ AXIS_LABELS = {
     "depth": "depth (hidden layers)",
     "x_range": r"input scale: $x \in [-r, r]$, r =",
     "parameterization": "parameterization",
+    "activation": "activation",
 }
+ACT_COLORS = {"relu": "C3", "erf": "C0"}
+DIAG_LABELS = {"gap_predicted": "predicted gap (1st order, θ₀)", "gap_predicted_train": "predicted gap, train inputs",
+               "laziness_ratio": "‖ΔK‖₂/λ_min(K₀)", "laziness_ratio_horizon": "horizon laziness ratio",
+               "rel_ntk_change": "‖ΔK‖_F/‖K₀‖_F", "kernel_change_op": "‖ΔK‖₂",
+               "gate_flips": "gate flips (final)", "gate_flips_early": "gate flips (≤5% of run)"}
 GAP_LABEL = r"gap = RMSE$_{|x|\leq r}(f_{\rm net} - f_{\rm lin})$ / RMS$(y)$ at the last step"
 LAZY_LABEL = r"laziness ratio $\sup_t \|K_t - K_0\|_2 / \lambda_{\min}(K_0)$"
 HORIZON_LABEL = (r"horizon laziness ratio $\sup_t \|K_t - K_0\|_2 / \max(\lambda_{\min}(K_0), N/\eta T)$"
@@ -362,6 +373,133 @@ def fig_options(summary, fig_dir) -> list[Path]:
     return style.save(fig, Path(fig_dir) / "regimes_options")
 
 
+def _runs(summary, metrics):
+    """Per run (cell x seed): width, activation, option and the named metrics' per-seed values."""
+    rows = []
+    for c in summary["cells"]:
+        vals = [np.asarray(c["metrics"][m]["per_seed"], np.float64) for m in metrics]
+        for s_i in range(len(vals[0])):
+            rows.append((c["width"], c.get("activation", "relu"), c["option"], *[v[s_i] for v in vals]))
+    return rows
+
+
+def _pos(a):
+    a = np.asarray(a, np.float64)
+    return np.isfinite(a) & (a > 0)
+
+
+def fig_gap_prediction(summary, fig_dir) -> list[Path]:
+    rows = [r for r in _runs(summary, ("gap", "gap_predicted", "gate_flips")) if r[2] != "doubled"]
+    width = np.array([r[0] for r in rows], np.float64)
+    act = np.array([r[1] for r in rows])
+    gap, pred, flips = (np.array([r[k] for r in rows], np.float64) for k in (3, 4, 5))
+    gp = summary["gap_prediction"]
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
+    ok = _pos(gap) & _pos(pred)
+    for a in ("erf", "relu"):
+        sel = ok & (act == a)
+        axes[0].scatter(pred[sel], gap[sel], s=10 + 4 * np.log2(width[sel] / width.min() + 1), c=ACT_COLORS[a],
+                        alpha=0.6, edgecolors="k", linewidths=0.2, label=f"{a} ({sel.sum()} runs)")
+        axes[1].scatter(pred[sel], gap[sel] / pred[sel], s=14, c=ACT_COLORS[a], alpha=0.6, edgecolors="k",
+                        linewidths=0.2, label=a)
+    if ok.any():
+        lim = np.array([min(pred[ok].min(), gap[ok].min()), max(pred[ok].max(), gap[ok].max())])
+        axes[0].plot(lim, lim, "k--", lw=1, label="measured = predicted")
+    axes[0].set_xlabel("predicted gap (first order around the linearization, from θ₀ only)", fontsize=8)
+    axes[0].set_ylabel(GAP_LABEL, fontsize=7)
+    axes[0].set_title("Measured vs predicted gap, every run but the doubled option's\n(its first-order term is "
+                      "0 by symmetry; marker size ~ log width)", fontsize=9)
+    axes[1].axhline(1.0, color="k", lw=0.8)
+    axes[1].axvline(1.0, color="0.5", ls=":", lw=1)
+    axes[1].set_xlabel("predicted gap", fontsize=8)
+    axes[1].set_ylabel("measured / predicted", fontsize=8)
+    axes[1].set_title("Where perturbation theory breaks down:\npredicted gap O(1) (right), gate flips (ReLU, above 1)",
+                      fontsize=9)
+    sel = ok & (act == "relu") & np.isfinite(flips)
+    sc = axes[2].scatter(np.maximum(flips[sel], 1e-4), gap[sel] / pred[sel], c=np.log2(width[sel]), cmap="viridis",
+                         s=16, edgecolors="k", linewidths=0.2)
+    if sel.any():
+        cb = fig.colorbar(sc, ax=axes[2], fraction=0.05)
+        cb.set_label("log2 width", fontsize=8)
+    axes[2].axhline(1.0, color="k", lw=0.8)
+    axes[2].set_xlabel("fraction of ReLU gates (unit, training input) flipped by the last step\n(1e-4 = none)",
+                       fontsize=8)
+    axes[2].set_ylabel("measured / predicted", fontsize=8)
+    axes[2].set_title("ReLU runs: the unpredicted part against the gate flips", fontsize=9)
+    for ax in axes[:3]:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=7, loc="upper left")
+    names = list(gp["diagnostics"])
+    ypos = np.arange(len(names))
+    for k, (sub, col) in enumerate((("all", "k"), ("smooth", ACT_COLORS["erf"]), ("relu", ACT_COLORS["relu"]))):
+        vals = [gp["diagnostics"][n][sub]["spearman"] for n in names]
+        axes[3].barh(ypos + (k - 1) * 0.27, [np.nan if v is None else v for v in vals], height=0.27, color=col,
+                     label=sub)
+    axes[3].set_yticks(ypos, [DIAG_LABELS.get(n, n) for n in names], fontsize=7)
+    axes[3].axvline(0.0, color="k", lw=0.6)
+    axes[3].axvline(0.8, color="0.5", ls="--", lw=0.8)
+    axes[3].set_xlim(-1, 1)
+    axes[3].invert_yaxis()
+    axes[3].set_xlabel("Spearman with the measured gap", fontsize=8)
+    best = gp["best"]
+    axes[3].set_title(f"Every diagnostic (runs: all / erf / ReLU)\nbest over all: {DIAG_LABELS.get(best, best)}, "
+                      f"Spearman {gp['spearman'] if gp['spearman'] is None else round(gp['spearman'], 2)}",
+                      fontsize=9)
+    axes[3].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return style.save(fig, Path(fig_dir) / "regimes_gap_prediction")
+
+
+def fig_crossover(summary, fig_dir) -> list[Path]:
+    cross = summary["crossover"]
+    rows = cross["rows"]
+    acts = sorted({r["activation"] for r in rows}, key=lambda a: a != "relu")
+    thr = cross["threshold"]
+    cmap = plt.get_cmap("plasma")
+    fig, axes = plt.subplots(1, len(acts), figsize=(6.6 * len(acts) + 1.5, 5.6), squeeze=False)
+    all_w = sorted({w for r in rows for w in r["widths"]})
+    lo_w, hi_w = all_w[0] / 2, all_w[-1] * 8  # predicted widths outside are drawn at the edge (text gives them)
+    for ax, act in zip(axes[0], acts, strict=True):
+        sub = [r for r in rows if r["activation"] == act]
+        lines = []
+        for j, r in enumerate(sub):
+            col = cmap(0.1 + 0.75 * j / max(len(sub) - 1, 1))
+            w = np.asarray(r["widths"], np.float64)
+            g = np.array([np.nan if v is None else v for v in r["gap_median"]], np.float64)
+            p = np.array([np.nan if v is None else v for v in r["gap_predicted_median"]], np.float64)
+            ax.plot(w, g, "o-", color=col, label=f"depth {r['depth']}: measured")
+            ax.plot(w, p, "s--", color=col, mfc="none", label=f"depth {r['depth']}: predicted")
+            m, pr = r["measured"], r["predicted"]
+            if m["width"] is not None:
+                ax.plot([m["width"]], [thr], marker="*", ms=13, color=col, mec="k", mew=0.5)
+            if pr["width"] is not None:
+                ax.plot([min(max(pr["width"], lo_w), hi_w)], [thr], marker="P", ms=10, color=col, mec="k", mew=0.5)
+            if pr["width"] is None:
+                pred_txt = "never (predicted gap not falling)"
+            elif pr.get("below_at_narrowest"):
+                pred_txt = f"≤ {pr['width']:.0f} (below from the narrowest width)"
+            else:
+                pred_txt = f"{pr['width']:.3g}"
+            lines.append(f"depth {r['depth']}: measured "
+                         + (f"{m['width']:.0f}" if m["width"] is not None else f"> {r['widest']:.0f}")
+                         + ", predicted " + pred_txt
+                         + (f" (fit slope {pr['slope']:.2f})" if pr["slope"] is not None else ""))
+        ax.axhline(thr, color="k", ls=":", lw=1)
+        _width_axis(ax, all_w)
+        ax.set_xlim(lo_w, hi_w)
+        ax.set_yscale("log")
+        ax.set_xlabel("hidden width n")
+        ax.set_ylabel(GAP_LABEL, fontsize=7)
+        ax.set_title(f"{act}: gap and first-order prediction (seed medians)", fontsize=9)
+        ax.text(0.0, -0.16, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="top")
+        style.legend_outside(ax, fontsize=7)
+    fig.suptitle(f"Crossover width: ★ measured (gap < {thr:g} from there on), ✚ predicted (fit of the prediction "
+                 "over the narrowest widths, extrapolated)", fontsize=10)
+    fig.tight_layout()
+    return style.save(fig, Path(fig_dir) / "regimes_crossover")
+
+
 def figures(out_dir, fig_dir=None) -> list[Path]:
     """Every figure of a stored ``study.regimes`` run, drawn from ``out_dir``/summary.json and
     curves.npz into ``fig_dir`` (default: ``out_dir``); returns the written paths."""
@@ -379,4 +517,8 @@ def figures(out_dir, fig_dir=None) -> list[Path]:
         paths += fig_wide_enough(summary, fig_dir)
     if len(summary["options"]) > 1:
         paths += fig_options(summary, fig_dir)
+    if "gap_prediction" in summary:
+        paths += fig_gap_prediction(summary, fig_dir)
+    if summary.get("crossover", {}).get("rows"):
+        paths += fig_crossover(summary, fig_dir)
     return paths

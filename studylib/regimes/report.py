@@ -41,10 +41,50 @@ def _correlation_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _prediction_lines(summary: dict) -> list[str]:
+    gp = summary.get("gap_prediction")
+    if not gp or gp["best"] is None:
+        return []
+    lines = [f"\ngap prediction: best diagnostic over all {gp['n']} runs: {gp['best']} (Spearman "
+             f"{gp['spearman']:.2f}, log-log R^2 {gp['r2_log']:.2f}); Spearman per diagnostic (all / erf / relu):"]
+    for name, d in gp["diagnostics"].items():
+        lines.append(f"  {name:<24}" + "  ".join(f"{_num(d[sub]['spearman'])} (n={d[sub]['n']})"
+                                                for sub in ("all", "smooth", "relu")))
+    return lines
+
+
+def _predicted_width(p: dict) -> str:
+    if p["width"] is None:
+        return "never (not falling)"
+    if p.get("below_at_narrowest"):
+        return f"<= {p['width']:.0f}"
+    return f"{p['width']:.3g}"
+
+
+def _crossover_lines(summary: dict) -> list[str]:
+    cross = summary.get("crossover")
+    if not cross or not cross["rows"]:
+        return []
+    lines = [f"\ncrossover (gap < {cross['threshold']:g} from that width on; predicted: fit of the prediction over the "
+             "narrowest widths, extrapolated):"]
+    for r in cross["rows"]:
+        m, p = r["measured"], r["predicted"]
+        meas = f"> {r['widest']:.0f}" if m["width"] is None else f"{m['width']:.0f}" + (
+            "" if m["falling"] is None else (" (falling)" if m["falling"] else " (not falling)"))
+        pred = _predicted_width(p)
+        slope = "" if p["slope"] is None else f" (predicted gap ~ n^{p['slope']:.2f})"
+        lines.append(f"  {r['activation']:<5} depth {r['depth']}: measured {meas}, predicted {pred}{slope}")
+    t = summary.get("timing")
+    if t:
+        lines.append(f"prediction cost: {t['predict_seconds']:.1f} s against {t['train_seconds']:.1f} s of training "
+                     f"and measuring ({t['predict_over_train']:.2f}x), cells computed in this run")
+    return lines
+
+
 def format_table(summary: dict) -> str:
     """Console report: heat-map rows, correlation, wide-enough widths, base-cell modes."""
     widths = summary["widths"]
-    lines = _gap_rows(summary) + _correlation_lines(summary)
+    lines = _gap_rows(summary) + _correlation_lines(summary) + _prediction_lines(summary) + _crossover_lines(summary)
     we = summary["wide_enough"]
     lines.append(f"\nwide enough (gap < {we['threshold']}): " + ", ".join(
         f"depth {d}: {'> ' + str(widths[-1]) if w is None else f'{w:.0f}'}" for d, w in we["width_by_depth"].items()))
@@ -94,5 +134,27 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     parts += [f"\n### Modes at width {mb['width']} (base cell): when the network leaves the constant-kernel "
               "prediction\n", table(["mode", "λ_i(Θ)", "time scale N/(ηλ_i) [steps]",
                                       "departure step (median; none = never)"], rows)]
+    gp = summary.get("gap_prediction")
+    if gp and gp["best"] is not None:
+        rows = [[name] + [f"{fmt(d[sub]['spearman'], 2)} ({d[sub]['n']})" for sub in ("all", "smooth", "relu")]
+                + [fmt(d["all"]["r2_log"], 2)] for name, d in gp["diagnostics"].items()]
+        parts += ["\n### Predicting the gap: every diagnostic against the measured gap (Spearman, runs)\n",
+                  f"Best over all runs: `{gp['best']}` (Spearman {fmt(gp['spearman'], 2)}, log-log R² "
+                  f"{fmt(gp['r2_log'], 2)}, {gp['n']} runs). `gap_predicted` is the first-order prediction from θ₀ "
+                  "alone (docs/crossover.md); the gate flips exist for ReLU nets only. Where the prediction breaks "
+                  "down (predicted gap of order 1, or ReLU gates flipping) is shown in `regimes_gap_prediction`.\n",
+                  table(["diagnostic", "all", "erf", "ReLU", "R² (log, all)"], rows)]
+    cross = summary.get("crossover")
+    if cross and cross["rows"]:
+        rows = []
+        for r in cross["rows"]:
+            m, p = r["measured"], r["predicted"]
+            rows.append([r["activation"], str(r["depth"]),
+                         f"> {r['widest']:.0f}" if m["width"] is None else fmt(m["width"], 3),
+                         fmt(m["slope_after"], 2), _predicted_width(p),
+                         fmt(p["slope"], 2)])
+        parts += [f"\n### Crossover width: gap below {cross['threshold']:g}, measured and predicted\n",
+                  table(["activation", "depth", "measured width", "slope after", "predicted width",
+                         "predicted slope (narrow fit)"], rows)]
     parts += ["", figure_links(figs, report_dir)]
     return "\n".join(parts)

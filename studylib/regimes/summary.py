@@ -14,7 +14,8 @@ from studylib.runner import Cell, Context
 
 
 def _stats(vals: np.ndarray) -> dict:
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN metrics (gate flips of erf nets)
         v = np.asarray(vals, np.float64)
         return {"mean": np.nanmean(v, axis=0), "median": np.nanmedian(v, axis=0), "std": np.nanstd(v, axis=0),
                 "per_seed": v}
@@ -115,6 +116,107 @@ def correlations(results: list[dict]) -> dict[str, dict]:
             "gap_vs_rel_ntk_change_frobenius": correlation(of("rel_ntk_change"), gap)}
 
 
+#: Candidate predictors of the gap, each a per-seed final value of every cell: the first-order prediction
+#: from theta_0 (perturbative), the kernel's motion against the spectrum (perturbative in spirit but
+#: measured after training), and the gate flips (non-perturbative; ReLU cells only).
+DIAGNOSTICS = ("gap_predicted", "gap_predicted_train", "laziness_ratio", "laziness_ratio_horizon", "rel_ntk_change",
+               "kernel_change_op", "gate_flips", "gate_flips_early")
+#: Subsets of the runs over which every diagnostic is correlated with the gap.
+SUBSETS = ("all", "smooth", "relu")
+
+
+def _fit(x: np.ndarray, y: np.ndarray) -> dict:
+    c = correlation(x, y)
+    return c | {"r2_log": None if c["pearson_log"] is None else c["pearson_log"] ** 2}
+
+
+def gap_prediction(results: list[dict]) -> dict[str, Any]:
+    """Spearman and log-log R^2 of every diagnostic against the measured gap over all runs (cells x
+    seeds), over the smooth (erf) and the ReLU runs; ``best``: the diagnostic with the highest Spearman
+    over all runs among those defined on every run (the gate flips exist for ReLU nets only), whose
+    ``spearman``, ``r2_log`` and ``n`` are the top-level values. The doubled option is left out: at
+    theta_a = theta_b its first-order terms cancel identically (T = D = 0), so its gap is second order."""
+    results = [r for r in results if r["cell"].get("option") != "doubled"]
+    gap = np.concatenate([r["finals"]["gap"] for r in results])
+    act = np.concatenate([np.full(len(r["finals"]["gap"]), r["cell"]["activation"]) for r in results])
+    masks = {"all": np.ones(gap.shape, bool), "smooth": act != "relu", "relu": act == "relu"}
+    diags = {}
+    for name in DIAGNOSTICS:
+        x = np.concatenate([r["finals"][name] for r in results])
+        diags[name] = {sub: _fit(x[m], gap[m]) for sub, m in masks.items()}
+    n_max = max(d["all"]["n"] for d in diags.values())
+    ranked = [k for k in DIAGNOSTICS if diags[k]["all"]["n"] == n_max and diags[k]["all"]["spearman"] is not None]
+    best = max(ranked, key=lambda k: diags[k]["all"]["spearman"]) if ranked else None
+    top = diags[best]["all"] if best else {"spearman": None, "r2_log": None, "n": 0}
+    return {"best": best, "spearman": top["spearman"], "r2_log": top["r2_log"], "n": top["n"],
+            "diagnostics": diags, "subsets": {"all": "every run (cells x seeds, options but doubled included)",
+                                              "smooth": "runs of erf nets", "relu": "runs of ReLU nets"}}
+
+
+def _crossing(widths: np.ndarray, gap: np.ndarray, threshold: float, rate: float) -> dict[str, Any]:
+    """The measured crossover: :func:`wide_enough` and the log-log slope of the gap over the widths from
+    there on (None with fewer than two); ``falling`` = that slope is at most ``rate`` / 2 (at least half
+    the published rate's fall)."""
+    w = wide_enough(widths, gap, threshold)
+    slope = None
+    if w is not None:
+        sel = (widths >= w) & np.isfinite(gap) & (gap > 0)
+        if sel.sum() >= 2:
+            slope = float(np.polyfit(np.log(widths[sel]), np.log(gap[sel]), 1)[0])
+    return {"width": w, "slope_after": slope, "falling": None if slope is None else bool(slope <= rate / 2)}
+
+
+def extrapolated_width(widths: np.ndarray, gap: np.ndarray, threshold: float, n_fit: int) -> dict[str, Any]:
+    """Fit log gap = a + b log width over the ``n_fit`` narrowest widths with a finite positive gap and
+    solve for the width where the fit reaches ``threshold`` (None when b >= 0, i.e. not falling)."""
+    ok = np.isfinite(gap) & (gap > 0)
+    w, g = widths[ok][:n_fit], gap[ok][:n_fit]
+    if w.size < 2:
+        return {"width": None, "slope": None, "fit_widths": w, "below_at_narrowest": None}
+    b, a = np.polyfit(np.log(w), np.log(g), 1)
+    width = float(np.exp((np.log(threshold) - a) / b)) if b < 0 else None
+    below = bool(g[0] < threshold)
+    if below:  # already below at the narrowest width: the prediction calls every width wide enough
+        width = float(w[0])
+    return {"width": width, "slope": float(b), "fit_widths": w, "below_at_narrowest": below}
+
+
+#: Lee et al. 2019 Thm 2.1: sup_t ||f_t - f_t^lin|| = O(n^-1/2).
+PUBLISHED_GAP_RATE = -0.5
+
+
+def crossover(cfg: RegimesConfig, results: list[dict], base: dict) -> list[dict[str, Any]]:
+    """Per (activation, depth) at the base setting otherwise: seed-median measured and predicted gaps over
+    width, the measured crossover (:func:`_crossing`: below ``gap_threshold`` from that width on, and
+    falling) or the widest width reached, and the width the prediction's own fit over the narrowest
+    ``crossover_fit_widths`` widths gives (:func:`extrapolated_width`)."""
+    rows = []
+    for act in cfg.activations:
+        for depth in cfg.depths:
+            setting = base | {"activation": act, "depth": depth}
+            hits = sorted((r["width"], r) for r in results if r["cell"] == setting)
+            if not hits:
+                continue
+            widths = np.array([w for w, _ in hits], np.float64)
+            gap = np.array([np.nan if _median(r, "gap") is None else _median(r, "gap") for _, r in hits])
+            pred = np.array([np.nan if _median(r, "gap_predicted") is None else _median(r, "gap_predicted")
+                             for _, r in hits])
+            measured = _crossing(widths, gap, cfg.gap_threshold, PUBLISHED_GAP_RATE)
+            predicted = extrapolated_width(widths, pred, cfg.gap_threshold, cfg.crossover_fit_widths)
+            rows.append({"activation": act, "depth": depth, "widths": widths, "gap_median": gap,
+                         "gap_predicted_median": pred, "measured": measured, "predicted": predicted,
+                         "widest": float(widths[-1])})
+    return rows
+
+
+def timing(results: list[dict]) -> dict[str, float]:
+    """Wall seconds of training (with its measurements) and of the prediction, summed over the cells
+    computed in this run (reused cells carry the times of the run that made them)."""
+    train = float(sum(r["seconds_train"] for r in results))
+    predict = float(sum(r["seconds_predict"] for r in results))
+    return {"train_seconds": train, "predict_seconds": predict, "predict_over_train": predict / max(train, 1e-12)}
+
+
 def option_rows(cfg: RegimesConfig, results: list[dict], base: dict) -> dict[str, dict]:
     """Each option at the base setting against width: seed-median gap, loss and laziness ratio."""
     opts = {}
@@ -213,6 +315,10 @@ def summarise(cfg: RegimesConfig, cells: list[Cell], results: list[dict], ctx: C
         "wide_enough": {"threshold": cfg.gap_threshold, "width_by_depth": wide},
         "options": opts,
         "modes_base": mode_summary,
+        "gap_prediction": gap_prediction(results),
+        "crossover": {"threshold": cfg.gap_threshold, "published_rate": PUBLISHED_GAP_RATE,
+                      "rows": crossover(cfg, results, base)},
+        "timing": timing(results),
         "curves_file": "curves.npz",
     }
     arrays = {"widths": widths, "steps": results[0]["steps"], **cell_arrays}
