@@ -34,11 +34,16 @@ The empirical NTK of the FC net is assembled from per-sample activations h and
 backpropagated derivatives d = df/dz: K(x, x') = sum_l s_l^2 (h_{l-1} . h'_{l-1})(d_l . d'_l)
 + t_l^2 (d_l . d'_l) (tested equal to ``nt.empirical_ntk_fn``).
 
-Every other network (``res_fc``, user builders ``module:function``; any stax net) is trained
-by the generic trainer (:class:`GenericPlan`): the same batches, loss, records and
-function-space linearization, with ``jax.grad`` of its ``apply_fn`` on stax's parameter
-pytree and the empirical NTK of :func:`studylib.kernels.empirical_ntk_fn`; tests check that
-on the FC net it gives the fast trainer's curves.
+The hand-written trainer takes flat inputs (N, d) and one output. Every other network
+(``res_fc``, ``cnn``, user builders ``module:function``; any stax net), and any net with k > 1
+outputs or image inputs (N, H, W, C), is trained by the generic trainer (:class:`GenericPlan`):
+the same batches, loss convention, records and function-space linearization, with ``jax.grad``
+of its ``apply_fn`` on stax's parameter pytree, outputs flattened to N k values (loss
+(c/2) mean over all B k outputs of a batch), the full (N k, N k) empirical NTK of
+:func:`studylib.kernels.empirical_ntk_fn` and per-layer weight changes over every weight array
+(:func:`studylib.models.weight_paths`). Tests check it against stax + jax.grad and
+``nt.linearize`` step by step with k = 3 outputs, and that on the FC net it gives the fast
+trainer's curves.
 """
 
 from __future__ import annotations
@@ -394,6 +399,13 @@ def measure_init(plan: Plan, dense0, x, x_test):
     }
 
 
+def kernel_change(k, k0) -> dict:
+    """What a record keeps of the empirical NTK K_t (P, P) against K_0: its entry at (0, 0)
+    (``k_x0``: first training point, first output) and ||K_t - K_0||_F^2 (``k_dsq``) -- scalars, so
+    that records do not carry (N k)^2 arrays."""
+    return {"k_x0": k[0, 0], "k_dsq": _sq(k - k0)}
+
+
 def measure(plan: Plan, dense, dense0, c, x, y, init):
     """One record: network and linearized-model metrics (scalars and small arrays)."""
     net = plan.net
@@ -408,7 +420,7 @@ def measure(plan: Plan, dense, dense0, c, x, y, init):
         "loss_lin": cf * jnp.mean((f_lin - y[:, 0]) ** 2),
         "f_net_train": f_net,
         "f_lin_train": f_lin,
-        "k_net": jnp.sum(kw, 0) + jnp.sum(kb, 0),
+        **kernel_change(jnp.sum(kw, 0) + jnp.sum(kb, 0), init["k0"]),
         "dsq_net": jnp.sum(wd) + bd,
         "wdsq_net": wd,
         "dsq_lin": c @ init["k0"] @ c,
@@ -437,7 +449,8 @@ def compiled_runner(plan: Plan, *, vmapped: bool):
     """Jitted (init_fn, segment_fn, final_fn), vmapped over a leading seed axis when ``vmapped``;
     cached per (plan, vmapped), so that a rerun in the same process compiles nothing.
     ``plan`` is a :class:`Plan` (hand-written FC trainer; parameters = :func:`dense_params`) or a
-    :class:`GenericPlan` (any stax net by jax.grad; parameters = stax's whole pytree).
+    :class:`GenericPlan` (any stax net by jax.grad; parameters = stax's whole pytree; ``c``, ``f_*``
+    flat of length N k / M k, kernels (N k, N k)).
 
     * ``init_fn(dense0, x, x_test) -> init dict``;
     * ``segment_fn(dense, c, dense0, perms, x, y, lr, init) -> (dense, c, records)``, with
@@ -445,7 +458,7 @@ def compiled_runner(plan: Plan, *, vmapped: bool):
     * ``final_fn(dense, c, x_test, init) -> (f_net_test, f_lin_test)``.
     """
     if isinstance(plan, GenericPlan):
-        init_fn, seg, final_fn = _generic_fns(plan, plan.network().apply_fn, generic_dense_indices(plan))
+        init_fn, seg, final_fn = _generic_fns(plan, plan.network().apply_fn, generic_weight_paths(plan))
     else:
         def init_fn(dense0, x, x_test):
             return measure_init(plan, dense0, x, x_test)
@@ -476,15 +489,21 @@ def fast_mlp(model_cfg, width: int, *, in_dim: int = 1, out_dim: int = 1) -> MLP
 
 @dataclasses.dataclass(frozen=True)
 class GenericPlan(_Schedule):
-    """Static shape of one run of the generic trainer: the network ``models.build(model, width)``
-    (any architecture, including user builders) trained through its stax ``apply_fn``.
+    """Static shape of one run of the generic trainer: the network
+    ``models.build(model, width, out_dim=out_dim)`` (any architecture, including user builders)
+    trained through its stax ``apply_fn`` on inputs of shape (n_train, *input_shape) -- flat
+    (N, d) or images (N, H, W, C) -- with ``out_dim`` = k outputs per example.
 
-    Same SGD as :class:`Plan` (same batches, loss convention and records), with the gradient
-    from ``jax.grad`` of ``apply_fn`` on stax's parameter pytree, the empirical NTK from
-    :func:`studylib.kernels.empirical_ntk_fn`, and per-layer weight changes over the top-level
-    Dense layers (:func:`studylib.models.dense_layer_indices`). The linearized model is trained
-    in function space exactly as in :class:`Plan` (it needs only f_0 and K_0); its per-layer
-    kernel pieces K_0^(W_l) = J_{W_l} J_{W_l}^T come from the N vjp rows J^T e_j at init.
+    Same SGD as :class:`Plan` (same batches and records), with the gradient from ``jax.grad`` of
+    ``apply_fn`` on stax's parameter pytree and the loss (c/2) mean over the B x k outputs of the
+    batch (for k = 1 exactly :class:`Plan`'s). Outputs are handled flat: f (N k,), row n k + i
+    (:func:`studylib.kernels.flat_kernel`'s layout), the empirical NTK is the full (N k, N k)
+    kernel (output blocks of a finite net are not independent; records keep its change,
+    :func:`kernel_change`), and per-layer weight changes cover
+    every weight array of :func:`studylib.models.weight_paths` (nested blocks included). The
+    linearized model is trained in function space as in :class:`Plan` (theta_t - theta_0 =
+    J_0^T c_t, c of shape (N k,)); its per-layer kernel pieces K_0^(W_l) = J_{W_l} J_{W_l}^T are
+    NT's empirical NTK of each weight array alone at init.
     """
 
     model: Any  # studylib.config.ModelConfig (hashable)
@@ -494,6 +513,8 @@ class GenericPlan(_Schedule):
     record_every: int
     loss: str = "mse"
     method: str = "generic"
+    input_shape: tuple[int, ...] = (1,)  # one example as the network sees it
+    out_dim: int = 1
 
     @property
     def chunk(self) -> int:
@@ -502,67 +523,87 @@ class GenericPlan(_Schedule):
     def network(self):
         from studylib import models
 
-        return models.build(self.model, self.width)
+        return models.build(self.model, self.width, out_dim=self.out_dim)
 
 
-def _generic_fns(plan: GenericPlan, apply_fn, dense_idx: Sequence[int]):
+def flat_batch(idx, k: int):
+    """Flat output indices (B k,) of the examples ``idx`` (B,): n k + i for i < k (row-major)."""
+    return (idx[:, None] * k + jnp.arange(k, dtype=idx.dtype)[None, :]).reshape(-1)
+
+
+def generic_lin_step_fn(plan: GenericPlan, f0, k0, y, lr):
+    """Function-space SGD of the linearization with k outputs, all flat (f0, y: (N k,), k0: (N k, N k)):
+    on batch I, c_I -= lr * c_loss * (f_0(x_I) + K_0[I] c - y_I) / (B k), the gradient of
+    (c_loss/2) mean over the B k outputs (equal to :func:`lin_step_fn` for k = 1)."""
+    k = plan.out_dim
+    gfac = LOSS_FACTOR[plan.loss] / (plan.batch_size * k)
+
+    def lin_step(c, idx):
+        fi = flat_batch(idx, k)
+        r = f0[fi] + _mv(k0[fi], c) - y[fi]
+        return c.at[fi].add(-lr * gfac * r)
+
+    return lin_step
+
+
+def _generic_fns(plan: GenericPlan, apply_fn, paths: Sequence[tuple]):
     """(init_fn, seg, final_fn) of the generic trainer for one seed (see :func:`compiled_runner`).
 
-    The empirical NTK on the training inputs, at init and at every record, is
-    :func:`studylib.kernels.empirical_ntk_fn` (NT's implementation 2, NTK-vector products:
-    55 ms at width 1000 here, against 115-250 ms for the Gram of the N Jacobian rows, which
-    writes N parameter copies). At init only, the N rows J^T e_j (one batched vjp) also give the
-    weight pieces K_0^(W_l) (the Gram of each top-level Dense layer's rows) and K_0(x_test, X)
-    (the jvp of every row through f(x_test), as :func:`studylib.kernels.ntk_cross`).
+    Shapes: x (N, *input_shape), y (N, k); c, f_* and y inside are flat (N k,). The empirical NTK
+    on the training inputs, at init and at every record, is
+    :func:`studylib.kernels.empirical_ntk_fn` (NT's implementation 2, NTK-vector products; the full
+    kernel made flat by :func:`studylib.kernels.flat_kernel` when k > 1). At init the same estimator
+    also gives K_0(x_test, X) (M k, N k) and the weight pieces K_0^(W_l) (the kernel of each weight
+    array alone, ``paths`` from :func:`studylib.models.weight_paths`), so no N k x P Jacobian is
+    ever formed (N = 256 digits with k = 10 would need 2560 parameter copies).
     """
-    from studylib import kernels
+    from studylib import kernels, models
 
-    ntk_fn = kernels.empirical_ntk_fn(apply_fn)
+    k = plan.out_dim
+    ntk_raw = kernels.empirical_ntk_fn(apply_fn, trace_outputs=k == 1)
+    ntk_fn = ntk_raw if k == 1 else (lambda a, b, p: kernels.flat_kernel(ntk_raw(a, b, p)))
     cf = LOSS_FACTOR[plan.loss] / 2.0
     tmap = jax.tree_util.tree_map
-    f1 = lambda p, x: apply_fn(p, x)[:, 0]  # noqa: E731
+    f1 = lambda p, x: apply_fn(p, x).reshape(-1)  # noqa: E731  flat (N k,), row n k + i
 
-    def loss_fn(p, xb, yb):  # (c/2) mean over the batch, as Plan's gfac = c / B
+    def loss_fn(p, xb, yb):  # (c/2) mean over the B x k outputs of the batch
         return cf * jnp.mean((apply_fn(p, xb) - yb) ** 2)
 
     grad_fn = jax.grad(loss_fn)
 
-    def rows_of(p, x):
-        """J(x)^T e_j for every j: the parameter pytree with a leading axis of size N."""
-        _, vjp = jax.vjp(lambda q: f1(q, x), p)
-        return jax.vmap(vjp)(jnp.eye(x.shape[0], dtype=x.dtype))[0]
-
-    def gram(a):  # rows . rows^T over all but the leading axis
-        a = a.reshape(a.shape[0], -1)
-        return lax.dot_general(a, a, (((1,), (1,)), ((), ())))
-
     def changes(delta):
-        """Squared norms of the whole change and of each top-level Dense layer's weights."""
+        """Squared norms of the whole change and of each weight array's."""
         return (sum(_sq(leaf) for leaf in jax.tree_util.tree_leaves(delta)),
-                jnp.stack([_sq(delta[i][0]) for i in dense_idx]))
+                jnp.stack([_sq(w) for w in models.weights_at(delta, list(paths))]))
+
+    def layer_kernel(p0, path, x):
+        """K_0^(W) = J_W J_W^T of the weight array at ``path`` alone (the other parameters fixed),
+        by the same NT estimator (NTK-vector products: no N k x |W| Jacobian is formed)."""
+        def apply_w(w, xx):
+            return apply_fn(replace_at(p0, path, w), xx)
+
+        raw = kernels.empirical_ntk_fn(apply_w, trace_outputs=k == 1)(x, None, models.weights_at(p0, [path])[0])
+        return raw if k == 1 else kernels.flat_kernel(raw)
 
     def init_fn(p0, x, x_test):
-        rows = rows_of(p0, x)
-        # K_0(x_test, x) = J(x_test) J(x)^T: the jvp of every row through f(x_test)
-        k_test = jax.vmap(lambda t: jax.jvp(lambda q: f1(q, x_test), (p0,), (t,))[1])(rows).T
         return {
             "f0_train": f1(p0, x),
             "f0_test": f1(p0, x_test),
-            "k0_w": jnp.stack([gram(rows[i][0]) for i in dense_idx]),  # (L, N, N) top-level Dense weights
+            "k0_w": jnp.stack([layer_kernel(p0, path, x) for path in paths]),  # (L, N k, N k)
             "k0": ntk_fn(x, None, p0),  # the same estimator as the recorded K_t
-            "k0_test": k_test,  # (M, N)
+            "k0_test": ntk_fn(x_test, x, p0),  # (M k, N k)
         }
 
-    def measure_g(p, p0, c, x, y, init):
+    def measure_g(p, p0, c, x, yf, init):
         f_net = f1(p, x)
         f_lin = init["f0_train"] + _mv(init["k0"], c)
         dsq, wd = changes(tmap(jnp.subtract, p, p0))
         return {
-            "loss_net": cf * jnp.mean((f_net - y[:, 0]) ** 2),
-            "loss_lin": cf * jnp.mean((f_lin - y[:, 0]) ** 2),
+            "loss_net": cf * jnp.mean((f_net - yf) ** 2),
+            "loss_lin": cf * jnp.mean((f_lin - yf) ** 2),
             "f_net_train": f_net,
             "f_lin_train": f_lin,
-            "k_net": ntk_fn(x, None, p),
+            **kernel_change(ntk_fn(x, None, p), init["k0"]),
             "dsq_net": dsq,
             "wdsq_net": wd,
             "dsq_lin": c @ init["k0"] @ c,
@@ -570,7 +611,8 @@ def _generic_fns(plan: GenericPlan, apply_fn, dense_idx: Sequence[int]):
         }
 
     def seg(p, c, p0, perms, x, y, lr, init):
-        lin_step = lin_step_fn(plan, init["f0_train"], init["k0"], y, lr)
+        yf = y.reshape(-1)
+        lin_step = generic_lin_step_fn(plan, init["f0_train"], init["k0"], yf, lr)
 
         def step(carry, idx):
             p, c = carry
@@ -579,7 +621,7 @@ def _generic_fns(plan: GenericPlan, apply_fn, dense_idx: Sequence[int]):
 
         def body(carry, perm):
             carry, _ = lax.scan(step, carry, perm.reshape(-1, plan.batch_size))
-            return carry, measure_g(carry[0], p0, carry[1], x, y, init)
+            return carry, measure_g(carry[0], p0, carry[1], x, yf, init)
 
         (p, c), recs = lax.scan(body, (p, c), perms)
         return p, c, recs
@@ -590,12 +632,20 @@ def _generic_fns(plan: GenericPlan, apply_fn, dense_idx: Sequence[int]):
     return init_fn, seg, final_fn
 
 
-def generic_dense_indices(plan: GenericPlan) -> list[int]:
-    """Top-level Dense layers of the plan's network (from parameter shapes; nothing is drawn)."""
+def replace_at(tree, path: tuple, value):
+    """``tree`` with the leaf at key path ``path`` (``jax.tree_util`` key path) replaced by ``value``."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    return jax.tree_util.tree_unflatten(treedef, [value if p == path else v for p, v in leaves])
+
+
+def generic_weight_paths(plan: GenericPlan) -> list[tuple]:
+    """:func:`studylib.models.weight_paths` of the plan's network for its real input shape
+    (from parameter shapes; nothing is drawn): every weight array, nested blocks included."""
     from studylib import models
 
-    shapes = jax.eval_shape(lambda k: plan.network().init_fn(k, (plan.n_train, 1))[1], jax.random.PRNGKey(0))
-    return models.dense_layer_indices(shapes)
+    shapes = jax.eval_shape(lambda key: plan.network().init_fn(key, (plan.n_train, *plan.input_shape))[1],
+                            jax.random.PRNGKey(0))
+    return models.weight_paths(shapes)
 
 
 def gd_reference(net: MLP, dense, x, y, lr, steps: int, loss: str = "mse"):

@@ -26,6 +26,7 @@ def _cfg(preset="tiny", **flags):
     ({"method": "fast"}, "method"),
     ({"model.arch": "cnn"}, "model.arch"),
     ({"model.arch": "res_fc", "method": "lowrank"}, "method"),  # the FC trainer cannot train res_fc
+    ({"data.name": "digits", "data.n_train": 20, "method": "direct"}, "method"),  # nor 10 outputs
 ])
 def test_bad_config_names_the_field(flags, field):
     with pytest.raises(ConfigError, match=field):
@@ -200,7 +201,7 @@ def build(width, cfg):
 
 
 @pytest.mark.parametrize("arch,options,n_dense,figures", [
-    ("res_fc", ["blocks=1"], 2, True),  # top-level Dense layers: the embedding and the readout
+    ("res_fc", ["blocks=1"], 4, True),  # every weight array: embedding, the block's two Dense, readout
     ("dyn_user_arch:build", ["mult=1"], 3, False),  # figures read only the stored results: drawn once
 ])
 def test_other_architectures_run_through_the_entry_point(tmp_path, monkeypatch, arch, options, n_dense, figures):
@@ -233,26 +234,49 @@ def test_other_architectures_run_through_the_entry_point(tmp_path, monkeypatch, 
             assert (out / "figures" / f"{stem}.png").stat().st_size > 1000
 
 
-def test_real_data_one_line_at_config_time_or_runs_without_the_1d_figure(tmp_path):
-    """--data digits (10 one-hot outputs) is refused at config time in one line naming the field (the
-    SGD trainers carry one output); scalar targets on 64-pixel inputs (digits --targets raw) train, and
-    the figures leave out the 1-D function plot; cnn with the 1-D toy data is one line too."""
+def test_digits_k_outputs_and_images_run_with_held_out_metrics(tmp_path):
+    """--data digits (10 centred one-hot outputs) trains through the generic trainer (full (N k, N k)
+    kernel, flat outputs) with held-out loss, RMSE, accuracy and agreement; the stored values agree with
+    NumPy recomputations from the stored functions; the figures leave out the 1-D function plot and
+    draw the held-out one. A conv net on digits images (raw labels: k = 1, inputs (N, 8, 8, 1)) trains
+    too; cnn with the 1-D toy data is one line at config time."""
     from study import dynamics as entry
+    from studylib import data as D
     from studylib import results as R
 
-    with pytest.raises(ConfigError, match=r"^data\.targets: the dynamics study trains networks with one output") as e:
-        dynamics.DynamicsConfig(data=DataConfig(name="digits"))
-    assert "\n" not in str(e.value)
-    with pytest.raises(ConfigError, match=r"^model\.arch: 'cnn' takes images"):
+    with pytest.raises(ConfigError, match=r"^model\.arch: 'cnn' takes images") as e:
         dynamics.DynamicsConfig(model=models.ModelConfig(arch="cnn"))
-    with pytest.raises(ConfigError, match=r"^model\.arch: the dynamics study's trainers take flat inputs"):
-        dynamics.DynamicsConfig(model=models.ModelConfig(arch="cnn"), data=DataConfig(name="digits", targets="raw"))
+    assert "\n" not in str(e.value)
+    base = ["--preset", "tiny", "--widths", "8", "--batch-sizes", "10", "--epochs", "4", "--record-every", "2",
+            "--data", "digits", "--n-train", "20", "--n-test", "30", "--no-progress"]
     out = tmp_path / "out"
-    entry.main(["--preset", "tiny", "--widths", "8", "--batch-sizes", "10", "--record-every", "10", "--data", "digits",
-                "--targets", "raw", "--n-train", "20", "--n-test", "10", "--out", str(out), "--no-progress"])
+    entry.main(base + ["--out", str(out)])
     summary = R.read_json(out / "summary.json")
-    v = np.asarray(summary["metrics"]["loss_net"]["w8_b10"]["per_seed"], np.float64)
-    assert v.shape == (2,) and np.isfinite(v).all()
+    assert [pc["method"] for pc in summary["per_cell"]] == ["generic"]
+    assert summary["data"]["outputs"] == 10 and summary["data"]["input_shape"] == [64]
     curves = R.read_npz(out / "curves.npz")
-    assert "x_test" not in curves and curves["w8_b10/f_net_test"].shape[-1] == 10
-    assert (out / "figures" / "dynamics_b10.png").is_file() and not (out / "figures" / "dynamics_function.png").exists()
+    m = {k: np.asarray(v["w8_b10"]["per_seed"], np.float64) for k, v in summary["metrics"].items()}
+    f_net, f_lin = curves["w8_b10/f_net_test"], curves["w8_b10/f_lin_test"]
+    y_test = curves["y_test"].reshape(30, 10)
+    assert f_net.shape == f_lin.shape == (2, 300) and curves["y_train"].shape == (200,)
+    label = np.argmax(y_test, 1)
+    np.testing.assert_allclose(m["test_accuracy_net"], np.mean(np.argmax(f_net.reshape(2, 30, 10), 2) == label, 1))
+    np.testing.assert_allclose(m["test_loss_lin"], np.mean((f_lin - y_test.ravel()) ** 2, 1), rtol=1e-12)
+    assert np.all((m["test_agreement_net_vs_lin"] >= 0) & (m["test_agreement_net_vs_lin"] <= 1))
+    # the recorded training loss is the seed's mean over the N k outputs of the stored functions
+    np.testing.assert_allclose(m["loss_net"], np.mean((curves["w8_b10/f_net_train"] - curves["y_train"]) ** 2, 1),
+                               rtol=1e-5)
+    assert np.all(m["rel_param_change"] > 0) and np.isfinite(m["rel_ntk_change"]).all()
+    assert curves["w8_b10/curve/rel_weight_change"].shape == (2, 3, 3)  # tiny: depth 2 + readout
+    figs = out / "figures"
+    assert (figs / "dynamics_test.png").stat().st_size > 1000 and not (figs / "dynamics_function.png").exists()
+    # a conv net on the digits images
+    cnn = dynamics.DynamicsConfig(data=DataConfig(name="digits", n_train=20, n_test=10, targets="raw"),
+                                  model=models.ModelConfig(arch="cnn", depth=1), widths=(2,), batch_sizes=(10,),
+                                  epochs=2, record_every=2, seeds=1)
+    assert dynamics.resolve_method(cnn, 2) == "generic"
+    ds = D.load_for(cnn.data, cnn.model)
+    assert ds.x_train.shape == (20, 8, 8, 1)
+    res = dynamics.run_cell(cnn, dynamics.cells(cnn, ds)[0], runner.Context(dataset=ds, shared=None, log=print))
+    assert res["f_net_test"].shape == (1, 10) and np.isfinite(res["test"]["test_loss_net"]).all()
+    assert res["curves"]["rel_weight_change"].shape == (1, 2, 2)  # one conv kernel and the readout

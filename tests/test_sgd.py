@@ -146,7 +146,7 @@ def test_chunk_steps():
 def test_generic_trainer_kernels_on_a_residual_net():
     """The generic trainer's K_0 (train Gram and test x train block) and per-layer weight pieces
     K_0^(W_l) on res_fc (nested residual parameters) equal the kernels of full Jacobians
-    (jax.jacrev), in float64 to RTOL; the weight pieces are those of the top-level Dense layers."""
+    (jax.jacrev), in float64 to RTOL; the weight pieces cover every weight array, nested ones included."""
     from studylib.models import ModelConfig
 
     cfg = ModelConfig(arch="res_fc", options={"blocks": 1}, b_std=0.2)
@@ -156,8 +156,9 @@ def test_generic_trainer_kernels_on_a_residual_net():
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     x = jnp.linspace(-5, 5, 10, dtype=jnp.float64)[:, None]
     xt = jnp.linspace(-10, 10, 10, dtype=jnp.float64)[:, None] + 0.3  # a test grid apart from x
-    idx = sgd.generic_dense_indices(plan)
-    assert idx == models.dense_layer_indices(params) == [0, len(params) - 1]
+    paths = sgd.generic_weight_paths(plan)
+    assert paths == models.weight_paths(params)
+    assert len(paths) > len(models.dense_layer_indices(params))  # the residual block's Dense layers too
     init_fn, _, _ = sgd.compiled_runner(plan, vmapped=False)
     init = init_fn(params, x, xt)
     # Jacobians at x and at xt in one compiled call (leading axis 0: x, 1: xt)
@@ -167,9 +168,68 @@ def test_generic_trainer_kernels_on_a_residual_net():
     _close(init["k0"], flat[0] @ flat[0].T)
     _close(init["k0_test"], flat[1] @ flat[0].T)
     _close(init["f0_test"], net.apply_fn(params, xt)[:, 0])
-    for l, i in enumerate(idx):  # kernel of W_i alone: the Jacobian restricted to that leaf
-        jw = jac[i][0][0].reshape(10, -1)
+    for l, jw in enumerate(models.weights_at(jac, paths)):  # kernel of one weight array alone
+        jw = jw[0].reshape(10, -1)
         _close(init["k0_w"][l], jw @ jw.T)
+
+
+def _generic_k3_case(arch):
+    """A net with k = 3 outputs on flat (N, 3) inputs (fc) or images (N, 4, 4, 1) (cnn), float64."""
+    n, k = 6, 3
+    key = jax.random.PRNGKey(7)
+    shape = (3,) if arch == "fc" else (4, 4, 1)
+    x = jax.random.normal(key, (n, *shape), jnp.float64)
+    xt = jax.random.normal(jax.random.fold_in(key, 1), (4, *shape), jnp.float64)
+    y = jnp.sin(jnp.arange(n * k, dtype=jnp.float64)).reshape(n, k)
+    cfg = models.ModelConfig(arch=arch, depth=2, W_std=1.3, b_std=0.2)
+    return cfg, x, xt, y, n, k
+
+
+@pytest.mark.parametrize("arch", ["fc", "cnn"])
+def test_generic_trainer_k_outputs_matches_stax_and_linearize(arch):
+    """The generic trainer with k = 3 outputs (flat and image inputs) against stax + jax.grad SGD of
+    (c/2) mean over the B x k outputs and nt.linearize trained the same way, step by step on identical
+    batches (2 records of 2 epochs, batch 2), float64: parameters, outputs, losses, the full (N k, N k)
+    K_0 (against jax.jacrev), K_0(test, train), the parameter and per-weight-array changes, and the
+    linearized model's test outputs (final_fn)."""
+    cfg, x, xt, y, n, k = _generic_k3_case(arch)
+    batch, rec, lr = 2, 2, 0.05
+    plan = sgd.GenericPlan(cfg, 4, n_train=n, batch_size=batch, record_every=rec, loss="half_mse",
+                           input_shape=tuple(x.shape[1:]), out_dim=k)
+    net = plan.network()
+    _, params = net.init_fn(jax.random.PRNGKey(0), x.shape)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    paths = sgd.generic_weight_paths(plan)
+    perms = sgd.epoch_permutations(jax.random.PRNGKey(3), 2 * rec, n).reshape(2, rec, n)
+    init_fn, seg, final_fn = sgd.compiled_runner(plan, vmapped=False)
+    init = init_fn(params, x, xt)
+    p, c, recs = seg(jax.tree_util.tree_map(jnp.copy, params), jnp.zeros(n * k, jnp.float64), params, perms, x, y,
+                     jnp.asarray(lr), init)
+    f_net_test, f_lin_test = final_fn(p, c, xt, init)
+    # kernels at init against full Jacobians (flat rows n k + i)
+    jac = jax.jacrev(lambda q, xx: net.apply_fn(q, xx).reshape(-1))
+    jx, jt = jac(params, x), jac(params, xt)
+    flat_x = jnp.concatenate([a.reshape(n * k, -1) for a in jax.tree_util.tree_leaves(jx)], 1)
+    flat_t = jnp.concatenate([a.reshape(4 * k, -1) for a in jax.tree_util.tree_leaves(jt)], 1)
+    _close(init["k0"], flat_x @ flat_x.T)
+    assert np.abs(np.asarray(init["k0"]).reshape(n, k, n, k)[:, 0, :, 1]).max() > 0  # outputs are coupled
+    _close(init["k0_test"], flat_t @ flat_x.T)
+    # SGD and the linearization step by step
+    batches = np.asarray(perms).reshape(-1, batch)
+    pn, pl, lin = _reference_sgd(net, params, x, y, lr, batches, loss="half_mse")
+    for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(pn), strict=True):
+        _close(a, b)
+    _close(recs["f_net_train"][-1], net.apply_fn(pn, x).reshape(-1))
+    _close(recs["f_lin_train"][-1], lin(pl, x).reshape(-1))
+    _close(f_net_test, net.apply_fn(pn, xt).reshape(-1))
+    _close(f_lin_test, lin(pl, xt).reshape(-1))
+    _close(recs["loss_net"][-1], 0.5 * jnp.mean((net.apply_fn(pn, x) - y) ** 2))
+    _close(recs["loss_lin"][-1], 0.5 * jnp.mean((lin(pl, x) - y) ** 2))
+    for got, ref_p in (("net", pn), ("lin", pl)):
+        diff = jax.tree_util.tree_map(jnp.subtract, ref_p, params)
+        _close(recs[f"dsq_{got}"][-1], sum(jnp.sum(d**2) for d in jax.tree_util.tree_leaves(diff)))
+        _close(recs[f"wdsq_{got}"][-1], jnp.stack([jnp.sum(w**2) for w in models.weights_at(diff, paths)]))
+    assert len(paths) == 3 and float(recs["dsq_net"][-1]) > 1e-6  # 2 hidden + readout; the run moved
 
 
 @pytest.mark.parametrize("param,act", [("ntk", "relu"), ("standard", "erf")])

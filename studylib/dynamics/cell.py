@@ -59,8 +59,10 @@ class Trainer:
     weights: Callable
 
 
-def make_trainer(cfg: DynamicsConfig, width: int, batch: int, x_shape: tuple[int, ...]) -> Trainer:
-    """The hand-written FC trainer (methods direct, lowrank) or the generic one, for one cell."""
+def make_trainer(cfg: DynamicsConfig, width: int, batch: int, x_shape: tuple[int, ...], out_dim: int = 1
+                 ) -> Trainer:
+    """The hand-written FC trainer (methods direct, lowrank: flat inputs (N, d), one output) or the
+    generic one (any net, inputs (N, ...), ``out_dim`` = k outputs), for one cell."""
     import jax
 
     from studylib import models, sgd
@@ -68,15 +70,18 @@ def make_trainer(cfg: DynamicsConfig, width: int, batch: int, x_shape: tuple[int
     method = resolve_method(cfg, width)
     item = np.dtype(cfg.dtype).itemsize
     n = x_shape[0]
-    net = models.build(cfg.model, width)
+    net = models.build(cfg.model, width, out_dim=out_dim)
     if method == "generic":
         # Any stax net: the whole parameter pytree is trained (jax.grad through apply_fn).
         plan = sgd.GenericPlan(cfg.model, width, n_train=n, batch_size=batch, record_every=cfg.record_every,
-                               loss=cfg.loss)
+                               loss=cfg.loss, input_shape=tuple(x_shape[1:]), out_dim=out_dim)
         shapes = jax.eval_shape(lambda k: net.init_fn(k, x_shape)[1], jax.random.PRNGKey(0))
         p_bytes = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes)) * item
-        dense_idx = models.dense_layer_indices(shapes)
-        return Trainer(plan, net.init_fn, lambda p: p, p_bytes, lambda p: [p[i][0] for i in dense_idx])
+        paths = sgd.generic_weight_paths(plan)  # every weight array, nested blocks included
+        return Trainer(plan, net.init_fn, lambda p: p, p_bytes, lambda p: models.weights_at(p, paths))
+    if out_dim != 1 or len(x_shape) != 2:
+        raise ValueError(f"method {method!r}: the hand-written FC trainer takes inputs (N, d) and one output; "
+                         f"got inputs {x_shape} and {out_dim} outputs (use method generic)")
     plan = sgd.Plan(sgd.fast_mlp(cfg.model, width, in_dim=x_shape[1]), n_train=n, batch_size=batch,
                     record_every=cfg.record_every, loss=cfg.loss, method=method)
     sizes = plan.net.sizes
@@ -122,7 +127,7 @@ def train_group(cfg: DynamicsConfig, trainer: Trainer, fns, group: list[int], da
     d0 = pick(dense0)
     init = init_fn(d0, x, x_test)
     dense = tmap(jnp.copy, d0)
-    c = pick(jnp.zeros((len(group), n), dtype))
+    c = pick(jnp.zeros((len(group), n * y.shape[1]), dtype))  # flat (N k,) function-space coefficients
     lr_arr = jnp.asarray(lr, dtype)
     t0 = time.perf_counter()
     seg = seg_fn.lower(dense, c, d0, pick(perms[:, 0]), x, y, lr_arr, init).compile()
@@ -154,7 +159,7 @@ def train_cell(cfg: DynamicsConfig, width: int, batch: int, lr: float, dataset, 
 
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     data = tuple(jnp.asarray(a, dtype) for a in (dataset.x_train, dataset.y_train, dataset.x_test))
-    trainer = make_trainer(cfg, width, batch, data[0].shape)
+    trainer = make_trainer(cfg, width, batch, data[0].shape, out_dim=int(data[1].shape[1]))
     groups, vmapped = seed_groups(cfg, trainer)
     fns = sgd.compiled_runner(trainer.plan, vmapped=vmapped)
     total = len(groups) * (cfg.epochs // cfg.record_every // segments(cfg.epochs // cfg.record_every))
@@ -175,7 +180,8 @@ def train_cell(cfg: DynamicsConfig, width: int, batch: int, lr: float, dataset, 
 
 
 def curves(cfg: DynamicsConfig, a: dict, y: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-seed curves (S, records + 1[, layers]) from the raw records; record 0 = init."""
+    """Per-seed curves (S, records + 1[, layers]) from the raw records; record 0 = init. ``y``: the
+    training targets flat (N k,); with k outputs the kernel is the full (N k, N k) one."""
     from studylib import kernels
 
     f64 = lambda v: np.asarray(v, np.float64)  # noqa: E731
@@ -188,7 +194,8 @@ def curves(cfg: DynamicsConfig, a: dict, y: np.ndarray) -> dict[str, np.ndarray]
 
     f_net = with_init(a["f0_train"][:, None], f64(a["rec_f_net_train"]))
     f_lin = with_init(a["f0_train"][:, None], f64(a["rec_f_lin_train"]))
-    k_t = with_init(k0[:, None], f64(a["rec_k_net"]))
+    k_x0 = with_init(k0[:, None, 0, 0], f64(a["rec_k_x0"]))  # K_t at (x0, x0), output 0
+    k_dsq = with_init(np.zeros((s, 1)), f64(a["rec_k_dsq"]))  # ||K_t - K_0||_F^2
     dsq_net = with_init(np.zeros((s, 1)), f64(a["rec_dsq_net"]))
     dsq_lin = with_init(np.zeros((s, 1)), f64(a["rec_dsq_lin"]))
     n_layers = a["w0_sq"].shape[1]
@@ -199,9 +206,8 @@ def curves(cfg: DynamicsConfig, a: dict, y: np.ndarray) -> dict[str, np.ndarray]
         return {
             "rel_param_change": np.sqrt(dsq_net / f64(a["p0_sq"])[:, None]),
             "rel_param_change_lin": np.sqrt(dsq_lin / f64(a["p0_sq"])[:, None]),
-            "ntk_x0_change": np.abs(k_t[:, :, 0, 0] - k0[:, None, 0, 0]) / np.abs(k0[:, None, 0, 0]),
-            "rel_ntk_change": np.sqrt(np.sum((k_t - k0[:, None]) ** 2, axis=(2, 3))
-                                      / np.sum(k0**2, axis=(1, 2))[:, None]),
+            "ntk_x0_change": np.abs(k_x0 - k0[:, None, 0, 0]) / np.abs(k0[:, None, 0, 0]),
+            "rel_ntk_change": np.sqrt(k_dsq / np.sum(k0**2, axis=(1, 2))[:, None]),
             "loss_net": with_init(loss0[:, None], f64(a["rec_loss_net"])),
             "loss_lin": with_init(loss0[:, None], f64(a["rec_loss_lin"])),
             "rmse_net_vs_lin_train": np.sqrt(np.mean((f_net - f_lin) ** 2, axis=2)),
@@ -210,9 +216,38 @@ def curves(cfg: DynamicsConfig, a: dict, y: np.ndarray) -> dict[str, np.ndarray]
         }
 
 
+def test_metrics(cfg: DynamicsConfig, f0: np.ndarray, f_net: np.ndarray, f_lin: np.ndarray, y_test: np.ndarray,
+                 n_classes: int) -> dict[str, np.ndarray]:
+    """Held-out metrics per seed (S,) after training: loss (the study's convention, mean over the M k
+    outputs), RMSE against the targets for the network, its linearization and the network at init,
+    the RMSE between network and linearization, and for classes (``n_classes`` > 0: argmax of the k
+    outputs) the accuracies and the fraction of test points where network and linearization predict
+    the same class. ``f_*``: (S, M k) flat, row m k + i; ``y_test``: (M, k)."""
+    from studylib import kernels
+
+    cf = kernels.LOSS_FACTOR[cfg.loss] / 2.0
+    m, k = y_test.shape
+    yf = y_test.reshape(-1)
+    out: dict[str, np.ndarray] = {}
+    with np.errstate(all="ignore"):
+        for name, f in (("net", f_net), ("lin", f_lin), ("init", f0)):
+            out[f"test_loss_{name}"] = cf * np.mean((f - yf) ** 2, axis=-1)
+            out[f"test_rmse_{name}"] = np.sqrt(np.mean((f - yf) ** 2, axis=-1))
+        out["test_rmse_net_vs_lin"] = np.sqrt(np.mean((f_net - f_lin) ** 2, axis=-1))
+        if n_classes > 0:
+            label = np.argmax(y_test, axis=1)
+            cls = {n: np.argmax(f.reshape(f.shape[0], m, k), axis=2) for n, f in (("net", f_net), ("lin", f_lin))}
+            out["test_accuracy_net"] = np.mean(cls["net"] == label, axis=1)
+            out["test_accuracy_lin"] = np.mean(cls["lin"] == label, axis=1)
+            out["test_agreement_net_vs_lin"] = np.mean(cls["net"] == cls["lin"], axis=1)
+    return out
+
+
 def cell_result(cfg: DynamicsConfig, a: dict, y: np.ndarray, *, width: int, batch: int, lr: float,
-                lr_crit_inf: float) -> dict[str, Any]:
-    """The stored result of one cell: its curves, critical rates, divergence and trained functions."""
+                lr_crit_inf: float, y_test: np.ndarray | None = None, n_classes: int = 0) -> dict[str, Any]:
+    """The stored result of one cell: its curves, critical rates, divergence, trained functions and, when
+    the data have held-out targets ``y_test`` (M, k), :func:`test_metrics` under 'test'. ``y``: the
+    training targets flat (N k,); functions are stored flat (row n k + i)."""
     from studylib import kernels
 
     f64 = lambda v: np.asarray(v, np.float64)  # noqa: E731
@@ -234,6 +269,8 @@ def cell_result(cfg: DynamicsConfig, a: dict, y: np.ndarray, *, width: int, batc
         # the last record (epochs >= record_every, so there is one)
         "f_net_train": f64(a["rec_f_net_train"])[:, -1], "f_lin_train": f64(a["rec_f_lin_train"])[:, -1],
         "y_train": y,
+        "test": ({} if y_test is None else
+                 test_metrics(cfg, f64(a["f0_test"]), f64(a["f_net_test"]), f64(a["f_lin_test"]), y_test, n_classes)),
     }
 
 
@@ -247,8 +284,11 @@ def run_cell(cfg: DynamicsConfig, cell: Cell, ctx: Context, progress: Callable[[
     report = None if progress is None else (lambda frac: progress(setup + (1.0 - setup) * frac))
     _, lr_crit_inf = analytic_lr(cfg, width, ctx.dataset.x_train, batch)
     arrays, facts = train_cell(cfg, width, batch, lr, ctx.dataset, progress=report)
-    y = np.asarray(ctx.dataset.y_train, np.float64)[:, 0]
-    return facts | cell_result(cfg, arrays, y, width=width, batch=batch, lr=lr, lr_crit_inf=lr_crit_inf)
+    ds = ctx.dataset
+    y = np.asarray(ds.y_train, np.float64).reshape(-1)  # flat (N k,), as the trainer's outputs
+    y_test = None if ds.y_test is None else np.asarray(ds.y_test, np.float64)
+    return facts | cell_result(cfg, arrays, y, width=width, batch=batch, lr=lr, lr_crit_inf=lr_crit_inf,
+                               y_test=y_test, n_classes=ds.n_classes)
 
 
 def notes(cfg: DynamicsConfig, cell: Cell, res: dict) -> list[str]:

@@ -14,10 +14,11 @@ from studylib.config import (
     number,
     one_of,
     optional,
+    set_frozen,
     validate,
 )
 from studylib.data import DataConfig, check_pair, input_shape, n_outputs
-from studylib.flags import option
+from studylib.flags import int_list, option
 from studylib.models import FAST_ARCHS, ModelConfig
 from studylib.runner import Cell
 
@@ -60,10 +61,16 @@ class DynamicsConfig:
     and generic for every other architecture.
     """
 
-    widths: tuple[int, ...] = option((10, 100, 1000), "comma-separated hidden widths", check=integers())
-    batch_sizes: tuple[int, ...] = option((1, 5, 10), "comma-separated batch sizes, each dividing N", check=integers())
-    epochs: int = option(20000, "epochs", check=integer())
-    record_every: int = option(5, "epochs between records", check=integer())
+    widths: tuple[int, ...] | None = option(None, "comma-separated hidden widths; none: the dataset's (the seed's "
+                                            "10,100,1000; digits 16,64,256)", parse=int_list,
+                                            check=optional(integers()))
+    batch_sizes: tuple[int, ...] | None = option(None, "comma-separated batch sizes, each dividing N; none: the "
+                                                 "dataset's (1,5,10; digits 32,256)", parse=int_list,
+                                                 check=optional(integers()))
+    epochs: int | None = option(None, "epochs; none: the dataset's (20000; digits 40)", parse=int,
+                                check=optional(integer()))
+    record_every: int | None = option(None, "epochs between records; none: the dataset's (5; digits 4)", parse=int,
+                                      check=optional(integer()))
     lr: float | None = option(0.001, "learning rate; none: --lr-fraction of the analytic NTK's SGD critical rate",
                               parse=float, check=optional(number()))
     lr_fraction: float = option(0.5, "when no --lr: fraction of the analytic NTK's SGD critical rate for the "
@@ -79,20 +86,17 @@ class DynamicsConfig:
 
     def __post_init__(self):
         validate(self)
+        for name, value in DATA_DEFAULTS.get(self.data.name, DATA_DEFAULTS["*"]).items():
+            if getattr(self, name) is None:
+                set_frozen(self, name, value)
         check_pair(self.data, self.model)  # e.g. cnn with 1-D data: one line now, not a traceback later
-        if n_outputs(self.data) != 1:
-            raise ConfigError(f"data.targets: the dynamics study trains networks with one output (its SGD trainers, "
-                              f"studylib.sgd, carry scalar outputs); data {self.data.name!r} with targets "
-                              f"{self.data.targets!r} has {n_outputs(self.data)} per example: use --targets raw, "
-                              "or study.compare / study.ensemble for one-hot classes")
-        shape = input_shape(self.data, self.model)
-        if len(shape) > 2:  # studylib.sgd's generic trainer draws its parameters for inputs (N, 1)
-            raise ConfigError(f"model.arch: the dynamics study's trainers take flat inputs (N, features); "
-                              f"{self.model.arch!r} on data {self.data.name!r} gets inputs {shape}: use a dense "
-                              "architecture, or study.compare / study.ensemble for conv nets")
         if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
                               f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")
+        if self.method in ("direct", "lowrank") and not fast_trainer_fits(self):
+            raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (flat inputs, one output); "
+                              f"data {self.data.name!r} gives inputs {input_shape(self.data, self.model)} and "
+                              f"{n_outputs(self.data)} output(s) per example: use method auto or generic")
         if self.epochs % self.record_every:
             raise ConfigError(f"record_every: must divide epochs={self.epochs}, got {self.record_every}")
         for b in self.batch_sizes:
@@ -100,6 +104,15 @@ class DynamicsConfig:
                 raise ConfigError(f"batch_sizes: each must divide data.n_train={self.data.n_train} "
                                   f"(every epoch is split into equal batches), got {b}")
 
+
+#: Per-dataset values of the fields left None (widths, batch_sizes, epochs, record_every): the seed's
+#: sweep for the 1-D toys and any other data, a small one for digits (N = 256 images, k = 10 outputs:
+#: the generic trainer and a full (2560, 2560) empirical NTK at every record), so that
+#: ``python -m study.dynamics --data digits`` runs in minutes on a 2-core CPU (docs/dynamics.md).
+DATA_DEFAULTS: dict[str, dict[str, Any]] = {
+    "*": {"widths": (10, 100, 1000), "batch_sizes": (1, 5, 10), "epochs": 20000, "record_every": 5},
+    "digits": {"widths": (16, 64, 256), "batch_sizes": (32, 256), "epochs": 40, "record_every": 4},
+}
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The seed's experiment exactly (use --seeds 1 for its single-seed protocol).
@@ -117,12 +130,21 @@ DEFAULT_PRESET = "seed"
 Config = DynamicsConfig
 
 
+def fast_trainer_fits(cfg: DynamicsConfig) -> bool:
+    """Whether the hand-written FC trainer (:class:`studylib.sgd.Plan`: flat inputs (N, d), one
+    output) can train ``cfg``: an FC architecture, inputs (N, d) and k = 1 output per example.
+    Several outputs (e.g. one-hot digits) and image inputs go to the generic trainer."""
+    return (cfg.model.arch in FAST_ARCHS and len(input_shape(cfg.data, cfg.model)) == 2
+            and n_outputs(cfg.data) == 1)
+
+
 def resolve_method(cfg: DynamicsConfig, width: int) -> str:
     """The trainer a cell of ``width`` uses: ``cfg.method``, or for 'auto' generic for
-    architectures the FC trainer does not handle, else lowrank from LOWRANK_FROM_WIDTH on."""
+    architectures or data the FC trainer does not handle (:func:`fast_trainer_fits`), else
+    lowrank from LOWRANK_FROM_WIDTH on."""
     if cfg.method != "auto":
         return cfg.method
-    if cfg.model.arch not in FAST_ARCHS:
+    if not fast_trainer_fits(cfg):
         return "generic"
     return "lowrank" if width >= LOWRANK_FROM_WIDTH else "direct"
 
@@ -170,8 +192,9 @@ def training_seconds(cfg: DynamicsConfig, width: int, batch: int) -> float:
     hidden = max(cfg.model.depth - 1, 1)
     records = cfg.epochs // cfg.record_every
     steps_per_record = cfg.record_every * (cfg.data.n_train // batch)
-    per_record = (steps_per_record * step_seconds(method, width, batch, hidden)
-                  + record_seconds(method, width, cfg.data.n_train, hidden))
+    k = n_outputs(cfg.data)  # the record's kernel is (N k, N k): modelled as N k points
+    per_record = (steps_per_record * step_seconds(method, width, batch, hidden) * k ** 0.5
+                  + record_seconds(method, width, cfg.data.n_train * k, hidden))
     return cfg.seeds * records * per_record
 
 
@@ -206,12 +229,16 @@ def analytic_ntk(cfg: DynamicsConfig, width: int, x_train):
 
 
 def learning_rate(cfg: DynamicsConfig, theta, batch: int | None = None) -> tuple[float, float]:
-    """(lr, lr_crit of the analytic NTK ``theta``): lr_crit is the SGD critical rate
-    :func:`studylib.kernels.minibatch_critical_rate` for ``batch`` (full batch N when None),
+    """(lr, lr_crit of the analytic NTK ``theta`` (N, N)): lr_crit is the SGD critical rate
+    :func:`studylib.kernels.minibatch_critical_rate` for ``batch`` (full batch N when None) times
+    k = :func:`studylib.data.n_outputs`: the loss is a mean over the B k outputs of a batch and the
+    analytic kernel of k outputs is theta (x) I_k (same eigenvalues), so a step multiplies the
+    batch's residual by I - lr c (theta_II (x) I_k) / (B k) (NT's 2 N k / lambda_max at B = N).
     lr = cfg.lr or lr_fraction * lr_crit."""
     from studylib import kernels
 
-    crit = kernels.minibatch_critical_rate(theta, batch or theta.shape[0], loss_factor=kernels.LOSS_FACTOR[cfg.loss])
+    crit = n_outputs(cfg.data) * kernels.minibatch_critical_rate(theta, batch or theta.shape[0],
+                                                                  loss_factor=kernels.LOSS_FACTOR[cfg.loss])
     return (cfg.lr if cfg.lr is not None else cfg.lr_fraction * crit), crit
 
 

@@ -7,6 +7,9 @@
 * ``dynamics_function``: the trained function on the test grid for every (batch size, width), seed 0.
 * ``dynamics_summary_vs_width``: final relative changes against width for each batch size (log-log),
   with the seed's reported batch-1 numbers and reference slopes.
+* ``dynamics_test`` (data with held-out targets and inputs of more than one dimension, e.g. digits):
+  test loss and accuracy (or RMSE) of network and linearization against width, and the network's
+  against the linearization's test outputs (scatter) for the narrowest and the widest net.
 """
 
 from __future__ import annotations
@@ -48,6 +51,16 @@ def _cell(summary, w, b):
     raise KeyError((w, b))
 
 
+def _n_train(summary) -> int:
+    return int(summary.get("data", {}).get("n_train", 10))
+
+
+def _gram(summary) -> str:
+    """'P x P' of the recorded Gram (P = N k with k outputs)."""
+    p = _n_train(summary) * int(summary.get("data", {}).get("outputs", 1))
+    return f"{p}x{p}"
+
+
 def _ratio(pc) -> float:
     return float(np.nanmedian(np.asarray(pc["lr_over_critical_emp"], np.float64)))
 
@@ -80,10 +93,11 @@ def dynamics_figure(summary: dict, c: dict, batch: int, stem) -> list[Path]:
     a_p.set_title("relative parameter change\n(solid: network, dashed: linearized)")
     a_k.set_ylabel(r"solid: $|K_t(x_0,x_0)-K_0(x_0,x_0)|/|K_0(x_0,x_0)|$" "\n"
                    r"dotted: $\|K_t-K_0\|_F/\|K_0\|_F$ (train Gram)")
-    a_k.set_title("relative NTK change of the network\n(solid: at $x_0=-5$; dotted: 10x10 train Gram)")
+    a_k.set_title(f"relative NTK change of the network\n(solid: at $x_0$ = first training point; dotted: "
+                  f"{_gram(summary)} train Gram)")
     a_l.set_ylabel(summary["conventions"]["loss"].split(" over")[0].replace("L = ", "training loss "))
     a_l.set_title("training loss\n(solid: network, dashed: linearized)")
-    a_r.set_ylabel(r"RMSE$(f_{net}, f_{lin})$ on the 10 training points")
+    a_r.set_ylabel(rf"RMSE$(f_{{net}}, f_{{lin}})$ on the {_n_train(summary)} training points")
     a_r.set_title("network vs its linearization")
     # The linearized model diverges where lr exceeds its critical rate: keep the axes on the
     # network's range (diverged curves leave the panel upwards; the legend says which).
@@ -202,6 +216,73 @@ def summary_figure(summary: dict, c: dict, stem) -> list[Path]:
     return style.save(fig, stem)
 
 
+def _per_width(m: dict, name: str, ws, b) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mean, min and max over seeds of metric ``name`` per width at batch ``b`` (NaN where absent)."""
+    mu, lo, hi = [], [], []
+    for w in ws:
+        e = m.get(name, {}).get(f"w{int(w)}_b{b}")
+        per = np.asarray([] if e is None else e["per_seed"], np.float64)
+        ok = per[np.isfinite(per)]
+        mu.append(np.nan if e is None or e["mean"] is None else e["mean"])
+        lo.append(ok.min() if ok.size else np.nan)
+        hi.append(ok.max() if ok.size else np.nan)
+    return np.array(mu, np.float64), np.array(lo, np.float64), np.array(hi, np.float64)
+
+
+def test_figure(summary: dict, c: dict, stem) -> list[Path]:
+    """Held-out metrics against width per batch size, and network vs linearization test outputs."""
+    ws = np.asarray(summary["widths"], np.float64)
+    bs = summary["batch_sizes"]
+    m = summary["metrics"]
+    classes = "test_accuracy_net" in m
+    fig, axes = plt.subplots(2, 2, figsize=(10.5, 7.6))
+    second = (("test_accuracy_net", "test_accuracy_lin"), "test accuracy (argmax of the outputs)") if classes \
+        else (("test_rmse_net", "test_rmse_lin"), "test RMSE against the targets")
+    for ax, (names, title) in zip(axes[0], ((("test_loss_net", "test_loss_lin"), "test loss"), second), strict=True):
+        for k, b in enumerate(bs):
+            for name, ls in zip(names, ("-", "--"), strict=True):
+                mu, lo, hi = _per_width(m, name, ws, b)
+                ax.errorbar(ws, mu, yerr=[mu - lo, hi - mu], marker=BATCH_MARKERS[k % 6], ls=ls, capsize=3, lw=1.2,
+                            label=f"batch {b}, {'network' if name.endswith('net') else 'linearized'}")
+        if not classes or "loss" in names[0]:
+            init = _per_width(m, names[0].replace("_net", "_init"), ws, bs[0])[0]
+            if np.isfinite(init).any():
+                ax.plot(ws, init, color="0.5", ls=":", lw=1.0, label="network at init")
+        ax.set_xscale("log")
+        if "loss" in names[0] or not classes:
+            ax.set_yscale("log")
+            net_mu = _per_width(m, names[0], ws, bs[0])[0]
+            fin = net_mu[np.isfinite(net_mu) & (net_mu > 0)]
+            if fin.size:  # the network's range decides (a diverged linearization leaves upwards)
+                ax.set_ylim(fin.min() / 5, fin.max() * 20)
+        ax.set_xlabel("hidden width n")
+        ax.set_title(f"{title}\n(solid: network, dashed: linearized; bars: min-max over seeds)")
+        style.legend_outside(ax)
+    b = bs[0]
+    for ax, w in zip(axes[1], (int(ws[0]), int(ws[-1])), strict=True):
+        fn = np.asarray(c[f"w{w}_b{b}/f_net_test"], np.float64)[0]
+        fl = np.asarray(c[f"w{w}_b{b}/f_lin_test"], np.float64)[0]
+        ok = np.isfinite(fn) & np.isfinite(fl)
+        ax.scatter(fl[ok], fn[ok], s=4, alpha=0.4, color=style.width_color(w))
+        if ok.any():  # axes on the network's range: a diverged linearization's points leave the panel
+            span = max(float(np.abs(fn[ok]).max()), 1e-12) * 1.3
+            ax.plot([-span, span], [-span, span], color="k", lw=0.8, ls=":")
+            ax.set_xlim(-span, span)
+            ax.set_ylim(-span, span)
+            off = int(np.sum(np.abs(fl[ok]) > span))
+            if off:
+                ax.text(0.02, 0.95, f"{off} linearized outputs beyond the axes", transform=ax.transAxes, fontsize=8,
+                        va="top")
+        ax.set_xlabel("linearized model's test output")
+        ax.set_ylabel("network's test output")
+        ax.set_title(f"width {w}, batch {b}, seed {summary['seeds'][0]}: every output of every test point")
+    d = summary.get("data", {})
+    fig.suptitle(f"held-out set of {d.get('name', '?')} ({d.get('n_test', '?')} points, {d.get('outputs', 1)} "
+                 f"output(s)) after {summary['config']['epochs']} epochs")
+    fig.tight_layout()
+    return style.save(fig, stem)
+
+
 def figures(out_dir, fig_dir=None) -> list[Path]:
     """Every figure of a stored ``study.dynamics`` run, written to ``fig_dir`` (default:
     ``out_dir/figures``); returns the written paths (PNG and PDF)."""
@@ -213,4 +294,6 @@ def figures(out_dir, fig_dir=None) -> list[Path]:
     if "x_test" in c:  # predictions over x: 1-D inputs only
         paths += function_figure(summary, c, fig_dir / "dynamics_function")
     paths += summary_figure(summary, c, fig_dir / "dynamics_summary_vs_width")
+    if "x_test" not in c and "test_loss_net" in summary["metrics"]:  # N-d data with held-out targets
+        paths += test_figure(summary, c, fig_dir / "dynamics_test")
     return paths

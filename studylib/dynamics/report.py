@@ -11,6 +11,9 @@ from studylib.tables import figure_links, fmt, mean_std, setup_block, table
 #: Metrics printed in the console table, in order.
 TABLE_METRICS = ("rel_param_change", "rel_param_change_lin", "ntk_x0_change", "rel_ntk_change", "loss_net",
                  "loss_lin", "rmse_net_vs_lin_train")
+#: Held-out metrics printed in a second table when the data have test targets (those present).
+TEST_METRICS = ("test_loss_net", "test_loss_lin", "test_rmse_net_vs_lin", "test_accuracy_net", "test_accuracy_lin",
+                "test_agreement_net_vs_lin")
 #: Metrics of the REPORT.md section: (name, label), one table each (width x batch size).
 SECTION_METRICS = (("rel_param_change", "‖θ_T − θ₀‖/‖θ₀‖"), ("ntk_x0_change", "|ΔK(x₀,x₀)|/K₀(x₀,x₀)"),
                    ("rel_ntk_change", "‖K_T − K₀‖_F/‖K₀‖_F"), ("loss_net", "network loss"),
@@ -47,7 +50,23 @@ def format_table(summary: dict) -> str:
             mu, sd = e["mean"], e["std"]
             row += f"{'nan':>24}" if mu is None else f"{mu:>14.3g} ± {sd:<7.2g}"
         lines.append(row)
-    return "\n".join(lines + seed_comparison(summary))
+    return "\n".join(lines + test_table(summary) + seed_comparison(summary))
+
+
+def test_table(summary: dict) -> list[str]:
+    """Lines of the held-out table (after training, mean ± std over seeds), or none without test targets."""
+    names = [c for c in TEST_METRICS if c in summary["metrics"]]
+    if not names:
+        return []
+    head = f"{'held-out':<12}" + "".join(f"{c:>27}" for c in names)
+    lines = ["", head, "-" * len(head)]
+    for pc in summary["per_cell"]:
+        row = f"{pc['tag']:<12}"
+        for c in names:
+            e = summary["metrics"][c][pc["tag"]]
+            row += f"{'nan':>27}" if e["mean"] is None else f"{e['mean']:>17.3g} ± {e['std']:<7.2g}"
+        lines.append(row)
+    return lines
 
 
 def metric_table(summary: dict, name: str) -> str:
@@ -82,7 +101,7 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
         "",
         setup_block(summary),
     ]
-    for name, label in SECTION_METRICS:
+    for name, label in SECTION_METRICS + tuple((m, f"held-out {m[5:]}") for m in TEST_METRICS):
         if name in summary["metrics"]:
             parts += [f"\n### {label} (`{name}`)\n", metric_table(summary, name)]
     rows = [[str(c["width"]), str(c["batch_size"]), fmt(c["lr"]),

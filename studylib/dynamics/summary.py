@@ -29,6 +29,7 @@ def final_values(res: dict) -> dict[str, np.ndarray]:
         finals[f"rel_weight_change_l{layer + 1}"] = cur["rel_weight_change"][:, -1, layer]
         finals[f"rel_weight_change_lin_l{layer + 1}"] = cur["rel_weight_change_lin"][:, -1, layer]
     finals["lr_over_critical_emp"] = res["lr_over_critical_emp"]
+    finals |= dict(res.get("test", {}))  # held-out metrics (data with test targets)
     return finals
 
 
@@ -47,7 +48,12 @@ def conventions(cfg: DynamicsConfig) -> dict[str, str]:
         "lr_critical": "_emp: full-batch GD limit 2N / (c lambda_max(K_0)) of each seed's empirical NTK at "
                        "init (c = 2 for mse, 1 for half_mse); _inf: SGD limit for the cell's batch size with "
                        "the analytic NTK (kernels.minibatch_critical_rate)",
-        "metrics": "keyed by cell 'w<width>_b<batch>'; value at the last epoch; mean/std over seeds",
+        "metrics": "keyed by cell 'w<width>_b<batch>'; value at the last epoch; mean/std over seeds; test_*: on "
+                   "the held-out test set after training (loss as above over the M k outputs; accuracy: argmax "
+                   "of the k outputs; agreement: same predicted class for network and linearization)",
+        "outputs": "with k outputs per example, functions are flat (N k,), row n k + i, the loss is a mean over "
+                   "all B k outputs of a batch and the NTK is the full (N k, N k) kernel; ntk_x0_change is "
+                   "its entry (first training point, output 0)",
         "linearized": "nt.linearize(apply_fn, theta_0) trained on the same batches (function-space form)",
         "parameterization": cfg.model.parameterization,
     }
@@ -75,7 +81,9 @@ def summarise(cfg: DynamicsConfig, cells: list[Cell], results: list[dict], ctx: 
         for name in FUNCTIONS:
             curves[f"{tag}/{name}"] = res[name]
     ds = ctx.dataset
-    curves["y_train"] = ds.y_train[:, 0]
+    curves["y_train"] = ds.y_train.reshape(-1)  # flat (N k,), as the stored functions (row n k + i)
+    if ds.y_test is not None:
+        curves["y_test"] = ds.y_test.reshape(-1)
     if ds.x_train.shape[1:] == (1,):  # 1-D inputs: the function figure draws over x
         curves["x_train"], curves["x_test"] = ds.x_train[:, 0], ds.x_test[:, 0]
     summary = {
@@ -88,6 +96,9 @@ def summarise(cfg: DynamicsConfig, cells: list[Cell], results: list[dict], ctx: 
         "seeds": runner.seed_list(cfg),
         "conventions": conventions(cfg),
         "seed_reported_batch1_rel_param_change": SEED_REPORTED_BATCH1,
+        "data": {"name": cfg.data.name, "n_train": int(ds.x_train.shape[0]), "n_test": int(ds.x_test.shape[0]),
+                 "input_shape": list(ds.x_train.shape[1:]), "outputs": int(ds.y_train.shape[1]),
+                 "n_classes": int(ds.n_classes), "first_x": ds.x_train[0].ravel()[:3].tolist()},
         "per_cell": per_cell,
         "metrics": metrics,
         "curves_file": "curves.npz",

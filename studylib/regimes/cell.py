@@ -36,7 +36,7 @@ import numpy as np
 
 from studylib import modes as MO
 from studylib.models import ModelConfig
-from studylib.regimes.config import RegimesConfig, compile_key, setting_label, setting_of, setup_seconds
+from studylib.regimes.config import RegimesConfig, compile_key, is_1d, setting_label, setting_of, setup_seconds
 from studylib.runner import Cell, Context
 
 
@@ -78,25 +78,39 @@ class Compiled:
     (``fast``); the rest by ``training.make_trainer`` (jax.grad of the stax net). Gate flips are
     recorded for ReLU FC nets of one network (every option but doubled)."""
 
-    def __init__(self, model_cfg: ModelConfig, width: int, option: str, scale: float, implementation: int):
+    def __init__(self, model_cfg: ModelConfig, width: int, option: str, scale: float, implementation: int,
+                 input_shape: tuple[int, ...] = (1,), out_dim: int = 1):
         import jax
 
-        from studylib import gates, models, perturb, sgd, training
+        from studylib import gates, kernels, models, perturb, sgd, training
         from studylib.nt import nt
 
-        self.net = models.build(model_cfg, width)
-        self.model_cfg, self.width = model_cfg, width
+        self.net = models.build(model_cfg, width, out_dim=out_dim)
+        self.model_cfg, self.width, self.out_dim = model_cfg, width, out_dim
         self.model_fn, self.make_params = variant_model(self.net.apply_fn, option, scale)
-        self.mlp = sgd.fast_mlp(model_cfg, width)
+        # the hand-written FC trainer and expansion: flat inputs (N, d), one output
+        flat_scalar = len(input_shape) == 1 and out_dim == 1
+        self.mlp = sgd.fast_mlp(model_cfg, width, in_dim=int(input_shape[0])) if flat_scalar else None
         self.fast = self.mlp is not None and option in FAST_OPTIONS
         self.gated = self.mlp is not None and self.mlp.activation == "relu" and option != "doubled"
+        #: whether the first-order prediction (studylib.perturb: scalar outputs) can run
+        self.predicts = out_dim == 1
         self.train = None if self.fast else training.make_trainer(self.model_fn)
-        model_fn, mlp, gated = self.model_fn, self.mlp, self.gated
+        model_fn, mlp, gated, k = self.model_fn, self.mlp, self.gated, out_dim
+
+        def ntk_of(f):
+            """NT's empirical NTK of f: traced (N1, N2) for one output, else the full one made flat
+            (N1 k, N2 k), row n k + i (:func:`studylib.kernels.flat_kernel`): the output blocks of a
+            finite net are not independent."""
+            raw = nt.empirical_ntk_fn(f, trace_axes=(-1,) if k == 1 else (), vmap_axes=0,
+                                      implementation=implementation)
+            return raw if k == 1 else (lambda a, b, p: kernels.flat_kernel(raw(a, b, p)))
 
         def one(p, aux, x_train, x_test):
             f = lambda q, x: model_fn(q, aux, x)  # noqa: E731
-            ntk = nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
-            out = {"f_train": f(p, x_train)[:, 0], "f_test": f(p, x_test)[:, 0], "k_train": ntk(x_train, None, p)}
+            ntk = ntk_of(f)
+            out = {"f_train": f(p, x_train).reshape(-1), "f_test": f(p, x_test).reshape(-1),
+                   "k_train": ntk(x_train, None, p)}
             if gated:  # one network: aux = theta_0
                 out["gate_flips"] = gates.gate_flips(mlp, sgd.dense_params(aux), sgd.dense_params(p), x_train)
             return out
@@ -107,42 +121,57 @@ class Compiled:
                 return perturb.scaled(exp, scale, centred=option == "centred")
             return perturb.expansion(lambda q, x: model_fn(q, aux, x)[:, 0], p0, x_train, x_eval)
 
-        self.expand = jax.jit(jax.vmap(expand, in_axes=(0, 0, None, None)))
+        self.expand = jax.jit(jax.vmap(expand, in_axes=(0, 0, None, None))) if self.predicts else None
 
         def init_kernels(p, aux, x_train, x_test):
             if self.fast:  # per-sample features: no parameter copies (NT's kernels hold N of them)
                 return sgd.ntk(mlp, sgd.dense_params(p), x_test, x_train)
-            f = lambda q, x: model_fn(q, aux, x)  # noqa: E731
-            ntk = nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
-            return ntk(x_test, x_train, p)
+            return ntk_of(lambda q, x: model_fn(q, aux, x))(x_test, x_train, p)
 
         self.measure = jax.jit(jax.vmap(one, in_axes=(0, 0, None, None)))
         self.k_test = jax.jit(jax.vmap(init_kernels, in_axes=(0, 0, None, None)))
 
 
+#: Said once per run when the data have several outputs.
+NO_PREDICTION_NOTE = ("note: {k} outputs per example: the first-order gap prediction (studylib.perturb) takes "
+                      "scalar outputs, so gap_predicted, gap_predicted_train and gap_ratio are NaN in this run")
+
+
 def prepare(cfg: RegimesConfig, dataset, log) -> dict:
     """The study's shared object: a cache of :class:`Compiled` by :func:`compile_key`, so that cells
-    differing only in learning rate or input scale compile once."""
+    differing only in learning rate or input scale compile once. Says once when the first-order
+    prediction cannot run (k > 1 outputs)."""
+    k = int(dataset.y_train.shape[1])
+    if k > 1:
+        log(NO_PREDICTION_NOTE.format(k=k))
     return {}
 
 
 def compiled_for(cfg: RegimesConfig, spec: dict[str, Any], cache: dict) -> tuple[Compiled, bool]:
     """The cell's jitted functions from ``cache`` (built when missing) and whether they were built."""
+    from studylib import data as D
+
     key = compile_key(spec)
     fresh = key not in cache
     if fresh:
         model_cfg = dataclasses.replace(cfg.model, depth=spec["depth"], parameterization=spec["parameterization"],
                                         activation=spec["activation"])
-        cache[key] = Compiled(model_cfg, spec["width"], spec["option"], spec["output_scale"], cfg.ntk_implementation)
+        shape = D.input_shape(cfg.data, model_cfg)[1:]
+        cache[key] = Compiled(model_cfg, spec["width"], spec["option"], spec["output_scale"], cfg.ntk_implementation,
+                              input_shape=shape, out_dim=D.n_outputs(cfg.data))
     return cache[key], fresh
 
 
 def cell_data(cfg: RegimesConfig, x_range: float):
-    """The dataset of a setting: the base data with inputs on [-x_range, x_range] and the test grid
-    on twice that range."""
+    """The dataset of a setting, arranged for the model (:func:`studylib.data.load_for`): for 1-D grids
+    the base data with inputs on [-x_range, x_range] and the test grid on twice that range; other
+    data as configured (their x_ranges axis holds only the base value, :class:`RegimesConfig`)."""
     from studylib import data as D
 
-    return D.load(dataclasses.replace(cfg.data, train_range=float(x_range), test_range=2.0 * float(x_range)))
+    if not is_1d(cfg.data):
+        return D.load_for(cfg.data, cfg.model)
+    return D.load_for(dataclasses.replace(cfg.data, train_range=float(x_range), test_range=2.0 * float(x_range)),
+                      cfg.model)
 
 
 def train_and_record(comp: Compiled, params0, aux, x_train, y_train, x_test, lr: float, steps,
@@ -269,12 +298,24 @@ def predicted_gap(comp: Compiled, params0, aux, x_train, x_eval, y_train, *, lr:
     RMS(y): the predicted gap, (S, T) each."""
     from studylib import perturb
 
+    if not comp.predicts:  # k > 1 outputs: perturb takes scalar outputs (said once, in prepare)
+        shape = (jax_leading(params0), len(steps))
+        nan = np.full(shape, np.nan)
+        return {"delta": np.full((*shape, x_train.shape[0]), np.nan), "gap_predicted": nan,
+                "gap_predicted_train": nan.copy()}
     exp = comp.expand(params0, aux, x_train, x_eval)
     delta, _ = perturb.predict(exp, np.asarray(y_train)[:, 0], learning_rate=lr, checkpoints=steps)
     n = x_train.shape[0]
     test = delta[..., n:] if delta.shape[-1] > n else delta[..., :n]
     return {"delta": delta, "gap_predicted": perturb.rms(test) / y_scale,
             "gap_predicted_train": perturb.rms(delta[..., :n]) / y_scale}
+
+
+def jax_leading(tree) -> int:
+    """The leading (seed) axis length of a parameter pytree."""
+    import jax
+
+    return int(jax.tree_util.tree_leaves(tree)[0].shape[0])
 
 
 def prediction_curves(pred: dict, flips: np.ndarray | None, diverged_lin: np.ndarray) -> dict[str, np.ndarray]:
@@ -349,12 +390,16 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     x_train = jnp.asarray(data.x_train, dtype)
     y_train = jnp.asarray(data.y_train, dtype)
     x_test = jnp.asarray(data.x_test, dtype)
-    n = x_train.shape[0]
-    y64 = np.asarray(data.y_train, np.float64)[:, 0]
+    k_out = int(data.y_train.shape[1])
+    n = x_train.shape[0] * k_out  # outputs are flat (N k,), row n k + i; the loss is a mean over all of them
+    y64 = np.asarray(data.y_train, np.float64).reshape(-1)
+    interp = np.repeat(np.asarray(data.regions["interp"], bool), k_out)  # per flat test output
     steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
     params0, aux = initial_state(comp, cfg, x_train.shape, dtype)
 
     theta, theta_test = analytic_kernels(comp, data, scale)
+    if k_out > 1:  # the analytic kernel of k outputs is Theta (x) I_k: flat (N k, N k), row n k + i
+        theta, theta_test = np.kron(theta, np.eye(k_out)), np.kron(theta_test, np.eye(k_out))
     lam_theta, v_theta = MO.eig_modes(theta)
     lr_critical_inf = float(kernels.critical_rate(lam_theta[0], n))
     lr = spec["lr_fraction"] * lr_critical_inf
@@ -380,7 +425,7 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     modes = mode_analysis(f_net_train - y64, lin["lin_train"] - y64, v_theta, lam_theta, v_k0, lam_k0, lr=lr, n=n,
                           steps=steps, tol=cfg.departure_tol, floor=cfg.departure_floor)
     curves = gap_curves(f_net_train, f_net_test, lin["lin_train"], lin["lin_test"], lin["inf_test"], y64,
-                        data.regions["interp"], diverged_net | diverged_lin)
+                        interp, diverged_net | diverged_lin)
     curves |= kernel_curves(k_t, k_finite, k0)
     curves |= prediction_curves(pred, rec.get("gate_flips"), diverged_lin)
     return {
@@ -392,7 +437,9 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
         "seconds_train": seconds["train"], "seconds_predict": seconds["predict"], "predict_rows": rows,
         "curves": curves, **modes,
         "mode_laziness": MO.mode_laziness_of_motion(curves["kernel_change_op"], k0),  # (S, N)
-        "x_test": data.x_test[:, 0],
+        # the test inputs of a 1-D grid; for other data the index of each test point (outputs are flat)
+        "x_test": data.x_test[:, 0] if is_1d(cfg.data) else np.arange(len(data.x_test), dtype=np.float64),
+        "outputs": k_out,
         "pred_test": {"net": f_net_test, "lin": lin["lin_test"], "closed_inf": lin["inf_test"]},
     }
 

@@ -23,7 +23,7 @@ from studylib.config import (
     set_frozen,
     validate,
 )
-from studylib.data import DataConfig
+from studylib.data import DataConfig, check_pair, example_shape, n_outputs
 from studylib.flags import key_value, option
 from studylib.models import ACTIVATIONS, PARAMETERIZATIONS, ModelConfig
 from studylib.runner import Cell
@@ -79,6 +79,18 @@ def _check_choice_list(field: str, values: Any, choices) -> tuple[str, ...]:
     return out
 
 
+#: The input-scale axis of 1-D data by default (dropped for other data, see RegimesConfig).
+DEFAULT_X_RANGES = (1.0, 2.5, 5.0)
+#: Largest N k (training points x outputs): every checkpoint records the (N k, N k) empirical NTK of
+#: every seed (3.3 MB each in float64 at 640; 24 checkpoints x 3 seeds: 0.24 GB).
+MAX_KERNEL_ROWS = 640
+
+
+def is_1d(data_cfg: DataConfig) -> bool:
+    """Whether the data are a 1-D grid problem (inputs (N, 1)), where the input scale x_range applies."""
+    return example_shape(data_cfg) == (1,) and data_cfg.name in ("cubic", "sin")
+
+
 @dataclasses.dataclass(frozen=True)
 class RegimesConfig:
     """Everything that determines a regimes run.
@@ -111,7 +123,8 @@ class RegimesConfig:
     lr_fractions: tuple[float, ...] = option((0.1, 0.5, 0.9), "map axis: learning rates as fractions of the "
                                              "critical rate")
     depths: tuple[int, ...] = option((1, 2, 3, 4, 5), "map axis: depths", check=integers())
-    x_ranges: tuple[float, ...] = option((1.0, 2.5, 5.0), "map axis: input scales r, x in [-r, r]")
+    x_ranges: tuple[float, ...] = option(DEFAULT_X_RANGES, "map axis: input scales r, x in [-r, r] (1-D data "
+                                         "only; other data keep the base value)")
     parameterizations: tuple[str, ...] = option(("ntk", "standard"), "map axis: ntk, standard")
     activations: tuple[str, ...] = option(("relu", "erf"), "map axis: relu, erf (crossed with every other axis)")
     predict_rows: int = option(41, "test inputs (evenly spaced over |x| <= x_range) on which the first-order gap "
@@ -148,6 +161,26 @@ class RegimesConfig:
                                   f"(got {list(getattr(self, field))})")
         if "plain" not in self.options:
             raise ConfigError(f"options: must contain 'plain' (the reference), got {list(self.options)}")
+        check_pair(self.data, self.model)
+        if not is_1d(self.data):
+            self._fit_nd_data()
+
+    def _fit_nd_data(self) -> None:
+        """Data of more than one input dimension (digits, diabetes, sphere, files): the input-scale axis
+        x_ranges (a 1-D grid on [-r, r]) has no meaning there, so its default is dropped (the map keeps
+        the base value) and any other value is refused in one line; with k outputs the recorded
+        kernels are (N k, N k) and are bounded by MAX_KERNEL_ROWS."""
+        if self.x_ranges == DEFAULT_X_RANGES:
+            set_frozen(self, "x_ranges", (self.data.train_range,))
+        elif self.x_ranges != (self.data.train_range,):
+            raise ConfigError(f"x_ranges: an axis of 1-D grids (inputs x in [-r, r]); data {self.data.name!r} has "
+                              f"inputs of shape (N, {', '.join(map(str, example_shape(self.data)))}), so it takes "
+                              f"only the base value {self.data.train_range:g} (got {list(self.x_ranges)})")
+        rows = self.data.n_train * n_outputs(self.data)
+        if rows > MAX_KERNEL_ROWS:
+            raise ConfigError(f"data.n_train: the regimes map records the full (N k, N k) empirical NTK at every "
+                              f"checkpoint; N k = {self.data.n_train} x {n_outputs(self.data)} = {rows} exceeds "
+                              f"{MAX_KERNEL_ROWS}: use --n-train <= {MAX_KERNEL_ROWS // n_outputs(self.data)}")
 
     def base(self) -> dict[str, Any]:
         return {"lr_fraction": self.lr_fraction, "depth": self.model.depth, "x_range": self.data.train_range,

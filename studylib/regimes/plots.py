@@ -46,6 +46,29 @@ HORIZON_LABEL = (r"horizon laziness ratio $\sup_t \|K_t - K_0\|_2 / \max(\lambda
                  "\n(kernel motion against the slowest mode the run can fit by its last step T)")
 
 
+
+def _has_positive(ax, axis: str) -> bool:
+    """Whether anything drawn on ``ax`` has a finite positive coordinate on ``axis`` ('x' or 'y')."""
+    i = 0 if axis == "x" else 1
+    vals = [np.asarray(line.get_xydata(), np.float64)[:, i] for line in ax.get_lines()]
+    vals += [np.asarray(c.get_offsets(), np.float64).reshape(-1, 2)[:, i] for c in ax.collections
+             if hasattr(c, "get_offsets")]
+    return any(np.any(np.isfinite(v) & (v > 0)) for v in vals)
+
+
+def _log(ax, *axes: str) -> None:
+    """Log scale on each of ``axes`` that has positive data; otherwise say in the panel that nothing
+    finite is drawn (e.g. every linearization diverged, so every gap is NaN)."""
+    empty = False
+    for axis in axes:
+        if _has_positive(ax, axis):
+            (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        else:
+            empty = True
+    if empty:
+        ax.text(0.5, 0.5, "no finite positive values (diverged runs are NaN)", transform=ax.transAxes,
+                ha="center", fontsize=8)
+
 def _width_axis(ax, widths) -> None:
     """Log x axis with one labelled tick per width (no crowded minor labels)."""
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -151,8 +174,7 @@ def fig_departure(summary, arrays, fig_dir) -> list[Path]:
         ax.plot(lg, n / (lr * lg), color="k", ls="--", lw=1, label=r"mode time scale $N/(\eta\lambda)$")
         ax.axhline(t_max, color="0.5", lw=0.8)
         ax.scatter([], [], color="0.4", marker="^", s=22, label="did not depart by the last step")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax, "x", "y")
         ax.set_ylim(0.5, t_max * 4)
         ax.set_xlabel(r"eigenvalue $\lambda_i$ of the kernel the prediction uses")
         ax.set_title(title, fontsize=9)
@@ -173,8 +195,7 @@ def _motion_panel(ax, base, arrays, steps) -> None:
     for k, ls in ((0, "-."), (-1, "--")):
         name = r"$\lambda_{\max}(\Theta)$" if k == 0 else r"$\lambda_{\min}(\Theta)$"
         ax.axhline(lam_theta[k], color="k", ls=ls, lw=1, label=f"{name} = {lam_theta[k]:.3g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    _log(ax, "x", "y")
     ax.set_xlabel("GD step t")
     ax.set_ylabel(r"$\|K_t - K_0\|_2$ (operator norm, seed median)")
     ax.set_title("kernel motion against the spectrum", fontsize=9)
@@ -200,7 +221,7 @@ def _normalisations_panel(ax, base, summary) -> None:
         style.reference_slopes(ax, widths, anchor)
     ax.axhline(1.0, color="0.5", lw=0.8)
     _width_axis(ax, widths)
-    ax.set_yscale("log")
+    _log(ax, "y")
     ax.set_xlabel("hidden width n")
     ax.set_ylabel("kernel change (per seed; line: median)")
     ax.set_title("same kernel motion, two normalisations", fontsize=9)
@@ -213,7 +234,7 @@ def _mode_laziness_panel(ax, base, arrays) -> None:
         ml = _nanmedian(arrays[f"cell{i}/mode_laziness"])
         ax.plot(np.arange(ml.size), ml, "o-", ms=3, color=style.width_color(w), label=f"n={w}")
     ax.axhline(1.0, color="0.5", lw=0.8)
-    ax.set_yscale("log")
+    _log(ax, "y")
     ax.set_xlabel(r"mode i of $K_0$ (descending $\lambda_i$; 0 = fastest)")
     ax.set_ylabel(r"$\sup_t \|K_t - K_0\|_2 / \lambda_i(K_0)$ (seed median)")
     ax.set_title("kernel motion against each mode: above 1 the mode's rate is not constant", fontsize=9)
@@ -306,8 +327,11 @@ def fig_gap_vs_laziness(summary, fig_dir) -> list[Path]:
                 f"vs relative Frobenius change: {summary['gap_vs_rel_ntk_change_frobenius']['spearman']:.2f})",
                 transform=ax.transAxes, va="top", fontsize=8)
     ax.axvline(1.0, color="0.5", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ok = [r for r in rows if np.isfinite(r[2]) and np.isfinite(r[3]) and r[2] > 0 and r[3] > 0]
+    if ok:
+        _log(ax, "x", "y")
+    else:  # e.g. every linearization diverged: their gaps are NaN
+        ax.text(0.5, 0.5, "no run with a finite gap and laziness ratio", transform=ax.transAxes, ha="center")
     ax.set_xlabel(HORIZON_LABEL if "gap_vs_laziness_horizon" in summary else LAZY_LABEL, fontsize=8)
     ax.set_ylabel(GAP_LABEL, fontsize=8)
     ax.set_title("Every run of the map (colour = width, viridis: dark narrow … yellow wide)", fontsize=9)
@@ -335,7 +359,7 @@ def fig_wide_enough(summary, fig_dir) -> list[Path]:
                     for d, w in summary["wide_enough"]["width_by_depth"].items())
     ax.text(1.02, 0.02, "wide enough (gap < threshold\nat this and every wider width):\n" + txt,
             transform=ax.transAxes, fontsize=8, va="bottom")
-    ax.set_yscale("log")
+    _log(ax, "y")
     ax.set_xlabel("hidden width n")
     ax.set_ylabel(GAP_LABEL, fontsize=8)
     c = summary["base_cell"]
@@ -365,7 +389,7 @@ def fig_options(summary, fig_dir) -> list[Path]:
     axes[2].set_ylabel(r"network training loss $\frac{1}{2}$mean$(f-y)^2$ at the last step", fontsize=8)
     for ax in axes:
         _width_axis(ax, widths)
-        ax.set_yscale("log")
+        _log(ax, "y")
         ax.set_xlabel("hidden width n")
     style.legend_outside(axes[2], fontsize=8)
     fig.suptitle("Options used to get closer to the limit, at the base cell (seed medians)", fontsize=10)
@@ -394,8 +418,10 @@ def fig_gap_prediction(summary, fig_dir) -> list[Path]:
     act = np.array([r[1] for r in rows])
     gap, pred, flips = (np.array([r[k] for r in rows], np.float64) for k in (3, 4, 5))
     gp = summary["gap_prediction"]
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
     ok = _pos(gap) & _pos(pred)
+    if not ok.any():  # no run with both a finite gap and a prediction (e.g. k > 1 outputs: no prediction)
+        return []
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
     for a in ("erf", "relu"):
         sel = ok & (act == a)
         axes[0].scatter(pred[sel], gap[sel], s=10 + 4 * np.log2(width[sel] / width.min() + 1), c=ACT_COLORS[a],
@@ -427,8 +453,7 @@ def fig_gap_prediction(summary, fig_dir) -> list[Path]:
     axes[2].set_ylabel("measured / predicted", fontsize=8)
     axes[2].set_title("ReLU runs: the unpredicted part against the gate flips", fontsize=9)
     for ax in axes[:3]:
-        ax.set_xscale("log")
-        ax.set_yscale("log")
+        _log(ax, "x", "y")
     axes[0].legend(fontsize=7, loc="upper left")
     names = list(gp["diagnostics"])
     ypos = np.arange(len(names))
@@ -488,7 +513,7 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
         ax.axhline(thr, color="k", ls=":", lw=1)
         _width_axis(ax, all_w)
         ax.set_xlim(lo_w, hi_w)
-        ax.set_yscale("log")
+        _log(ax, "y")
         ax.set_xlabel("hidden width n")
         ax.set_ylabel(GAP_LABEL, fontsize=7)
         ax.set_title(f"{act}: gap and first-order prediction (seed medians)", fontsize=9)
