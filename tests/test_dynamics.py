@@ -250,7 +250,7 @@ def test_digits_k_outputs_and_images_run_with_held_out_metrics(tmp_path):
     base = ["--preset", "tiny", "--widths", "8", "--batch-sizes", "10", "--epochs", "4", "--record-every", "2",
             "--data", "digits", "--n-train", "20", "--n-test", "30", "--no-progress"]
     out = tmp_path / "out"
-    entry.main(base + ["--out", str(out)])
+    entry.main([*base, "--out", str(out)])
     summary = R.read_json(out / "summary.json")
     assert [pc["method"] for pc in summary["per_cell"]] == ["generic"]
     assert summary["data"]["outputs"] == 10 and summary["data"]["input_shape"] == [64]

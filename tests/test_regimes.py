@@ -373,3 +373,51 @@ def test_bad_flag_is_a_clear_error(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert "depths: must contain the base cell's value 5" in res.stderr
+
+
+def test_nd_data_refuse_x_ranges_in_one_line():
+    """On data that are not a 1-D grid the input-scale axis is dropped by default and refused otherwise,
+    and the (N k)^2 kernels recorded per checkpoint are bounded: one line each, naming the field."""
+    from studylib.data import DataConfig
+
+    digits = DataConfig(name="digits", n_train=12, n_test=20)
+    assert regimes.RegimesConfig(data=digits).x_ranges == (digits.train_range,)
+    with pytest.raises(ConfigError, match=r"^x_ranges: an axis of 1-D grids") as e:
+        regimes.RegimesConfig(data=digits, x_ranges=(2.5, 5.0))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=r"^data\.n_train: .* use --n-train <= 64"):
+        regimes.RegimesConfig(data=DataConfig(name="digits"))
+
+
+def test_tiny_map_on_digits_with_k_outputs(tmp_path):
+    """The map runs on digits (10 one-hot outputs, 64 pixel inputs): the generic trainer, the full flat
+    (N k, N k) kernels and closed forms; the first-order prediction (scalar outputs only) is NaN with one
+    note for the run, the measured gaps are finite, the analytic kernel is Theta (x) I_k (each eigenvalue k
+    times) and the critical rate is NT's 2 N k / lambda_max."""
+    from studylib.data import DataConfig
+
+    cfg = regimes.RegimesConfig(**(TINY | dict(options=("plain",), activations=("relu",), lr_fractions=(0.05,),
+                                                lr_fraction=0.05)),
+                                data=DataConfig(name="digits", n_train=12, n_test=20))
+    notes: list[str] = []
+    summary = regimes.run(cfg, tmp_path, progress=False, log=notes.append)
+    assert sum("first-order gap prediction" in n for n in notes) == 1
+    cells = summary["cells"]
+    assert len(cells) == 2  # depths 1 and 2, relu, plain
+    for c in cells:
+        m = c["metrics"]
+        assert m["gap_predicted"]["mean"] is None or np.isnan(m["gap_predicted"]["mean"])  # no prediction, k > 1
+        gap = np.asarray(m["gap"]["per_seed"], np.float64)
+        assert gap.shape == (2,) and np.isfinite(gap).all() and (gap > 0).all()
+        assert np.isfinite(np.asarray(m["loss_lin"]["per_seed"], np.float64)).all()
+    arrays = read_npz(tmp_path / "curves.npz")
+    lam = arrays["cell0/k0_lambda"]
+    assert lam.shape == (2, 120)  # the flat (N k, N k) = (120, 120) kernel's spectrum per seed
+    theta = arrays["cell0/theta_lambda"]
+    # Theta (x) I_10: every analytic eigenvalue comes 10 times
+    np.testing.assert_allclose(np.sort(theta).reshape(12, 10), np.sort(theta).reshape(12, 10)[:, :1]
+                               * np.ones((1, 10)), rtol=1e-6)
+    for c in cells:
+        lam_max = np.max(arrays[f"cell{c['index']}/theta_lambda"])
+        assert c["lr_critical_inf"] == pytest.approx(2 * 120 / lam_max, rel=1e-9)
+        assert c["learning_rate"] == pytest.approx(0.05 * c["lr_critical_inf"], rel=1e-12)

@@ -76,18 +76,16 @@ def _diverged(f_train: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _involved(name: str) -> set[str]:
-    """Which trained models ('net', 'lin') a curve depends on."""
-    out = set()
-    if "lin" in name:
-        out.add("lin")
-    if "net" in name or not ("lin" in name or "closed" in name):
+    """Which trained models ('net', 'lin', 'quad') a curve depends on."""
+    out = {m for m in ("lin", "quad") if m in name}
+    if "net" in name or not (out or "closed" in name):
         out.add("net")
     return out
 
 
-def _mask_diverged(curves, steps, diverged_net, diverged_lin) -> None:
+def _mask_diverged(curves, steps, diverged_net, diverged_lin, diverged_quad) -> None:
     """NaN out each curve from the checkpoint where a model it depends on became non-finite."""
-    flags = {"net": diverged_net, "lin": diverged_lin}
+    flags = {"net": diverged_net, "lin": diverged_lin, "quad": diverged_quad}
     for name, c in curves.items():
         for model in _involved(name):
             f = flags[model]
@@ -174,6 +172,7 @@ def measured_curves(rec: dict, preds: dict, n0_sq, w0_sq, y64, data) -> dict[str
     curves: dict[str, np.ndarray] = {
         "loss_net": 0.5 * np.mean((rec["f_net_train"] - y64) ** 2, axis=(2, 3)),
         "loss_lin": 0.5 * np.mean((rec["f_lin_train"] - y64) ** 2, axis=(2, 3)),
+        "loss_quad": 0.5 * np.mean((preds["quad"][0] - y64) ** 2, axis=(2, 3)),
         "rel_param_change": M.rel_change_norms(rec["dsq_net"], n0_sq[:, None]),
         "rel_param_change_lin": M.rel_change_norms(rec["dsq_lin"], n0_sq[:, None]),
         "rel_weight_change": M.rel_change_norms(rec["wdsq_net"], w0_sq[:, None]),
@@ -192,6 +191,24 @@ def measured_curves(rec: dict, preds: dict, n0_sq, w0_sq, y64, data) -> dict[str
                 mask = None if not region else data.regions[region]
                 curves[name] = M.rmse(preds[a][1], preds[b][1], mask)
     return curves | test_curves(preds, data.y_test, data.n_classes)
+
+
+def train_quadratic(cfg: CompareConfig, width: int, apply_fn, p0, x_train, y_train, x_test, *, lr: float, steps
+                    ) -> dict[str, np.ndarray]:
+    """The quadratic model f(theta_0) + J_0 d + 1/2 d^T H_0 d (``nt.taylor_expand(apply_fn, theta_0, 2)``,
+    :mod:`studylib.quad`) trained by the network's GD, at the checkpoints: 'f_train' (S, T, N, k), 'f_test'
+    (S, T, M, k), 'diverged_step' (S,). All NaN (never trained, never diverged) above ``cfg.quad_max_width``:
+    it costs 6-30x the network per step (docs/controls.md)."""
+    if width <= cfg.quad_max_width:
+        from studylib import quad
+
+        return quad.train_quad(apply_fn, p0, x_train, y_train, x_test, learning_rate=lr, steps=steps)
+    import jax
+
+    s, t = jax.tree_util.tree_leaves(p0)[0].shape[0], len(steps)
+    return {"f_train": np.full((s, t, *y_train.shape), np.nan),
+            "f_test": np.full((s, t, x_test.shape[0], y_train.shape[1]), np.nan),
+            "diverged_step": np.full(s, -1)}
 
 
 #: Share of a device's memory (MEMORY_FRACTION of it) one kernel block may take.
@@ -326,6 +343,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
             progress(int(t - prev))
         prev = t
     rec = {k_: np.stack([r[k_] for r in records], axis=1) for k_ in records[0]}  # (S, T, ...)
+    quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps)
 
     n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
                 for leaf in jax.tree_util.tree_leaves(p0))  # (S,)
@@ -335,9 +353,10 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
 
     preds = {"net": (rec["f_net_train"], rec["f_net_test"]), "lin": (rec["f_lin_train"], rec["f_lin_test"])}
     preds |= closed
+    preds["quad"] = (quad["f_train"], quad["f_test"])
 
     curves = measured_curves(rec, preds, n0_sq, w0_sq, y64, data)
-    _mask_diverged(curves, steps, diverged_net, diverged_lin)
+    _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
 
     lam_theta = np.linalg.eigvalsh(theta_train)
     lam_k0 = np.stack([lam for lam, _ in k0_eig])
@@ -356,6 +375,8 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         "ntk_init_error": init_error(k0_flat, theta_train),
         "diverged_net_step": diverged_net,
         "diverged_lin_step": diverged_lin,
+        "diverged_quad_step": quad["diverged_step"],
+        "quad_trained": width <= cfg.quad_max_width,
         "curves": curves,
         "weight_layers": models.weight_labels(paths),
         "theta_train": theta_train,  # (N, N) analytic NTK (per output; the full kernel is this (x) I_k)
@@ -370,8 +391,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
 
 #: run_width outputs that are the same for every seed (the rest have a leading seed axis).
 SHARED_KEYS = ("width", "steps", "learning_rate", "lr_critical_inf", "theta_lambda_min", "theta_lambda_max",
-               "weight_layers", "theta_eigenvalues",
-               "theta_train")
+               "quad_trained", "weight_layers", "theta_eigenvalues", "theta_train")
 
 
 def concat_seed_chunks(chunks: list[dict]) -> dict:
@@ -401,7 +421,7 @@ def memory_plan(cfg: CompareConfig, width: int, input_shape: tuple[int, ...], ou
     n_params = models.count_params(models.build(cfg.model, width, out_dim=outputs), input_shape)
     item = 8 if cfg.dtype == "float64" else 4
     n = input_shape[0]
-    per_seed = n_params * item * (4 if cfg.lin_mode == "function" else 7)
+    per_seed = n_params * item * ((4 if cfg.lin_mode == "function" else 7) + 4 * (width <= cfg.quad_max_width))
     rows = kernel_rows(n_params, outputs, item, n)
     fixed = 3 * rows * outputs * n_params * item
     host = 3 * cfg.seeds * (n * outputs) ** 2 * 8
@@ -460,7 +480,7 @@ def shared_analytic(cfg: CompareConfig, width: int, ctx: Context) -> tuple[np.nd
 def notes(cfg: CompareConfig, cell: Cell, res: dict) -> list[str]:
     """Divergence notes of one width (the diverged values are kept as NaN)."""
     out = []
-    for model in ("net", "lin"):
+    for model in ("net", "lin", "quad"):
         for s, step in enumerate(np.atleast_1d(res[f"diverged_{model}_step"])):
             if step >= 0:
                 out.append(f"warning: width {cell.spec['width']}, seed {cfg.first_seed + s}: {model} diverged "

@@ -26,6 +26,9 @@ GAPS = {
     "net_vs_closed_inf_discrete": ("net", "closed_inf_discrete"),
     "lin_vs_closed_emp_discrete": ("lin", "closed_emp_discrete"),
     "closed_inf_flow_vs_discrete": ("closed_inf", "closed_inf_discrete"),
+    # The second-order Taylor model (studylib.quad), trained at widths <= quad_max_width.
+    "net_vs_quad": ("net", "quad"),
+    "quad_vs_lin": ("quad", "lin"),
 }
 LIN_MODES = ("function", "params")
 #: Regions: '' = the whole test set, 'train' = the training inputs; 'interp'/'extrap' only where the
@@ -47,13 +50,16 @@ REFERENCE_RATES: dict[str, tuple[float, str]] = {
     "rmse_net_vs_closed_inf": (-0.5, "kernel fluctuation at init O(n^-1/2) plus Thm 2.1"),
     "rel_weight_change_l1": (-0.5, "Lee et al. 2019 Fig. 1: input layer ~ n^-1/2"),
     "rel_weight_change_l3": (-1.0, "Lee et al. 2019 Fig. 1: intermediate layers ~ n^-1"),
+    "rmse_quad_vs_lin": (-1.0, "Dyer & Gur-Ari 2019; Huang & Yau 2019: the correction beyond the linearization "
+                         "is O(1/n) (smooth activations); docs/controls.md"),
 }
 
 #: Metrics printed in the console table, in order.
 TABLE_METRICS = (
     "rel_param_change", "rel_ntk_change", "ntk_x0_change", "ntk_init_error",
     "rmse_net_vs_lin", "rmse_net_vs_closed_inf", "rmse_lin_vs_closed_emp",
-    "loss_net", "loss_lin",
+    "rmse_net_vs_quad", "rmse_quad_vs_lin",
+    "loss_net", "loss_lin", "loss_quad",
     "test_loss_net", "test_loss_closed_inf", "test_accuracy_net", "test_accuracy_lin", "test_accuracy_closed_inf",
     "test_agreement_net_vs_lin", "test_agreement_net_vs_closed_inf",
 )
@@ -67,14 +73,19 @@ TABLE_METRICS = (
 #: most narrow nets above their own 2Nk/lambda_max(K_0) (their linearization diverges); 0.05 keeps
 #: nearly all below it and still trains the infinite-width model to 96% test accuracy in 1000 steps.
 SWEEP_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
-    ("*", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256, 512, 1024), "steps": 1000, "lr_fraction": 0.5},
-    ("*", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "steps": 10000, "lr_fraction": 0.5},
-    ("digits", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256), "steps": 1000, "lr_fraction": 0.05},
-    ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 10000, "lr_fraction": 0.05},
+    ("*", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256, 512, 1024), "steps": 1000, "lr_fraction": 0.5,
+                            "quad_max_width": 256},
+    ("*", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "steps": 10000, "lr_fraction": 0.5,
+                          "quad_max_width": 1024},
+    ("digits", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256), "steps": 1000, "lr_fraction": 0.05,
+                                 "quad_max_width": 0},
+    ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 10000, "lr_fraction": 0.05,
+                               "quad_max_width": 256},
     # XLA's CPU convolutions train slowly (~0.17 s per GD step per seed at width 8 on this CPU), so
     # the conv net's CPU sweep is short; the large sweep is for a GPU.
-    ("digits", "cnn", "default"): {"widths": (4, 8, 16), "steps": 100, "lr_fraction": 0.05},
-    ("digits", "cnn", "large"): {"widths": (16, 32, 64, 128, 256, 512), "steps": 5000, "lr_fraction": 0.05},
+    ("digits", "cnn", "default"): {"widths": (4, 8, 16), "steps": 100, "lr_fraction": 0.05, "quad_max_width": 0},
+    ("digits", "cnn", "large"): {"widths": (16, 32, 64, 128, 256, 512), "steps": 5000, "lr_fraction": 0.05,
+                                 "quad_max_width": 0},
 }
 SWEEPS = ("default", "large")
 
@@ -142,6 +153,10 @@ class CompareConfig:
                            check=one_of(LIN_MODES))
     dtype: str = option("float32", "float32 or float64", check=one_of(DTYPES))
     first_seed: int = option(0, "first PRNG seed", check=integer(0))
+    quad_max_width: int | None = option(
+        None, "train the quadratic model nt.taylor_expand(apply_fn, theta_0, 2) at widths <= this (0: never); none: "
+        "the dataset's (1-D 256, large 1024; digits 0): it costs 6-30x the network per step", parse=int,
+        check=optional(integer(0)))
     fit_widths: tuple[int, ...] | None = option(
         None, "widths the rates are fitted on; none: the asymptotic part of the sweep, widths >= 64 "
         "(the 3 largest when fewer; studylib.metrics.default_fit_widths)", parse=int_list, check=optional(integers()))
@@ -151,7 +166,7 @@ class CompareConfig:
     def __post_init__(self):
         validate(self)
         defaults = sweep_defaults(self.data.name, self.model.arch, self.sweep)
-        for name in ("widths", "steps", "lr_fraction"):
+        for name in ("widths", "steps", "lr_fraction", "quad_max_width"):
             if getattr(self, name) is None:
                 set_frozen(self, name, defaults[name])
         if self.ntk_implementation is None:
@@ -166,7 +181,7 @@ class CompareConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # A few seconds: for smoke tests and a first look.
-    "tiny": {"widths": (8, 16, 32), "seeds": 2, "steps": 30, "n_checkpoints": 5},
+    "tiny": {"widths": (8, 16, 32), "seeds": 2, "steps": 30, "n_checkpoints": 5, "quad_max_width": 8},
     # Meant for a GPU: the dataset's large sweep (SWEEP_DEFAULTS; 1-D: widths 64...8192, 10 000 steps).
     "large": {"sweep": "large", "seeds": 8, "n_checkpoints": 24},
 }
@@ -198,7 +213,8 @@ def cell_cost(cfg: CompareConfig, width: int, *, first: bool = False, shape: tup
 
 def training_seconds(cfg: CompareConfig, width: int, n: int = 10) -> float:
     """The GD part of :func:`cell_cost` (its width^2 term grows with the N training inputs beyond 10)."""
-    return cfg.steps * cfg.seeds * (4e-9 * width * width * max(1.0, n / 10) + 1e-4)
+    quad = 1.5e-7 * width * width if width <= cfg.quad_max_width else 0.0  # measured: 6-30x the network's step
+    return cfg.steps * cfg.seeds * ((4e-9 * width * width + quad) * max(1.0, n / 10) + 1e-4)
 
 
 def kernel_seconds(cfg: CompareConfig, width: int, shape: tuple[int, ...], outputs: int) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,9 @@ WIDTH_PANELS = (
     ("rmse_net_vs_lin", r"RMSE$(f_T, f^{lin}_T)$ {where}"),
     ("rmse_net_vs_closed_inf", r"RMSE$(f_T, f^{\infty}_T)$ {where}"),
     ("rmse_lin_vs_closed_emp", r"RMSE($f^{lin}_T$, NT flow with $K_0$)"),
+    ("rmse_net_vs_lin_sup", r"$\sup_t$ RMSE$(f_t, f^{lin}_t)$ {where}"),
+    ("rmse_net_vs_lin_early", r"RMSE$(f_t, f^{lin}_t)$ {where}, early step"),
+    ("rmse_quad_vs_lin", r"RMSE$(f^{quad}_T, f^{lin}_T)$ {where}"),
 )
 TIME_PANELS = (
     ("rmse_net_vs_lin", r"RMSE$(f_t, f^{lin}_t)$ {where}"),
@@ -66,7 +70,8 @@ def _width_axis(ax, widths) -> None:
 
 def _mean_and_range(ax, widths, seeds, **kw):
     """Seed mean with bars spanning min..max over seeds (NaN = diverged seeds, ignored)."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():  # all-NaN widths (diverged, or the quadratic model not trained) stay NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(seeds, axis=1)
         lo, hi = np.nanmin(seeds, axis=1), np.nanmax(seeds, axis=1)
     ax.errorbar(widths, mean, yerr=[mean - lo, hi - mean], marker="o", ms=3, lw=1.2, capsize=2, **kw)
@@ -75,13 +80,18 @@ def _mean_and_range(ax, widths, seeds, **kw):
 
 def gaps_vs_width(summary: dict, stem) -> list[Path]:
     widths = np.asarray(summary["widths"], np.float64)
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7))
+    fig, axes = plt.subplots(3, 3, figsize=(12, 10))
+    fit_widths = summary.get("fit_widths") or []
     for ax, (name, label) in zip(axes.flat, WIDTH_PANELS, strict=True):
         entry = summary["metrics"].get(name)
         if entry is None:
             ax.set_visible(False)
             continue
         seeds = _per_seed(entry)
+        if not np.isfinite(seeds).any():  # e.g. the quadratic model where --quad-max-width excludes every width
+            ax.text(0.5, 0.5, f"{name}:\nnot measured in this run", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+            continue
         for j in range(seeds.shape[1]):
             ax.scatter(widths, seeds[:, j], s=10, color=[style.width_color(w) for w in widths], alpha=0.8, lw=0,
                        zorder=3, label="single seed" if j == 0 else None)
@@ -91,9 +101,14 @@ def gaps_vs_width(summary: dict, stem) -> list[Path]:
             style.reference_slopes(ax, widths[ok], mean[ok][0])
         fit = summary["slopes"].get(name, {})
         title = "fitted slope: n/a"
+        fitted = fit.get("fit_widths") or fit_widths
+        if fitted:
+            ax.axvspan(min(fitted) / 1.2, max(fitted) * 1.2, color="0.94", lw=0, zorder=0,
+                       label="fit range (widths fitted)")
         if fit.get("slope") is not None:
             lo, hi = fit["ci95"]
-            title = f"fitted slope {fit['slope']:+.2f}  [95% CI {lo:+.2f}, {hi:+.2f}]"
+            where = f"n={min(fitted)}..{max(fitted)}: " if fitted else ""
+            title = f"fitted {where}slope {fit['slope']:+.2f}  [95% CI {lo:+.2f}, {hi:+.2f}]"
         if fit.get("reference"):
             title += f"\npublished: {rate_label(fit['reference']['slope'])}"
         ax.set_title(title, fontsize=8)
@@ -166,14 +181,19 @@ def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[
     widths = np.asarray(curves["widths"])
     x_test, x_train, y_train = curves["x_test"][:, 0], curves["x_train"][:, 0], curves["y_train"][:, 0]
     inside = curves.get("region/interp", np.ones_like(x_test, bool))
-    picks = sorted({0, len(widths) - 1})
+    quad = curves.get("pred_test/quad")
+    trained = [i for i in range(len(widths)) if quad is not None and np.isfinite(quad[i, seed_index, -1]).all()]
+    picks = sorted({0, len(widths) - 1} | set(trained[-1:]))
     fig, axes = plt.subplots(1, len(picks), figsize=(5.5 * len(picks), 4), squeeze=False)
     step = int(curves["steps"][-1])
     for ax, i in zip(axes[0], picks, strict=True):
         ax.axvspan(x_test[inside].min(), x_test[inside].max(), color="0.93", lw=0, label="interpolation range")
         styles = {"net": ("network", "C3", "-"), "lin": ("linearized", "C0", "--"),
-                  "closed_inf": ("infinite-width closed form", "k", "-.")}
+                  "closed_inf": ("infinite-width closed form", "k", "-."),
+                  "quad": ("quadratic model (2nd-order Taylor)", "C2", ":")}
         for key, (lab, col, ls) in styles.items():
+            if f"pred_test/{key}" not in curves or not np.isfinite(curves[f"pred_test/{key}"][i, seed_index, -1]).all():
+                continue
             f0 = curves[f"pred_test/{key}"][i, seed_index, 0]
             ft = curves[f"pred_test/{key}"][i, seed_index, -1]
             ax.plot(x_test, ft, color=col, ls=ls, lw=1.4, label=f"{lab}, step {step}")
@@ -185,14 +205,19 @@ def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[
         ax.set_xlabel("input x")
         ax.set_ylabel("output f(x)")
         ax.set_title(f"width n = {widths[i]} (seed {summary['seeds'][seed_index]})")
-    style.legend_outside(axes[0, -1], fontsize=7)
+    labelled = {}  # every panel's entries once: the quadratic model is drawn only where it was trained
+    for ax in axes[0]:
+        for h, lab in zip(*ax.get_legend_handles_labels(), strict=True):
+            labelled.setdefault(lab, h)
+    axes[0, -1].legend(labelled.values(), labelled.keys(), loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                       borderaxespad=0.0, fontsize=7)
     fig.tight_layout()
     return style.save(fig, stem)
 
 
 #: Display names of the predictors.
 PREDICTOR_LABELS = {"net": "network", "lin": "linearization", "closed_inf": "closed form, analytic Θ",
-                    "closed_emp": "closed form, empirical K₀"}
+                    "closed_emp": "closed form, empirical K₀", "quad": "quadratic model"}
 
 
 def test_over_time(summary: dict, curves: dict, stem) -> list[Path]:

@@ -35,7 +35,7 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_ROWS) -> str:
     lines = [head, "-" * len(head)]
     for m in metrics_:
         entry = summary["metrics"].get(m)
-        if entry is None:
+        if entry is None or all(mu is None for mu in entry["mean"]):  # not measured (e.g. quad not trained)
             continue
         cells = ""
         for mu, sd in zip(entry["mean"], entry["std"], strict=True):
@@ -54,7 +54,8 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_ROWS) -> str:
 def _local_slopes_lines(summary: dict, metrics_: tuple[str, ...], name_w: int) -> str:
     """Console block: the local slope between each pair of neighbouring widths [95% CI]."""
     rows = [(m, summary["slopes"][m]["local_slopes"]) for m in metrics_
-            if summary["slopes"].get(m, {}).get("local_slopes")]
+            if summary["slopes"].get(m, {}).get("local_slopes")
+            and any(e["slope"] is not None for e in summary["slopes"][m]["local_slopes"])]
     if not rows:
         return ""
     pairs = [f"{a}->{b}" for a, b in (e["widths"] for e in rows[0][1])]

@@ -100,7 +100,7 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
         "per_width": [
             {k: r[k] for k in ("width", "learning_rate", "lr_critical_inf", "lr_critical_emp",
                                "lr_above_emp_critical", "theta_lambda_min", "theta_lambda_max",
-                               "diverged_net_step", "diverged_lin_step")}
+                               "diverged_net_step", "diverged_lin_step", "diverged_quad_step", "quad_trained")}
             | {"lr_over_critical_emp": r["learning_rate"] / np.asarray(r["lr_critical_emp"])}
             for r in results
         ],

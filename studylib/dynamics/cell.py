@@ -12,7 +12,11 @@ split into N/B batches) by :mod:`studylib.sgd` -- its hand-written trainer for t
   NTK change at (x0, x0) |K_t(x0,x0) - K_0(x0,x0)| / |K_0(x0,x0)|, and the training loss;
 * the relative change of the whole N x N training Gram (Frobenius), the relative change of
   each layer's weight matrix, and the same for the linearized model (whose NTK is K_0);
-* the RMSE between network and linearization on the training inputs.
+* the RMSE between network and linearization on the training inputs;
+
+and after training, on data with held-out targets, :func:`test_metrics`. With k outputs per
+example (e.g. digits' one-hot targets) every function is flat (N k,), row n k + i, and the
+kernel the full (N k, N k) one (:class:`studylib.sgd.GenericPlan`).
 
 Loss convention: ``loss='mse'`` is the seed's L = mean((f - y)^2) (no 1/2); ``'half_mse'`` is
 NT's 1/2 mean (:data:`studylib.kernels.LOSS_FACTOR`). With a constant kernel, full-batch GD is

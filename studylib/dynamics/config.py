@@ -65,11 +65,11 @@ class DynamicsConfig:
                                             "10,100,1000; digits 16,64,256)", parse=int_list,
                                             check=optional(integers()))
     batch_sizes: tuple[int, ...] | None = option(None, "comma-separated batch sizes, each dividing N; none: the "
-                                                 "dataset's (1,5,10; digits 32,256)", parse=int_list,
+                                                 "dataset's (1,5,10; digits 16,64)", parse=int_list,
                                                  check=optional(integers()))
-    epochs: int | None = option(None, "epochs; none: the dataset's (20000; digits 40)", parse=int,
+    epochs: int | None = option(None, "epochs; none: the dataset's (20000; digits 400)", parse=int,
                                 check=optional(integer()))
-    record_every: int | None = option(None, "epochs between records; none: the dataset's (5; digits 4)", parse=int,
+    record_every: int | None = option(None, "epochs between records; none: the dataset's (5; digits 40)", parse=int,
                                       check=optional(integer()))
     lr: float | None = option(0.001, "learning rate; none: --lr-fraction of the analytic NTK's SGD critical rate",
                               parse=float, check=optional(number()))
@@ -93,6 +93,12 @@ class DynamicsConfig:
         if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
                               f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")
+        rows = self.data.n_train * n_outputs(self.data)
+        if n_outputs(self.data) > 1 and rows > MAX_FLAT_OUTPUTS:
+            raise ConfigError(f"data.n_train: with k = {n_outputs(self.data)} outputs the trainer keeps the full "
+                              f"(N k, N k) empirical NTK (NT's kernel of it needs memory ~ (N k)^2 x width); N k = "
+                              f"{rows} exceeds {MAX_FLAT_OUTPUTS}: use --n-train <= "
+                              f"{MAX_FLAT_OUTPUTS // n_outputs(self.data)} (as --preset digits does)")
         if self.method in ("direct", "lowrank") and not fast_trainer_fits(self):
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (flat inputs, one output); "
                               f"data {self.data.name!r} gives inputs {input_shape(self.data, self.model)} and "
@@ -105,13 +111,17 @@ class DynamicsConfig:
                                   f"(every epoch is split into equal batches), got {b}")
 
 
+#: Largest N k with k > 1 outputs: the full (N k, N k) empirical NTK at every record by NT's
+#: implementation 2 needs ~45 GB at N k = 2560, width 256, 3 seeds (measured: out of memory), so
+#: digits is run with N = 64 (--preset digits).
+MAX_FLAT_OUTPUTS = 640
 #: Per-dataset values of the fields left None (widths, batch_sizes, epochs, record_every): the seed's
 #: sweep for the 1-D toys and any other data, a small one for digits (N = 256 images, k = 10 outputs:
 #: the generic trainer and a full (2560, 2560) empirical NTK at every record), so that
 #: ``python -m study.dynamics --data digits`` runs in minutes on a 2-core CPU (docs/dynamics.md).
 DATA_DEFAULTS: dict[str, dict[str, Any]] = {
     "*": {"widths": (10, 100, 1000), "batch_sizes": (1, 5, 10), "epochs": 20000, "record_every": 5},
-    "digits": {"widths": (16, 64, 256), "batch_sizes": (32, 256), "epochs": 40, "record_every": 4},
+    "digits": {"widths": (16, 64, 256), "batch_sizes": (16, 64), "epochs": 400, "record_every": 40},
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -121,6 +131,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ntk": {"model": SEED_MODEL | {"parameterization": "ntk"}, "lr": None, "lr_fraction": 0.5},
     # A quick look (under a minute): the seed preset for 200 epochs, one seed.
     "quick": {"model": SEED_MODEL, "epochs": 200, "seeds": 1},
+    # Digits with NT's conventions: NTK parameterization (the default model: depth 5, ReLU, W_std = sqrt 2,
+    # b_std = 0.1), 1/2 mean loss, lr = 0.05 of the analytic NTK's SGD critical rate (0.5 puts narrow nets
+    # above their own 2Nk/lambda_max(K_0), as in study.compare); the digits sweep of DATA_DEFAULTS.
+    "digits": {"data": {"name": "digits", "n_train": 64, "n_test": 256}, "model": {"parameterization": "ntk"},
+               "lr": None, "lr_fraction": 0.05, "loss": "half_mse"},
     # Seconds; for tests.
     "tiny": {"model": SEED_MODEL | {"depth": 2}, "widths": (8, 16), "batch_sizes": (5, 10), "epochs": 20,
              "record_every": 2, "seeds": 2},

@@ -51,6 +51,13 @@ def _cell(summary, w, b):
     raise KeyError((w, b))
 
 
+def _width_ticks(ax, ws) -> None:
+    """Ticks at the widths themselves (log axes spanning less than a decade label minor ticks on top of
+    each other)."""
+    ax.set_xticks(list(ws), [str(int(w)) for w in ws])
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
+
+
 def _n_train(summary) -> int:
     return int(summary.get("data", {}).get("n_train", 10))
 
@@ -191,6 +198,7 @@ def summary_figure(summary: dict, c: dict, stem) -> list[Path]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("hidden width n")
+        _width_ticks(ax, ws)
         ax.set_ylabel(ylab)
         ax.set_title(title)
         style.legend_outside(ax)
@@ -206,6 +214,7 @@ def summary_figure(summary: dict, c: dict, stem) -> list[Path]:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("hidden width n")
+    _width_ticks(ax, ws)
     ax.set_ylabel(r"$\|W_l(T)-W_l(0)\|_F/\|W_l(0)\|_F$")
     ax.set_title(f"per-layer weight change, batch {b}")
     style.legend_outside(ax)
@@ -256,6 +265,7 @@ def test_figure(summary: dict, c: dict, stem) -> list[Path]:
             if fin.size:  # the network's range decides (a diverged linearization leaves upwards)
                 ax.set_ylim(fin.min() / 5, fin.max() * 20)
         ax.set_xlabel("hidden width n")
+        _width_ticks(ax, ws)
         ax.set_title(f"{title}\n(solid: network, dashed: linearized; bars: min-max over seeds)")
         style.legend_outside(ax)
     b = bs[0]

@@ -277,7 +277,12 @@ def conventions(cfg: RegimesConfig) -> dict[str, str]:
                  "fastest); coefficient c_i = <v_i, f(X) - Y>; prediction (1 - lr lambda_i / N)^t c_{0,i}",
         "departure": f"first checkpoint with |c_t - c_pred| > {cfg.departure_tol} * max(|c_0,i|, "
                      f"{cfg.departure_floor} * ||r_0||); null/NaN: did not depart within the run",
-        "data": "x = linspace(-x_range, x_range, N), y = x^3/20, test grid on [-2 x_range, 2 x_range]",
+        "data": ("x = linspace(-x_range, x_range, N), y = x^3/20, test grid on [-2 x_range, 2 x_range]"
+                 if cfg.data.name == "cubic" else
+                 f"data {cfg.data.name!r} as configured (studylib.data.load_for; x_ranges keeps its base value unless "
+                 "the data are a 1-D grid); with k outputs every quantity is over the flat N k outputs (row n k + i), "
+                 "the network's NTK is the full (N k, N k) kernel, Theta (x) I_k the analytic one, the critical rate "
+                 "2 N k / lambda_max and the first-order prediction (scalar outputs only) NaN"),
         "metrics": "per cell: last checkpoint (sup over checkpoints for laziness_ratio, kernel_change_op, "
                    "rel_ntk_change); mean/median/std over seeds that did not diverge",
     }
