@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from studylib import results as R
 
 
+@pytest.mark.slow  # ~20 s; CI runs it with -m slow
 def test_bench_tiny_writes_json(tmp_path):
     from study import bench as entry
 

@@ -176,6 +176,7 @@ def test_interrupted_run_resumes_and_results_are_deterministic(tmp_path):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+@pytest.mark.slow  # ~20 s; CI runs it with -m slow (chunking also covered by the device tests)
 def test_seed_chunks_give_the_same_results(monkeypatch):
     """Seeds vmapped one at a time (as when memory is short) equal seeds vmapped together."""
     from studylib import devices

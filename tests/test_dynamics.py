@@ -201,7 +201,8 @@ def build(width, cfg):
 
 
 @pytest.mark.parametrize("arch,options,n_dense,figures", [
-    ("res_fc", ["blocks=1"], 4, True),  # every weight array: embedding, the block's two Dense, readout
+    # every weight array: embedding, the block's two Dense, readout (~11 s: CI runs it with -m slow)
+    pytest.param("res_fc", ["blocks=1"], 4, True, marks=pytest.mark.slow),
     ("dyn_user_arch:build", ["mult=1"], 3, False),  # figures read only the stored results: drawn once
 ])
 def test_other_architectures_run_through_the_entry_point(tmp_path, monkeypatch, arch, options, n_dense, figures):
@@ -234,6 +235,7 @@ def test_other_architectures_run_through_the_entry_point(tmp_path, monkeypatch, 
             assert (out / "figures" / f"{stem}.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # ~19 s; CI runs it with -m slow (k outputs: test_sgd)
 def test_digits_k_outputs_and_images_run_with_held_out_metrics(tmp_path):
     """--data digits (10 centred one-hot outputs) trains through the generic trainer (full (N k, N k)
     kernel, flat outputs) with held-out loss, RMSE, accuracy and agreement; the stored values agree with

@@ -321,6 +321,7 @@ def test_cli_tiny_run_writes_summary_and_figures(tmp_path, capsys):
     assert "## Ensembles against" in E.section(summary, [], tmp_path)
 
 
+@pytest.mark.slow  # ~13 s; CI runs it with -m slow (resume: test_runner)
 def test_interrupted_run_resumes_reuses_and_force_recomputes(tmp_path, capsys, monkeypatch):
     """A run stopped after its first width (the runner's stop_after, as a kill would leave it) resumes
     from the stored width; a second run reuses every width (training is patched to fail if called) with
@@ -456,6 +457,7 @@ def test_mc_floor_with_k_outputs_draws_independent_outputs():
     assert abs(four["calibration"].mean() - E.COVERAGE_2SIGMA) < 5 * sd * math.sqrt(6)  # points correlate within x
 
 
+@pytest.mark.slow  # ~19 s; CI runs it with -m slow (k-output GP: its own unit test)
 def test_digits_ensemble_runs_with_ten_outputs(tmp_path):
     """--data digits end to end (tiny): 10 outputs per image, statistics over (image, class) pairs, the
     error figures (no 1-D band figure), and a cnn with 1-D data is one line at config time."""

@@ -109,6 +109,7 @@ def test_readme_command_with_user_architecture(tmp_path, monkeypatch):
     assert len([k for k in summary["metrics"] if re.fullmatch(r"rel_weight_change_l\d", k)]) == 4
 
 
+@pytest.mark.slow  # ~13 s; CI runs it with -m slow (the conv example: test_readme_conv_example_on_images)
 def test_readme_command_with_user_conv_net(tmp_path, monkeypatch):
     """The README's conv command on a small .npz of images and labels, end to end (widths cut down)."""
     from study import compare as entry

@@ -117,7 +117,7 @@ def test_nt_linearize_trained_decays_as_predicted():
     # float64: jvp/vjp rounding accumulated over 200 steps stays ~1e-13 relative.
     np.testing.assert_allclose(c_lin, pred, atol=1e-10 * scale)
     # The function-space shortcut used by the study (closed_form.discrete with K_0) agrees too.
-    tr, _ = closed_form.discrete(k0, k0[:, :1], np.asarray(y), np.asarray(y) + np.array(r_lin[0])[:, None],
+    tr, _ = closed_form.discrete(k0, k0, np.asarray(y), np.asarray(y) + np.array(r_lin[0])[:, None],
                                  np.zeros((6, 1)), learning_rate=lr, steps=steps)
     np.testing.assert_allclose(tr[..., 0] - np.asarray(y)[:, 0], np.array(r_lin), atol=1e-10 * scale)
     # A width-64 depth-2 ReLU net after 200 steps is measurably off (could fail if the check were vacuous).

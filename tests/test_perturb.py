@@ -44,7 +44,7 @@ def _explicit(apply_fn, p0, x, x_eval):
     return np.asarray(g(flat)), jac @ v.T, t2, dk
 
 
-@pytest.mark.parametrize("activation", ["erf", "relu"])
+@pytest.mark.parametrize("activation", [pytest.param("erf", marks=pytest.mark.slow), "relu"])  # erf ~12 s: CI -m slow
 def test_expansion_equals_explicit_hessian(activation):
     cfg, net, p0 = _net(activation)
     x, _, x_eval = _data()

@@ -185,7 +185,7 @@ def _generic_k3_case(arch):
     return cfg, x, xt, y, n, k
 
 
-@pytest.mark.parametrize("arch", ["fc", "cnn"])
+@pytest.mark.parametrize("arch", ["fc", pytest.param("cnn", marks=pytest.mark.slow)])  # cnn ~11 s: CI -m slow
 def test_generic_trainer_k_outputs_matches_stax_and_linearize(arch):
     """The generic trainer with k = 3 outputs (flat and image inputs) against stax + jax.grad SGD of
     (c/2) mean over the B x k outputs and nt.linearize trained the same way, step by step on identical

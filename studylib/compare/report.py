@@ -84,7 +84,9 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
                 ", ".join(str(s) for s in p["diverged_lin_step"] if s >= 0) or "none"] for p in pw]
     conv = summary.get("conventions", {})
     parts = [
-        "## Finite network vs linearization vs infinite width (`study.compare`)\n",
+        "## Finite network vs linearization vs infinite width (`study.compare`: "
+        f"{cfg['data']['name']}, {cfg['model']['arch']} depth {cfg['model']['depth']}, "
+        f"{cfg['model']['activation']})\n",
         f"Depth-{cfg['model']['depth']} `{cfg['model']['arch']}` network ({cfg['model']['activation']}, "
         f"{cfg['model']['parameterization']} parameterization, W_std = {fmt(cfg['model']['W_std'])}, "
         f"b_std = {fmt(cfg['model']['b_std'])}), data `{cfg['data']['name']}` with {cfg['data']['n_train']} "
