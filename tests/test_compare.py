@@ -17,6 +17,7 @@ from studylib.models import ModelConfig
 TINY = dict(widths=(16,), seeds=2, steps=12, n_checkpoints=4, lr_fraction=0.25)
 
 
+@pytest.mark.slow  # ~25 s; CI runs it with -m slow (the same equality at library level: test_closed_form k = 10)
 def test_function_space_linearization_equals_training_nt_linearize():
     """lin_mode='function' (SCIENCE.md section 6) against training nt.linearize step by step."""
     runs = {mode: compare.run(compare.CompareConfig(**TINY, lin_mode=mode, dtype="float64"), progress=False)

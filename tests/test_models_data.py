@@ -296,6 +296,7 @@ def test_user_builders_and_out_dim(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------------- the conv net
 
+@pytest.mark.slow  # ~12 s; CI runs it with -m slow (FC version: test_kernels)
 def test_cnn_empirical_ntk_approaches_the_analytic_kernel_with_width():
     """Monte Carlo over seeds: the per-seed relative error of the empirical NTK of a depth-2 conv net
     falls with width as ~n^-1/2 (Lee et al. 2019 App. I), and the seed-mean kernel at the widest net
@@ -372,6 +373,7 @@ def test_user_builder_that_does_not_fit_the_data_is_refused_at_config_time(tmp_p
         D.check_pair(DataConfig(), ModelConfig(arch="bad_arch:needs_images"))
 
 
+@pytest.mark.slow  # ~10 s; CI runs it with -m slow
 def test_cnn_in_float32_with_64_bit_mode_on():
     """The studies run float32 networks with 64-bit mode on (ensemble always; the tests too): the conv
     net must stay float32 through its layers (NT's Conv alone turns float32 into float64 there) and

@@ -40,7 +40,8 @@ def _close(a, b, rtol=RTOL):
     assert np.abs(a - b).max() <= rtol * scale, (np.abs(a - b).max(), scale)
 
 
-@pytest.mark.parametrize("param,W_std,b_std,act", [("standard", 1.0, 0.0, "relu"), ("ntk", 1.4, 0.3, "erf")])
+@pytest.mark.parametrize("param,W_std,b_std,act", [pytest.param("standard", 1.0, 0.0, "relu", marks=pytest.mark.slow),
+                                                  ("ntk", 1.4, 0.3, "erf")])  # standard ~15 s: CI -m slow
 def test_forward_grad_ntk_match_stax(param, W_std, b_std, act):
     net, params, m, x, y = _setup(param, W_std=W_std, b_std=b_std, activation=act)
     dense = sgd.dense_params(params)
