@@ -92,6 +92,25 @@ def learning_rate(cfg: ControlsConfig, theta: np.ndarray, k0_train: np.ndarray) 
                                        np.min(kernels.critical_learning_rate(k0_train))))
 
 
+def _setup(cfg: ControlsConfig, model_cfg, width: int, data, seeds: list[int]) -> tuple:
+    """What both controls start from: (dtype, net, x_train, y_train, x_test in the run's dtype, y (N, k)
+    float64, checkpoint steps, theta_0 (seed axis first), empirical K_0 on train and test x train
+    (float64, per seed), and the learning rate of :func:`learning_rate`)."""
+    import jax.numpy as jnp
+
+    from studylib import kernels, models, training
+
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    net = models.build(model_cfg, width)
+    x_train, y_train, x_test = (jnp.asarray(a, dtype) for a in (data.x_train, data.y_train, data.x_test))
+    y64 = np.asarray(data.y_train, np.float64)
+    steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
+    theta = np.asarray(kernels.analytic(net.kernel_fn, x_train, None), np.float64)
+    p0 = training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype)
+    k_tt, k_te = _kernels(net, p0, x_train, x_test)
+    return dtype, net, x_train, y_train, x_test, y64, steps, p0, k_tt, k_te, learning_rate(cfg, theta, k_tt)
+
+
 def _member_trainer(model_fn):
     """GD (the network's trainer) vmapped over members with a learning rate each."""
     import jax
@@ -109,18 +128,10 @@ def run_lazy(cfg: ControlsConfig, activation: str, width: int, data, seeds: list
     import jax
     import jax.numpy as jnp
 
-    from studylib import closed_form, kernels, models, training
+    from studylib import closed_form
 
-    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     model_cfg = dataclasses.replace(cfg.model, activation=activation)
-    net = models.build(model_cfg, width)
-    x_train, y_train, x_test = (jnp.asarray(a, dtype) for a in (data.x_train, data.y_train, data.x_test))
-    y64 = np.asarray(data.y_train, np.float64)
-    steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
-    theta = np.asarray(kernels.analytic(net.kernel_fn, x_train, None), np.float64)
-    p0 = training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype)
-    k_tt, k_te = _kernels(net, p0, x_train, x_test)
-    lr = learning_rate(cfg, theta, k_tt)
+    dtype, net, x_train, y_train, x_test, y64, steps, p0, k_tt, k_te, lr = _setup(cfg, model_cfg, width, data, seeds)
 
     alphas = np.asarray(cfg.alphas, np.float64)
     n_a, n_s = len(alphas), len(seeds)
@@ -175,20 +186,12 @@ def run_closing(cfg: ControlsConfig, width: int, seeds: list[int], progress: Cal
     import jax
     import jax.numpy as jnp
 
-    from studylib import closed_form, kernels, models, training
+    from studylib import closed_form, kernels, training
     from studylib import data as D
 
     data = D.load(closing_data(cfg))
     model_cfg = closing_model(cfg)
-    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
-    net = models.build(model_cfg, width)
-    x_train, y_train, x_test = (jnp.asarray(a, dtype) for a in (data.x_train, data.y_train, data.x_test))
-    y64 = np.asarray(data.y_train, np.float64)
-    steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
-    theta = np.asarray(kernels.analytic(net.kernel_fn, x_train, None), np.float64)
-    p0 = training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype)
-    k_tt, k_te = _kernels(net, p0, x_train, x_test)
-    lr = learning_rate(cfg, theta, k_tt)
+    dtype, net, x_train, y_train, x_test, y64, steps, p0, k_tt, k_te, lr = _setup(cfg, model_cfg, width, data, seeds)
     f0_tr = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
     f0_te = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
     flips = gate_flip_fn(model_cfg, width, x_train.shape[-1])
