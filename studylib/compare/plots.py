@@ -147,6 +147,17 @@ def layer_change_vs_width(summary: dict, stem) -> list[Path]:
     return style.save(fig, stem)
 
 
+def _width_bands(ax, steps, widths, curve) -> None:
+    """A line per width (seed mean of ``curve`` (W, S, T) over the steps) with a band min..max over seeds."""
+    for i, w in enumerate(widths):
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(curve[i], axis=0)
+            lo, hi = np.nanmin(curve[i], axis=0), np.nanmax(curve[i], axis=0)
+        col = style.width_color(w)
+        ax.plot(steps, mean, color=col, lw=1.3, label=f"n={w}")
+        ax.fill_between(steps, lo, hi, color=col, alpha=0.15, lw=0)
+
+
 def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
     widths = np.asarray(curves["widths"])
     steps = np.asarray(curves["steps"], np.float64)
@@ -157,13 +168,7 @@ def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
         if c is None:
             ax.set_visible(False)
             continue
-        for i, w in enumerate(widths):
-            with np.errstate(all="ignore"):
-                mean = np.nanmean(c[i], axis=0)
-                lo, hi = np.nanmin(c[i], axis=0), np.nanmax(c[i], axis=0)
-            col = style.width_color(w)
-            ax.plot(steps, mean, color=col, lw=1.3, label=f"n={w}")
-            ax.fill_between(steps, lo, hi, color=col, alpha=0.15, lw=0)
+        _width_bands(ax, steps, widths, c)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_yscale("log")
         ax.set_xlabel(f"GD step t (time = lr·t; lr = {lr[0]:.3g})" if len(set(lr)) == 1 else "GD step t")
@@ -237,13 +242,7 @@ def test_over_time(summary: dict, curves: dict, stem) -> list[Path]:
         for c, p in enumerate(preds):
             ax = axes[r, c]
             vals = curves[f"curve/{metric}_{p}"]
-            for i, w in enumerate(widths):
-                with np.errstate(all="ignore"):
-                    mean = np.nanmean(vals[i], axis=0)
-                    lo, hi = np.nanmin(vals[i], axis=0), np.nanmax(vals[i], axis=0)
-                col = style.width_color(w)
-                ax.plot(steps, mean, color=col, lw=1.3, label=f"n={w}")
-                ax.fill_between(steps, lo, hi, color=col, alpha=0.15, lw=0)
+            _width_bands(ax, steps, widths, vals)
             ax.set_xscale("symlog", linthresh=1)
             if metric == "test_loss":
                 ax.set_yscale("log")
