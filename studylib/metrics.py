@@ -180,3 +180,43 @@ def first_checkpoint_at(steps, step: int) -> int:
     steps = np.asarray(steps)
     later = np.flatnonzero(steps >= step)
     return int(later[0]) if later.size else len(steps) - 1
+
+
+def extrapolate_crossing(widths, per_seed, threshold: float, *, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Where a falling power law reaches ``threshold``: fit log m = a + b log n to the seed mean m of
+    ``per_seed`` (W, S) over all ``widths`` (W,) (NaN seeds ignored, non-positive means dropped, as
+    :func:`fit_loglog`) and solve m(n*) = threshold, n* = exp((log threshold - a) / b).
+
+    Returns ``width`` (n*; the narrowest width when its mean is already below ``threshold``; None when
+    b >= 0, i.e. the fit does not fall, or with fewer than two usable widths), ``ci95`` (2.5 and 97.5
+    percentiles of n* over :func:`bootstrap_slope`'s draws -- seeds resampled with replacement at every
+    width; a draw whose fit does not fall counts as n* = inf, shown as None), ``slope`` and
+    ``intercept`` (b, a), ``fit_widths``, ``below_at_narrowest`` (every draw applies the same rule) and
+    ``beyond_widest`` (n* over the widest width: an extrapolation, not an interpolation). The interval
+    reflects seed-to-seed spread only, not the assumption that the power law holds beyond the fitted
+    widths."""
+    widths = np.asarray(widths, np.float64)
+    per_seed = np.asarray(per_seed, np.float64)
+    mean = nanmean_std(per_seed, axis=1)[0]
+    slope, intercept = fit_loglog(widths, mean)
+    ok = np.isfinite(mean) & (mean > 0)
+    out = {"threshold": float(threshold), "slope": None, "intercept": None, "width": None, "ci95": [None, None],
+           "fit_widths": [int(w) for w in widths[ok]], "below_at_narrowest": None, "beyond_widest": None}
+    if not np.isfinite(slope):
+        return out
+    below = bool(mean[ok][0] < threshold)
+
+    def solve(m: np.ndarray) -> float:
+        good = np.isfinite(m) & (m > 0)
+        if good.any() and m[good][0] < threshold:  # below from the narrowest width on
+            return float(widths[good][0])
+        b, a = fit_loglog(widths, m)
+        return float(np.exp((np.log(threshold) - a) / b)) if np.isfinite(b) and b < 0 else float("inf")
+
+    width = solve(mean)
+    draws = np.array([solve(m) for m in _resampled_means(per_seed, n_boot, seed)])
+    lo, hi = (np.percentile(draws, [2.5, 97.5], method="nearest") if draws.size else (np.inf, np.inf))
+    finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731
+    out |= {"slope": slope, "intercept": intercept, "width": finite(width), "ci95": [finite(lo), finite(hi)],
+            "below_at_narrowest": below, "beyond_widest": bool(np.isfinite(width) and width > widths[ok][-1])}
+    return out

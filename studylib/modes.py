@@ -153,3 +153,36 @@ def horizon_laziness_ratio(k_t: np.ndarray, k_0: np.ndarray, *, learning_rate: f
     """:func:`horizon_laziness_of_motion` of ``k_t`` (..., T, N, N) against ``k_0`` (..., N, N)."""
     return horizon_laziness_of_motion(kernel_motion(k_t, np.asarray(k_0)[..., None, :, :]), k_0,
                                       learning_rate=learning_rate, steps=steps)
+
+
+#: The part of the run whose modes count as fast in :func:`stalled_gap` (= ``gates.EARLY_FRACTION``).
+FAST_FRACTION = 0.05
+
+
+def stalled_gap(c0: np.ndarray, k0_lambda: np.ndarray, *, learning_rate: float, steps: int, y_scale: float,
+                fast_fraction: float = FAST_FRACTION) -> np.ndarray:
+    """The gap of a network that follows its linearization in the fast modes of K_0 and does not move
+    in the slow ones, from theta_0 alone; (S,).
+
+    ``c0`` (S, M): residual coefficients c_{0,i} = <v_i, f(X; theta_0) - Y> in the eigenbasis of each
+    seed's empirical NTK K_0 on the M = N k training outputs, ``k0_lambda`` (S, M) its eigenvalues in the
+    same order. Discrete GD on L = 1/2 mean((f - y)^2) over the M outputs (NT's convention, SCIENCE.md
+    section 2) moves the linearization's coefficient i as c_{t,i} = (1 - a_i)^t c_{0,i}, a_i = eta
+    lambda_i / M (docs/regimes.md, *Modes*; :func:`predicted_coefficients`). Mode i is slow when its time
+    scale 1/a_i exceeds ``fast_fraction`` x ``steps`` (a_i x fast_fraction x steps < 1: not fitted
+    within the first 5% of the run). The value is the RMS over the training outputs of the
+    linearization's motion in the slow modes by the last step T = ``steps``, relative to RMS(y) = ``y_scale``:
+
+        sqrt( sum_{i slow} c_{0,i}^2 (1 - (1 - a_i)^T)^2 / M ) / y_scale,
+
+    i.e. the gap on the training inputs if the network fitted exactly the fast modes its linearization
+    fits and stalled in every slow one (the stall docs/regimes.md measures mode by mode). NaN where some
+    a_i > 2, i.e. eta > 2M/lambda_max(K_0): the linearization diverges (the cell's ``diverged_lin``).
+    """
+    c0 = np.asarray(c0, np.float64)
+    a = learning_rate * np.asarray(k0_lambda, np.float64) / c0.shape[-1]
+    slow = a * fast_fraction * steps < 1.0
+    with np.errstate(all="ignore"):
+        moved = np.where(slow, c0 * (1.0 - (1.0 - a) ** steps), 0.0)
+        out = np.sqrt(np.mean(moved**2, axis=-1)) / y_scale
+    return np.where(np.any(a > 2.0, axis=-1), np.nan, out)

@@ -4,6 +4,12 @@
 study code casts to the dtype its config names, so float32 paths stay float32.
 """
 
+import os
+
+# Tests compile afresh: the entry points' persistent compilation cache (studylib.cli) stays off in this
+# process and in the subprocesses the CLI tests start.
+os.environ["NTK_STUDY_COMPILE_CACHE"] = "off"
+
 import jax
 
 import studylib  # noqa: F401  (sets the study's XLA flags before the backend starts, as the entry points do)

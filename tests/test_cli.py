@@ -16,7 +16,7 @@ from studylib import cli
 from studylib.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("compare", "controls", "dynamics", "ensemble", "regimes")
+STUDIES = ("compare", "controls", "dynamics", "ensemble", "regimes", "predict")
 
 
 def documented_commands() -> list[tuple[str, list[str], str]]:
@@ -97,3 +97,15 @@ def test_help_imports_no_jax(study):
     assert proc.returncode == 0, proc.stderr
     assert "LOADED []" in proc.stdout
     assert "--out" in proc.stdout and "--no-progress" in proc.stdout
+
+
+def test_compile_cache_directory_follows_the_environment(tmp_path):
+    """The entry points' persistent compilation cache: on by default under XDG_CACHE_HOME, a path of the
+    user's choice, or off."""
+    from studylib import cli
+
+    assert cli.compile_cache_dir({"XDG_CACHE_HOME": str(tmp_path)}) == str(tmp_path / "ntk-study" / "jax")
+    assert cli.compile_cache_dir({cli.COMPILE_CACHE_ENV: str(tmp_path / "c")}) == str(tmp_path / "c")
+    for off in ("off", "0", "", "false"):
+        assert cli.compile_cache_dir({cli.COMPILE_CACHE_ENV: off}) is None
+        assert cli.enable_compile_cache({cli.COMPILE_CACHE_ENV: off}) is None

@@ -62,8 +62,14 @@ def test_cli_tiny_run_writes_summary_and_figures(tiny_compare):
     scale = np.abs(curves["pred_test/net"][:, :, 0]).max()
     np.testing.assert_allclose(curves["curve/rmse_net_vs_lin"][:, :, 0], 0, atol=1e-5 * scale)
     np.testing.assert_allclose(curves["curve/rmse_net_vs_closed_inf"][:, :, 0], 0, atol=1e-5 * scale)
+    # The first-order prediction is zero at step 0 (delta f_0 = 0) and beside the measured gap after it.
+    np.testing.assert_array_equal(curves["curve/gap_predicted"][:, :, 0], 0)
+    assert np.all(curves["curve/gap_predicted"][:, :, 1:] > 0)
+    ratio = np.array(summary["metrics"]["gap_ratio"]["per_seed"], float)
+    np.testing.assert_allclose(ratio, np.array(summary["metrics"]["rmse_net_vs_lin"]["per_seed"], float)
+                               / np.array(summary["metrics"]["gap_predicted"]["per_seed"], float), rtol=1e-12)
     for stem in ("compare_gaps_vs_width", "compare_gaps_over_time", "compare_predictions",
-                 "compare_layer_change_vs_width"):
+                 "compare_layer_change_vs_width", "compare_gap_prediction"):
         assert (out / f"{stem}.png").stat().st_size > 10_000
         assert (out / f"{stem}.pdf").exists()
 
@@ -413,3 +419,46 @@ def test_defaults_follow_the_data_and_the_plan_uses_the_real_shapes():
     assert cell.memory_plan(large, 64, (256, 8, 8, 1), 1)["params"] < n_params  # k changes the readout
     text = compare.plan(large)
     assert "(256, 8, 8, 1)" in text and "10 output(s)" in text and "2560 x 2560" in text
+
+
+def _run_width(cfg, width, *, fast):
+    from studylib import data as D
+    from studylib.compare import cell
+
+    return cell.run_width(cfg, width, D.load_for(cfg.data, cfg.model), fast=fast)
+
+
+def test_hand_written_trainer_equals_the_generic_one():
+    """FC nets train by the hand-written passes (sgd.full_batch_checkpoints) and their kernel, weight
+    changes and function-space linearization come from per-sample features; the generic path trains
+    stax's apply_fn by jax.grad and measures with NT's kernels. Same numbers, float64."""
+    cfg = compare.CompareConfig(**TINY, dtype="float64", quad_max_width=0,
+                                model=ModelConfig(activation="erf", depth=3))
+    fast, generic = (_run_width(cfg, 16, fast=f) for f in (True, False))
+    assert fast["curves"].keys() == generic["curves"].keys()
+    for name, a in generic["curves"].items():
+        b = fast["curves"][name]
+        # float64, 12 steps of O(1) quantities: the two differ by the order of summation only (~1e-15
+        # relative); 1e-9 of each curve's scale leaves room for the kernels' eigendecompositions.
+        scale = np.nanmax(np.abs(a)) if np.isfinite(a).any() else 1.0
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-9 * max(scale, 1e-300), err_msg=name)
+    for key in ("k_net_train", "k0_train", "k0_eigenvalues"):
+        np.testing.assert_allclose(fast[key], generic[key], rtol=1e-9, err_msg=key)
+
+
+def test_first_order_prediction_of_the_gap_at_early_times():
+    """compare's gap_predicted (studylib.perturb from theta_0) against the measured net - lin gap of a
+    smooth net early in training, in the perturbative regime: width 512, erf, inputs on [-1, 1], 12 steps
+    at 0.05 x the critical rate (measured: predicted/measured 1.01-1.19 over the checkpoints and seeds,
+    the rest is the next order). A prediction with a wrong factor (eta vs 2 eta, a missing curvature
+    term: the whole gap at step 1) is off by 2x or more, outside 30%."""
+    from studylib.data import DataConfig
+
+    cfg = compare.CompareConfig(**(TINY | {"lr_fraction": 0.05}), dtype="float64", quad_max_width=0,
+                                model=ModelConfig(activation="erf"), data=DataConfig(train_range=1.0, test_range=2.0))
+    res = _run_width(cfg, 512, fast=True)
+    for region in ("", "_train", "_interp", "_extrap"):
+        measured = res["curves"]["rmse_net_vs_lin" + region][:, 1:]
+        predicted = res["curves"]["gap_predicted" + region][:, 1:]
+        assert np.all(measured > 0)
+        np.testing.assert_allclose(predicted, measured, rtol=0.3, err_msg=region)

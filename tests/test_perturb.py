@@ -115,3 +115,110 @@ def test_recursion_is_first_order_exact_for_the_quadratic_model(activation):
     for e_big, e_small, size in zip(errs[:-1], errs[1:], sizes, strict=False):
         assert e_big < 0.2 * size  # the first-order term is most of the deviation
         assert 3.5 < e_big / e_small < 4.5, errs  # second order: halving eps quarters the error
+
+
+# ------------------------------------------------------------------------------------------ k > 1 outputs
+# The N k flat outputs (row n k + i) are the training rows; NT's loss 1/2 mean over all N k outputs, so
+# the recursion's factor is eta / (N k) (SCIENCE.md section 2).
+
+K_OUT = 3
+N_K = 4  # training inputs of the k-output tests
+
+
+def _net_k(activation, depth=2, width=6, in_dim=2):
+    cfg = ModelConfig(depth=depth, activation=activation)
+    net = fully_connected(width, depth=depth, activation=activation, W_std=cfg.W_std, b_std=cfg.b_std,
+                          out_dim=K_OUT)
+    _, p0 = net.init_fn(jax.random.PRNGKey(5), (N_K, in_dim))
+    p0 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p0)
+    return cfg, net, p0, sgd.mlp(cfg, width, in_dim=in_dim, out_dim=K_OUT)
+
+
+def _data_k(in_dim=2):
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.uniform(-1.5, 1.5, (N_K, in_dim)))
+    x_eval = jnp.asarray(rng.uniform(-3.0, 3.0, (3, in_dim)))
+    y = jnp.stack([jnp.sum(x, 1) ** 3 / 4, jnp.sin(x[:, 0]), x[:, 1] ** 2 - 1], axis=1)  # (N, k)
+    return x, y, x_eval
+
+
+def _explicit_flat(apply_fn, p0, x, x_eval, n_rows):
+    """K_0, T, D over flat outputs (row p k + i) from the full Jacobian and Hessian (NumPy)."""
+    flat, unravel = ravel_pytree(p0)
+    x_all = jnp.concatenate([x, x_eval])
+    g = lambda th: apply_fn(unravel(th), x_all).reshape(-1)  # noqa: E731
+    jac = np.asarray(jax.jacobian(g)(flat))  # (P k, n)
+    hess = np.asarray(jax.hessian(g)(flat))  # (P k, n, n)
+    v = jac[:n_rows]
+    t2 = np.einsum("in,pnm,jm->pij", v, hess, v)
+    hv = np.einsum("pnm,im->pin", hess, v)
+    dk = np.einsum("pin,jn->pij", hv, v) + np.einsum("jin,pn->pij", hv[:n_rows], jac)
+    return np.asarray(g(flat)), jac @ v.T, t2, dk
+
+
+def test_k_output_expansion_equals_explicit_hessian():
+    """Both routes with k = 3 outputs equal the flat explicit tensors (1e-11 of their scale); the fast
+    route's kernel is also NT's full empirical NTK made flat."""
+    _, net, p0, mlp = _net_k("relu")
+    x, _, x_eval = _data_k()
+    want = _explicit_flat(net.apply_fn, p0, x, x_eval, N_K * K_OUT)
+    generic = perturb.expansion(net.apply_fn, p0, x, x_eval)
+    fast = perturb.expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
+    for exp in (generic, fast):
+        assert exp.k0.shape == ((N_K + 3) * K_OUT, N_K * K_OUT)
+        for got, w in zip(exp, want, strict=True):
+            scale = np.abs(w).max()
+            assert scale > 0
+            np.testing.assert_allclose(np.asarray(got), w, rtol=0, atol=1e-11 * scale)
+    nt_k = kernels.flat_kernel(nt.empirical_ntk_fn(net.apply_fn, trace_axes=(), implementation=1)(x, None, p0))
+    np.testing.assert_allclose(np.asarray(fast.k0[:N_K * K_OUT]), np.asarray(nt_k), rtol=0,
+                               atol=1e-11 * np.abs(nt_k).max())
+    assert np.abs(want[2]).max() > 1e-3 * np.abs(want[1]).max()  # curvature not trivially zero
+
+
+def test_k_output_recursion_is_first_order_exact_for_the_quadratic_model():
+    """k = 3 outputs, loss 1/2 mean over the N k outputs (jax.grad): halving the curvature's scale
+    quarters the error of eps * delta_pred, so the recursion with factor eta / (N k) is exact to first
+    order; with eta / N instead (the wrong convention) the error stays first order."""
+    _, net, p0, mlp = _net_k("erf")
+    x, y, x_eval = _data_k()
+    x_all = jnp.concatenate([x, x_eval])
+    exp = perturb.expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
+    n_flat = N_K * K_OUT
+    lr = 0.5 * float(kernels.critical_learning_rate(exp.k0[:n_flat]))  # 2 N k / lambda_max of the flat kernel
+    steps = 40
+    batch = jax.tree_util.tree_map(lambda a: a[None], exp)
+    dl, _ = perturb.predict(batch, y, learning_rate=lr, checkpoints=np.array([0, steps]))
+    pred = dl[0, -1]
+    wrong, _ = perturb.predict(batch, y, learning_rate=lr * K_OUT, checkpoints=np.array([0, steps]))  # eta / N
+    f_lin1 = nt.taylor_expand(net.apply_fn, p0, 1)
+    f_quad = nt.taylor_expand(net.apply_fn, p0, 2)
+
+    def trained(e):
+        model = lambda p, xx: f_lin1(p, xx) + e * (f_quad(p, xx) - f_lin1(p, xx))  # noqa: E731
+        grad = jax.grad(lambda p: 0.5 * jnp.mean((model(p, x) - y) ** 2))  # mean over N k outputs
+        p = jax.lax.fori_loop(0, steps, lambda _, p: jax.tree_util.tree_map(lambda a, b: a - lr * b, p, grad(p)), p0)
+        return np.asarray(model(p, x_all)).reshape(-1)
+
+    base = trained(0.0)
+    errs, sizes, errs_wrong = [], [], []
+    for eps in (0.04, 0.02, 0.01):
+        measured = trained(eps) - base
+        errs.append(np.abs(measured - eps * pred).max())
+        errs_wrong.append(np.abs(measured - eps * wrong[0, -1]).max())
+        sizes.append(np.abs(measured).max())
+    assert sizes[-1] > 1e3 * 1e-15 * np.abs(np.asarray(y)).max() * steps
+    for e_big, e_small, size in zip(errs[:-1], errs[1:], sizes, strict=False):
+        assert e_big < 0.2 * size
+        assert 3.5 < e_big / e_small < 4.5, errs
+    assert 1.7 < errs_wrong[0] / errs_wrong[1] < 2.3, errs_wrong  # the eta / N recursion is off at first order
+
+
+def test_k1_flat_route_is_the_scalar_route():
+    """A (P, 1)-output f and its (P,) squeeze give the same expansion (the k = 1 case is unchanged)."""
+    _, net, p0 = _net("relu")
+    x, _, x_eval = _data()
+    a = perturb.expansion(net.apply_fn, p0, x, x_eval)
+    b = perturb.expansion(lambda p, xx: net.apply_fn(p, xx)[:, 0], p0, x, x_eval)
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "studylib"
-WINGS = ("compare", "controls", "dynamics", "ensemble", "regimes")
+WINGS = ("compare", "controls", "dynamics", "ensemble", "regimes", "predict")
 
 
 def _modules() -> dict[str, Path]:

@@ -76,7 +76,10 @@ def _diverged(f_train: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 
 def _involved(name: str) -> set[str]:
-    """Which trained models ('net', 'lin', 'quad') a curve depends on."""
+    """Which trained models ('net', 'lin', 'quad') a curve depends on (the first-order prediction: the
+    linearized trajectory it expands around)."""
+    if name.startswith("gap_predicted"):
+        return {"lin"}
     out = {m for m in ("lin", "quad") if m in name}
     if "net" in name or not (out or "closed" in name):
         out.add("net")
@@ -237,21 +240,213 @@ def analytic_kernels(kernel_fn, x_train, x_test) -> tuple[np.ndarray, np.ndarray
     return theta_train, theta_test
 
 
+def fast_net(cfg: CompareConfig, width: int, x_train, k: int):
+    """The hand-written :class:`studylib.sgd.MLP` of this run's network where compare trains by it: FC nets
+    (``sgd.fast_mlp``) on flat inputs (N, d) with the linearization in function space; None otherwise (the
+    generic ``jax.grad`` trainer of :mod:`studylib.training`, as :mod:`studylib.dynamics` does)."""
+    from studylib import sgd
+
+    if x_train.ndim != 2 or cfg.lin_mode != "function":
+        return None
+    return sgd.fast_mlp(cfg.model, width, in_dim=int(x_train.shape[1]), out_dim=k)
+
+
+_MEASURES: dict[int, Callable] = {}
+
+
+def fast_measure(points: int) -> Callable:
+    """The record of :func:`fast_network_records` at a checkpoint, for ``sgd.full_batch_checkpoints``:
+    f on the training and test inputs (N, k), (M, k); the squared change of all parameters and of
+    each weight matrix (L,); the empirical NTK on the first ``points`` training inputs, traced over
+    the k outputs (P, P): sum over outputs a of J_a J_a^T, one backward pass per output. One function
+    object per ``points``, so that the runner's compile cache (keyed on it) is hit."""
+    if points not in _MEASURES:
+        import jax.numpy as jnp
+
+        from studylib import sgd
+
+        def measure(net, dense, dense0, x, x_test):
+            f_train = sgd.forward(net, dense, x)[0]
+            sq = [(jnp.sum((w - w0) ** 2), jnp.sum((b - b0) ** 2))
+                  for (w, b), (w0, b0) in zip(dense, dense0, strict=True)]
+            xk = x[:points]
+            _, ck = sgd.forward(net, dense, xk)
+            eye = jnp.eye(net.sizes[-1], dtype=x.dtype)
+            k_traced = 0.0
+            for a in range(net.sizes[-1]):
+                d = sgd.backward_t(net, dense, ck, jnp.broadcast_to(eye[a], (xk.shape[0], net.sizes[-1])))
+                kw, kb = sgd.feature_kernel_parts(net, ck[0], d, ck[0], d)
+                k_traced = k_traced + jnp.sum(kw, 0) + jnp.sum(kb, 0)
+            return {"f_net_train": f_train, "f_net_test": sgd.forward(net, dense, x_test)[0],
+                    "dsq_net": sum(a + b for a, b in sq), "wdsq_net": jnp.stack([a for a, _ in sq]),
+                    "k_net_train": k_traced}
+
+        _MEASURES[points] = measure
+    return _MEASURES[points]
+
+
+def fast_network_records(cfg: CompareConfig, width: int, p0, x_train, y_train, x_test, *, lr: float, steps
+                         ) -> dict[str, np.ndarray]:
+    """Full-batch GD of the FC net by the hand-written trainer (:func:`studylib.sgd.full_batch_checkpoints`:
+    one compiled scan over all checkpoints, seeds vmapped), recorded at ``steps`` (:func:`fast_measure`):
+    the same records, in the same layout (S, T, ...), as the generic loop of :func:`run_width`
+    (tests/test_compare.py checks them equal)."""
+    from studylib import sgd
+
+    rec = sgd.full_batch_checkpoints(cfg.model, width, p0, x_train, y_train, lr, steps, x_test=x_test,
+                                     measure=fast_measure(min(cfg.kernel_points, x_train.shape[0])))
+    return {k: np.asarray(v, np.float64) for k, v in rec.items()}
+
+
+def fast_init(mlp, dense0, x_train, x_test, *, expand: bool) -> dict[str, Any]:
+    """Everything compare needs at theta_0 of an FC net with one output, from per-sample features in one
+    compiled pass, seeds vmapped: the per-layer pieces of the empirical NTK on the training inputs
+    ('kw', 'kb': (S, L, N, N), :func:`studylib.sgd.ntk_parts`), the test-train kernel 'k_tx' (S, M, N), and
+    with ``expand`` the first-order expansion 'expansion' (:func:`studylib.perturb.expansion_mlp`, rows =
+    training then test inputs)."""
+    import jax
+
+    from studylib import perturb, sgd
+
+    def one(d):
+        kw, kb = sgd.ntk_parts(mlp, d, x_train)
+        out = {"kw": kw, "kb": kb, "k_tx": sgd.ntk(mlp, d, x_test, x_train)}
+        if expand:
+            out["expansion"] = perturb.expansion_mlp(mlp, d, x_train, x_test)
+        return out
+
+    return jax.jit(jax.vmap(one))(dense0)
+
+
+def fast_lin_function(init: dict, c: np.ndarray) -> tuple[np.ndarray, ...]:
+    """:func:`_measure_fns`' function-space measurements of the linearized model by kernel algebra, for
+    one output (k = 1): with theta_t - theta_0 = J_0^T c_t, ||theta_t - theta_0||^2 = c^T K_0 c, the change
+    of weight matrix l is c^T K_0^(W_l) c (its own kernel piece) and J_0(x_test) (theta_t - theta_0) =
+    K_0(x_test, X) c. ``init``: :func:`fast_init`'s kernels; c (S, T, N, 1). Returns dsq (S, T),
+    wdsq (S, T, L), df_test (S, T, M, 1)."""
+    kw, kb, k_tx = (np.asarray(init[key], np.float64) for key in ("kw", "kb", "k_tx"))
+    cc = c[..., 0]
+    wdsq = np.einsum("stn,slnm,stm->stl", cc, kw, cc)
+    dsq = wdsq.sum(-1) + np.einsum("stn,slnm,stm->st", cc, kb, cc)
+    return dsq, wdsq, np.einsum("smn,stn->stm", k_tx, cc)[..., None]
+
+
+def first_diverged(f_train: np.ndarray, y: np.ndarray, steps) -> np.ndarray:
+    """(S,) the first checkpoint step at which outputs f_train (S, T, N, k) have diverged
+    (:func:`_diverged`), -1 for seeds that never did."""
+    bad = np.stack([_diverged(f_train[:, j], y) for j in range(f_train.shape[1])], axis=1)  # (S, T)
+    return np.where(bad.any(1), np.asarray(steps)[np.argmax(bad, axis=1)], -1)
+
+
+def generic_records(cfg: CompareConfig, apply_fn, p0, x_train, y_train, x_test, y64, *, lr: float, steps,
+                    lin, measure, rows: int, progress=None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """The network (and, with ``lin_mode='params'``, ``nt.linearize``) trained by the generic ``jax.grad``
+    trainer of :mod:`studylib.training` checkpoint by checkpoint, and measured at each (:func:`_measure_fns`,
+    NT's traced empirical kernel on the first ``kernel_points`` inputs in blocks of ``rows``). ``lin``: the
+    function-space linearization's ((f_train, f_test), (dsq, wdsq)) used in 'function' mode. Returns the
+    records (S, T, ...) and the first divergence step of the network and of the linearization per seed."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import kernels, training
+
+    measure_net, measure_lin_params = measure
+    one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
+    n_seeds = jax.tree_util.tree_leaves(p0)[0].shape[0]
+    traced_fn = jax.jit(kernels.empirical_ntk_fn(apply_fn, implementation=cfg.ntk_implementation))
+    x_kernel = x_train[:min(cfg.kernel_points, x_train.shape[0])]
+    train_net = training.make_trainer(training.network_model(apply_fn))
+    params_mode = cfg.lin_mode == "params"
+    if params_mode:
+        train_lin = training.make_trainer(training.linearized_model(apply_fn))
+    copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
+    pn = copy(p0)
+    pl = copy(p0) if params_mode else None
+    lr_arr = jnp.asarray(lr, x_train.dtype)
+    to_np = lambda d: {k_: np.asarray(v, np.float64) for k_, v in d.items()}  # noqa: E731
+
+    records: list[dict[str, np.ndarray]] = []
+    prev = 0
+    for j, t in enumerate(steps):
+        if t > prev:
+            pn = train_net(pn, p0, x_train, y_train, lr_arr, int(t - prev))
+            if params_mode:
+                pl = train_lin(pl, p0, x_train, y_train, lr_arr, int(t - prev))
+        rec = to_np(measure_net(p0, pn, x_train, x_test))
+        rec["k_net_train"] = np.stack([kernels.blocked_ntk(traced_fn, x_kernel, None, one(pn, s), rows=rows)
+                                       for s in range(n_seeds)])
+        if params_mode:
+            rec |= to_np(measure_lin_params(p0, pl, x_train, x_test))
+        else:
+            rec["f_lin_train"], rec["f_lin_test"] = (a[:, j] for a in lin[0])
+            rec["dsq_lin"], rec["wdsq_lin"] = (a[:, j] for a in lin[1])
+        records.append(rec)
+        if progress is not None:
+            progress(int(t - prev))
+        prev = t
+    rec = {k_: np.stack([r[k_] for r in records], axis=1) for k_ in records[0]}  # (S, T, ...)
+    return rec, first_diverged(rec["f_net_train"], y64, steps), first_diverged(rec["f_lin_train"], y64, steps)
+
+
+#: Largest N for the first-order prediction: its arrays are (N + M) x N x N per seed and each of its steps
+#: costs as much; beyond this, and with k > 1 outputs (studylib.perturb takes one), it is NaN.
+PREDICT_MAX_TRAIN = 64
+
+
+def predicts(x_train_shape: tuple[int, ...], k: int) -> bool:
+    """Whether :func:`predicted_deviation` runs for this data: one output and at most PREDICT_MAX_TRAIN inputs."""
+    return k == 1 and x_train_shape[0] <= PREDICT_MAX_TRAIN
+
+
+def predicted_deviation(expansion, apply_fn, p0, x_train, x_test, y64: np.ndarray, *, lr: float, steps
+                        ) -> np.ndarray:
+    """The first-order prediction of the network-linearization deviation from theta_0 alone
+    (:mod:`studylib.perturb`, docs/crossover.md): delta f (S, T, N + M) at the checkpoints on the training
+    inputs then the test inputs. ``expansion``: the FC nets' (:func:`fast_init`, O(N) passes), or None for
+    :func:`studylib.perturb.expansion` by autodiff (O(N^2) passes); NaN where :func:`predicts` is False."""
+    import jax
+
+    from studylib import perturb
+
+    s, n, m = jax.tree_util.tree_leaves(p0)[0].shape[0], x_train.shape[0], x_test.shape[0]
+    if not predicts(x_train.shape, y64.shape[1]):
+        return np.full((s, len(steps), n + m), np.nan)
+    if expansion is None:
+        expansion = jax.jit(jax.vmap(lambda p: perturb.expansion(lambda q, x: apply_fn(q, x)[:, 0], p, x_train,
+                                                                 x_test)))(p0)
+    return perturb.predict(expansion, y64[:, 0], learning_rate=lr, checkpoints=steps)[0]
+
+
+def predicted_curves(delta: np.ndarray, n: int, data) -> dict[str, np.ndarray]:
+    """``gap_predicted[_region]`` (S, T): the RMS of the predicted deviation ``delta`` (S, T, N + M) on each
+    region the data have, the same regions and normalisation (none: RMSE in the units of y) as the measured
+    ``rmse_net_vs_lin[_region]`` beside it."""
+    out = {}
+    for region in present_regions(data.regions):
+        rows = delta[..., :n] if region == "train" else delta[..., n:]
+        if region not in ("", "train"):
+            rows = rows[..., data.regions[region]]
+        out["gap_predicted" + (f"_{region}" if region else "")] = np.sqrt(np.mean(rows**2, axis=-1))
+    return out
+
+
 def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None,
               seeds: list[int] | None = None, log: Callable[[str], Any] | None = None,
-              analytic: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+              analytic: tuple[np.ndarray, np.ndarray] | None = None, fast: bool = True) -> dict[str, Any]:
     """Train and measure all seeds at one width (``progress(k)`` is called after every k steps).
 
     Data: x (N, ...) and y (N, k) (``data.x_train``, ``data.y_train``), test inputs x_test (M, ...)
     and, where held out, y_test (M, k). The empirical kernel at init is the full (N k, N k) one
     (NT's ``trace_axes=()``, flat layout of :func:`studylib.kernels.flat_kernel`), computed in
     blocks; the analytic one (N, N) acts as Theta (x) I_k (``analytic``: (Theta(X, X), Theta(x_test, X))
-    when already computed, e.g. for another width of a width-independent kernel). Returns per-seed curves of shape
+    when already computed, e.g. for another width of a width-independent kernel). FC nets train by the
+    hand-written trainer (:func:`fast_network_records`) unless ``fast`` is False (the generic one: tests
+    compare the two). Returns per-seed curves of shape
     (S, T, ...) over the checkpoints and per-seed scalars (names: README, "Files it writes")."""
     import jax
     import jax.numpy as jnp
 
-    from studylib import closed_form, devices, kernels, models, training
+    from studylib import closed_form, devices, kernels, models, sgd, training
 
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     itemsize = 8 if cfg.dtype == "float64" else 4
@@ -273,12 +468,18 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     lr_critical_inf = float(kernels.critical_learning_rate(theta_train, outputs=k))
     lr = cfg.lr if cfg.lr is not None else cfg.lr_fraction * lr_critical_inf
 
-    # The full kernel at init, seed by seed, in blocks of inputs (memory: kernel_rows).
-    rows = kernel_rows(n_params, k, itemsize, n)
-    full_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation,
-                                               trace_outputs=False))
-    k0_flat = np.stack([kernels.flat_kernel(kernels.blocked_ntk(full_fn, x_train, None, one(p0, s), rows=rows))
-                        for s in range(len(seeds))])  # (S, N k, N k)
+    mlp = fast_net(cfg, width, x_train, k) if fast else None
+    dense0 = None if mlp is None else sgd.dense_params(p0)
+    init = None
+    if mlp is not None and k == 1:  # the kernels at init from per-sample features (fast_lin_function)
+        init = fast_init(mlp, dense0, x_train, x_test, expand=predicts(x_train.shape, k))
+        k0_flat = np.asarray(init["kw"].sum(1) + init["kb"].sum(1), np.float64)  # (S, N, N)
+    else:  # the full kernel at init, seed by seed, in blocks of inputs (memory: kernel_rows)
+        rows = kernel_rows(n_params, k, itemsize, n)
+        full_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation,
+                                                   trace_outputs=False))
+        k0_flat = np.stack([kernels.flat_kernel(kernels.blocked_ntk(full_fn, x_train, None, one(p0, s), rows=rows))
+                            for s in range(len(seeds))])  # (S, N k, N k)
     k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
     lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
     above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
@@ -300,49 +501,28 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
             closed[name] = (f0_train[:, None] + closed_form.kernel_apply(theta_train, c),
                             f0_test[:, None] + closed_form.kernel_apply(theta_test, c))
         else:
-            dsq, wdsq, df_test = measure_lin_function(p0, jnp.asarray(c), x_train, x_test)
+            if init is not None:
+                dsq, wdsq, df_test = fast_lin_function(init, c)
+            else:
+                dsq, wdsq, df_test = measure_lin_function(p0, jnp.asarray(c), x_train, x_test)
             lin_fn_out[name] = (np.asarray(dsq, np.float64), np.asarray(wdsq, np.float64))
             closed[name] = (f0_train[:, None] + np.stack([closed_form.kernel_apply(k0_flat[s], c[s])
                                                          for s in range(len(seeds))]),
                             f0_test[:, None] + np.asarray(df_test, np.float64))
 
-    traced_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation))
-    x_kernel = x_train[:min(cfg.kernel_points, n)]
-    rows_traced = kernel_rows(n_params, k, itemsize, x_kernel.shape[0])
-    train_net = training.make_trainer(training.network_model(net.apply_fn))
-    params_mode = cfg.lin_mode == "params"
-    if params_mode:
-        train_lin = training.make_trainer(training.linearized_model(net.apply_fn))
-    copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
-    pn = copy(p0)
-    pl = copy(p0) if params_mode else None
-    lr_arr = jnp.asarray(lr, dtype)
-    to_np = lambda d: {k_: np.asarray(v, np.float64) for k_, v in d.items()}  # noqa: E731
-
-    records: list[dict[str, np.ndarray]] = []
-    diverged_net = np.full(len(seeds), -1)
-    diverged_lin = np.full(len(seeds), -1)
-    prev = 0
-    for j, t in enumerate(steps):
-        if t > prev:
-            pn = train_net(pn, p0, x_train, y_train, lr_arr, int(t - prev))
-            if params_mode:
-                pl = train_lin(pl, p0, x_train, y_train, lr_arr, int(t - prev))
-        rec = to_np(measure_net(p0, pn, x_train, x_test))
-        rec["k_net_train"] = np.stack([kernels.blocked_ntk(traced_fn, x_kernel, None, one(pn, s), rows=rows_traced)
-                                       for s in range(len(seeds))])
-        if params_mode:
-            rec |= to_np(measure_lin_params(p0, pl, x_train, x_test))
-        else:
-            rec["dsq_lin"], rec["wdsq_lin"] = (a[:, j] for a in lin_fn_out["closed_emp_discrete"])
-            rec["f_lin_train"], rec["f_lin_test"] = (a[:, j] for a in closed["closed_emp_discrete"])
-        for name, flags in (("net", diverged_net), ("lin", diverged_lin)):
-            flags[_diverged(rec[f"f_{name}_train"], y64) & (flags < 0)] = t
-        records.append(rec)
+    if mlp is not None:
+        rec = fast_network_records(cfg, width, p0, x_train, y_train, x_test, lr=lr, steps=steps)
+        rec["dsq_lin"], rec["wdsq_lin"] = lin_fn_out["closed_emp_discrete"]
+        rec["f_lin_train"], rec["f_lin_test"] = closed["closed_emp_discrete"]
+        diverged_net, diverged_lin = (first_diverged(rec[f"f_{m}_train"], y64, steps) for m in ("net", "lin"))
         if progress is not None:
-            progress(int(t - prev))
-        prev = t
-    rec = {k_: np.stack([r[k_] for r in records], axis=1) for k_ in records[0]}  # (S, T, ...)
+            progress(int(steps[-1]))
+    else:
+        rec, diverged_net, diverged_lin = generic_records(
+            cfg, net.apply_fn, p0, x_train, y_train, x_test, y64, lr=lr, steps=steps,
+            lin=(closed["closed_emp_discrete"], lin_fn_out["closed_emp_discrete"]),
+            measure=(measure_net, measure_lin_params), progress=progress,
+            rows=kernel_rows(n_params, k, itemsize, min(cfg.kernel_points, n)))
     quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps)
 
     n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
@@ -355,7 +535,9 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     preds |= closed
     preds["quad"] = (quad["f_train"], quad["f_test"])
 
-    curves = measured_curves(rec, preds, n0_sq, w0_sq, y64, data)
+    expansion = None if init is None else init.get("expansion")
+    delta = predicted_deviation(expansion, net.apply_fn, p0, x_train, x_test, y64, lr=lr, steps=steps)
+    curves = measured_curves(rec, preds, n0_sq, w0_sq, y64, data) | predicted_curves(delta, n, data)
     _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
 
     lam_theta = np.linalg.eigvalsh(theta_train)

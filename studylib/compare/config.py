@@ -52,12 +52,14 @@ REFERENCE_RATES: dict[str, tuple[float, str]] = {
     "rel_weight_change_l3": (-1.0, "Lee et al. 2019 Fig. 1: intermediate layers ~ n^-1"),
     "rmse_quad_vs_lin": (-1.0, "Dyer & Gur-Ari 2019; Huang & Yau 2019: the correction beyond the linearization "
                          "is O(1/n) (smooth activations); docs/controls.md"),
+    "gap_predicted": (-1.0, "the first order of rmse_quad_vs_lin (docs/crossover.md): O(1/n) for smooth "
+                      "activations, Dyer & Gur-Ari 2019"),
 }
 
 #: Metrics printed in the console table, in order.
 TABLE_METRICS = (
     "rel_param_change", "rel_ntk_change", "ntk_x0_change", "ntk_init_error",
-    "rmse_net_vs_lin", "rmse_net_vs_closed_inf", "rmse_lin_vs_closed_emp",
+    "rmse_net_vs_lin", "gap_predicted", "gap_ratio", "rmse_net_vs_closed_inf", "rmse_lin_vs_closed_emp",
     "rmse_net_vs_quad", "rmse_quad_vs_lin",
     "loss_net", "loss_lin", "loss_quad",
     "test_loss_net", "test_loss_closed_inf", "test_accuracy_net", "test_accuracy_lin", "test_accuracy_closed_inf",

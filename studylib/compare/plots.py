@@ -74,7 +74,7 @@ def _mean_and_range(ax, widths, seeds, **kw):
         warnings.simplefilter("ignore", RuntimeWarning)
         mean = np.nanmean(seeds, axis=1)
         lo, hi = np.nanmin(seeds, axis=1), np.nanmax(seeds, axis=1)
-    ax.errorbar(widths, mean, yerr=[mean - lo, hi - mean], marker="o", ms=3, lw=1.2, capsize=2, **kw)
+    ax.errorbar(widths, mean, yerr=[mean - lo, hi - mean], **({"marker": "o", "ms": 3, "lw": 1.2, "capsize": 2} | kw))
     return mean
 
 
@@ -327,6 +327,59 @@ def test_scatter(summary: dict, curves: dict, stem, seed_index: int = 0) -> list
     return style.save(fig, stem)
 
 
+def gap_prediction(summary: dict, curves: dict, stem) -> list[Path]:
+    """The measured network-linearization gap beside its first-order prediction from theta_0
+    (``gap_predicted``, docs/crossover.md): left, both against width at the last step (log-log, seed
+    mean and min..max, with the quadratic model's gap to the linearization where it was trained: the
+    prediction is its first order); right, measured / predicted over time per width. Nothing when the
+    prediction was not made (k > 1 outputs, many training inputs)."""
+    entry = summary["metrics"].get("gap_predicted")
+    if entry is None or not np.isfinite(_per_seed(entry)).any():
+        return []
+    widths = np.asarray(summary["widths"], np.float64)
+    where = _where(summary)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.2))
+    series = (("rmse_net_vs_lin", "k", "o", "measured: RMSE(network, linearization)"),
+              ("gap_predicted", "tab:red", "s", r"predicted from $\theta_0$ (first order)"),
+              ("rmse_quad_vs_lin", "tab:blue", "^", "quadratic model vs linearization"))
+    first = None
+    for name, color, marker, label in series:
+        if name not in summary["metrics"] or not np.isfinite(_per_seed(summary["metrics"][name])).any():
+            continue
+        fit = summary["slopes"].get(name, {})
+        if fit.get("slope") is not None:
+            label += f" (slope {fit['slope']:+.2f})"
+        mean = _mean_and_range(ax, widths, _per_seed(summary["metrics"][name]), color=color, marker=marker,
+                               label=label)
+        first = mean[np.isfinite(mean)][0] if first is None else first
+    if first is not None and first > 0:
+        style.reference_slopes(ax, widths, first)
+    _width_axis(ax, widths)
+    ax.set_yscale("log")
+    ax.set_ylabel(f"RMSE {where}, step {summary['config']['steps']}")
+    ax.set_title("final-time gap: measured vs first-order prediction", fontsize=9)
+    ax.legend(fontsize=7)
+    steps = np.asarray(curves["steps"], np.float64)
+    measured, predicted = curves["curve/rmse_net_vs_lin"], curves["curve/gap_predicted"]  # (W, S, T)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ratio = np.nanmedian(measured / predicted, axis=1)  # (W, T)
+    for i, w in enumerate(widths):
+        bx.plot(steps[1:], ratio[i, 1:], color=style.width_color(w), lw=1.2, label=f"n = {int(w)}")
+    bx.axhline(1.0, color="k", lw=0.8, ls="--", label="prediction exact")
+    bx.set_xscale("log")
+    bx.set_yscale("log")
+    bx.set_xlabel("GD step t (time = learning rate x t)")
+    bx.set_ylabel("measured / predicted gap (seed median)")
+    bx.set_title("where first order holds: ratio near 1", fontsize=9)
+    bx.legend(fontsize=7, ncol=2)
+    cfg = summary["config"]
+    fig.suptitle(f"First-order prediction of the gap ({cfg['model']['activation']}, depth {cfg['model']['depth']}, "
+                 f"{len(summary['seeds'])} seeds)")
+    fig.tight_layout()
+    return style.save(fig, stem)
+
+
 def _converged_seed(summary: dict, width_index: int, first: int, model: str | None) -> int | None:
     """The first seed (from ``first`` on, then the others) whose network and, if named, ``model`` did not
     diverge at this width; None when every seed did."""
@@ -353,6 +406,7 @@ def figures(out_dir, fig_dir=None) -> list[Path]:
     paths += layer_change_vs_width(summary, fig_dir / "compare_layer_change_vs_width")
     paths += gaps_over_time(summary, curves, fig_dir / "compare_gaps_over_time")
     paths += predictions(summary, curves, fig_dir / "compare_predictions")
+    paths += gap_prediction(summary, curves, fig_dir / "compare_gap_prediction")
     if not _is_1d_grid(summary, curves):
         paths += test_over_time(summary, curves, fig_dir / "compare_test_over_time")
         paths += test_vs_width(summary, fig_dir / "compare_test_vs_width")

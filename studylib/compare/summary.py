@@ -50,6 +50,10 @@ def _final_per_seed(results: list[dict]) -> dict[str, np.ndarray]:
             out[name] = vals
     for name in SCALARS_PER_SEED:
         out[name] = np.stack([np.asarray(r[name], np.float64) for r in results])
+    for name in [n for n in out if n.startswith("gap_predicted")]:  # measured / predicted, per region
+        with np.errstate(invalid="ignore", divide="ignore"):
+            measured = out[name.replace("gap_predicted", "rmse_net_vs_lin")]
+            out[name.replace("gap_predicted", "gap_ratio")] = measured / out[name]
     return out | _time_summaries(results)
 
 
@@ -66,7 +70,7 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
     for name, vals in finals.items():
         mean, std = M.nanmean_std(vals, axis=1)
         summary_metrics[name] = {"mean": mean, "std": std, "per_seed": vals}
-        if name.startswith(("rmse_", "rel_", "ntk_init_error", "ntk_x0_change")):
+        if name.startswith(("rmse_", "rel_", "ntk_init_error", "ntk_x0_change", "gap_predicted")):
             fit = M.fit_rate(widths, vals, cfg.fit_widths)
             ref = REFERENCE_RATES.get(name) or TIME_REFERENCE_RATES.get(name)
             fit["reference"] = None if ref is None else {"slope": ref[0], "source": ref[1]}
@@ -90,6 +94,9 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
             "rmse_regions": "no suffix: test grid on [-test_range, test_range]; _train: training inputs; "
                             "_interp: |x| <= train_range; _extrap: |x| > train_range",
             "metrics": "final checkpoint; mean/std over seeds that did not diverge",
+            "gap_predicted": "first-order prediction of rmse_net_vs_lin from theta_0 alone (studylib.perturb, "
+                             "docs/crossover.md), same regions and units; gap_ratio = measured / predicted; NaN "
+                             "with k > 1 outputs or more than 64 training inputs",
             "slopes": "least-squares log-log fit of the seed mean vs width over fit_widths (default: widths >= 64, "
                       "the 3 largest when fewer); ci95 from bootstrap over seeds; local_slopes: between "
                       "neighbouring widths of the whole sweep, each with its bootstrap ci95",

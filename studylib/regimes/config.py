@@ -200,12 +200,12 @@ PRESETS: dict[str, dict[str, Any]] = {
              "n_checkpoints": 40, "sweep": "product", "lr_fractions": (0.1, 0.25, 0.5, 0.75, 0.9),
              "x_ranges": (0.5, 1.0, 2.5, 5.0, 10.0)},
     # The crossover width (docs/crossover.md): the base setting as wide as this CPU allows in about an hour,
-    # ReLU and erf, depths 2 (to 16384), 3 (to 8192) and 5 (to 4096), 2 seeds, the hand-written trainer; the
+    # ReLU and erf, depths 2 and 3 (to 16384) and 5 (to 4096), 2 seeds, the hand-written trainer; the
     # predicted crossover is fitted over the 4 narrowest widths.
     "crossover": {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384), "seeds": 2, "steps": 300,
                   "n_checkpoints": 12, "lr_fractions": (0.5,), "depths": (2, 3, 5), "x_ranges": (5.0,),
                   "parameterizations": ("ntk",), "activations": ("relu", "erf"), "options": ("plain",),
-                  "max_widths": {3: 8192, 5: 4096}, "crossover_fit_widths": 4},
+                  "max_widths": {5: 4096}, "crossover_fit_widths": 4},
 }
 DEFAULT_PRESET = "default"
 #: The config class under the name every study's face uses.

@@ -10,9 +10,11 @@
 * ``regimes_gap_vs_laziness``: the gap against the laziness ratio over all runs, with a fit;
 * ``regimes_wide_enough``: the gap against width per depth and the width where it falls below the threshold;
 * ``regimes_options``: centred / doubled / smaller output scale / float64 against the plain setup;
-* ``regimes_gap_prediction``: the measured gap against the first-order prediction from theta_0 over every
-  run, their ratio against the prediction (where perturbation theory breaks down) and against the ReLU
-  gate flips, and the Spearman correlation of every diagnostic (all / smooth / ReLU runs);
+* ``regimes_gap_prediction``: the measured gap over every run against the first-order prediction from
+  theta_0, against the stalled-slow-modes gap and against their combination (first order for erf, stalled
+  for ReLU nets), by activation; the measured/predicted ratio against the prediction (where perturbation
+  theory breaks down) and against the ReLU gate flips; the Spearman correlation of every diagnostic (all /
+  erf / ReLU runs) with what it needs (theta_0 only, <= 5% of the run, the whole run);
 * ``regimes_crossover``: measured and predicted gap against width per depth and activation, the measured
   crossover width and the one the prediction's narrow-width fit extrapolates to.
 """
@@ -37,9 +39,13 @@ AXIS_LABELS = {
 }
 ACT_COLORS = {"relu": "C3", "erf": "C0"}
 DIAG_LABELS = {"gap_predicted": "predicted gap (1st order, θ₀)", "gap_predicted_train": "predicted gap, train inputs",
+               "gap_stalled": "stalled slow modes (θ₀)", "gap_predicted_or_stalled": "1st order (erf) / stalled (ReLU)",
                "laziness_ratio": "‖ΔK‖₂/λ_min(K₀)", "laziness_ratio_horizon": "horizon laziness ratio",
                "rel_ntk_change": "‖ΔK‖_F/‖K₀‖_F", "kernel_change_op": "‖ΔK‖₂",
-               "gate_flips": "gate flips (final)", "gate_flips_early": "gate flips (≤5% of run)"}
+               "gate_flips": "gate flips (final)", "gate_flips_early": "gate flips (≤5% of run)",
+               "gap_early": "measured gap (≤5% of run)"}
+#: What each diagnostic needs (summary's ``gap_prediction.needs``), as written beside its bar.
+NEEDS_LABELS = {"t0": "θ₀", "early": "≤5%", "trained": "trained"}
 GAP_LABEL = r"gap = RMSE$_{|x|\leq r}(f_{\rm net} - f_{\rm lin})$ / RMS$(y)$ at the last step"
 LAZY_LABEL = r"laziness ratio $\sup_t \|K_t - K_0\|_2 / \lambda_{\min}(K_0)$"
 HORIZON_LABEL = (r"horizon laziness ratio $\sup_t \|K_t - K_0\|_2 / \max(\lambda_{\min}(K_0), N/\eta T)$"
@@ -412,66 +418,117 @@ def _pos(a):
     return np.isfinite(a) & (a > 0)
 
 
+def _scatter_by_activation(ax, x, gap, act, width, ok) -> None:
+    """Measured gap against ``x`` per activation (marker size ~ log width) with the diagonal."""
+    for a in ("erf", "relu"):
+        sel = ok & (act == a)
+        ax.scatter(x[sel], gap[sel], s=10 + 4 * np.log2(width[sel] / width.min() + 1), c=ACT_COLORS[a], alpha=0.6,
+                   edgecolors="k", linewidths=0.2, label=f"{a} ({sel.sum()} runs)")
+    if ok.any():
+        lim = np.array([min(x[ok].min(), gap[ok].min()), max(x[ok].max(), gap[ok].max())])
+        ax.plot(lim, lim, "k--", lw=1, label="measured = diagnostic")
+    ax.set_ylabel(GAP_LABEL, fontsize=7)
+    _log(ax, "x", "y")
+    ax.legend(fontsize=7, loc="upper left")
+
+
+def _spearman_text(gp: dict, name: str) -> str:
+    d = gp["diagnostics"].get(name)
+    if d is None:
+        return ""
+    return "(Spearman " + ", ".join(f"{sub} {'—' if d[sub]['spearman'] is None else format(d[sub]['spearman'], '.2f')}"
+                                    for sub in ("all", "smooth", "relu")).replace("smooth", "erf") + ")"
+
+
 def fig_gap_prediction(summary, fig_dir) -> list[Path]:
-    rows = [r for r in _runs(summary, ("gap", "gap_predicted", "gate_flips")) if r[2] != "doubled"]
+    names = ("gap", "gap_predicted", "gate_flips", "gap_stalled", "gap_predicted_or_stalled")
+    have = [n for n in names if n in summary["cells"][0]["metrics"]]  # summaries before gap_stalled lack the last two
+    rows = [r for r in _runs(summary, have) if r[2] != "doubled"]
     width = np.array([r[0] for r in rows], np.float64)
     act = np.array([r[1] for r in rows])
-    gap, pred, flips = (np.array([r[k] for r in rows], np.float64) for k in (3, 4, 5))
+    cols = {n: np.array([r[3 + k] for r in rows], np.float64) for k, n in enumerate(have)}
+    nan = np.full(len(rows), np.nan)
+    gap, pred, flips = cols["gap"], cols["gap_predicted"], cols["gate_flips"]
+    stalled, combined = cols.get("gap_stalled", nan), cols.get("gap_predicted_or_stalled", nan)
     gp = summary["gap_prediction"]
     ok = _pos(gap) & _pos(pred)
     if not ok.any():  # no run with both a finite gap and a prediction (e.g. k > 1 outputs: no prediction)
         return []
-    fig, axes = plt.subplots(1, 4, figsize=(19, 4.4), gridspec_kw={"width_ratios": [1, 1, 1, 1.15]})
+    fig, axes = plt.subplots(2, 3, figsize=(17, 9.6))
+    axes = axes.ravel()
+    _scatter_by_activation(axes[0], pred, gap, act, width, ok)
+    axes[0].set_xlabel("first-order prediction from θ₀ (perturbation around the linearization)", fontsize=8)
+    axes[0].set_title("Measured gap vs first-order prediction, every run but the doubled option's\n"
+                      f"{_spearman_text(gp, 'gap_predicted')}", fontsize=9)
+    _scatter_by_activation(axes[1], stalled, gap, act, width, _pos(gap) & _pos(stalled))
+    axes[1].set_xlabel("linearization's motion in the slow modes of K₀ by the last step (from θ₀):\n"
+                       "the gap of a network that stalls there", fontsize=8)
+    axes[1].set_title(f"Measured gap vs stalled slow modes\n{_spearman_text(gp, 'gap_stalled')}", fontsize=9)
+    _scatter_by_activation(axes[2], combined, gap, act, width, _pos(gap) & _pos(combined))
+    if "gap_stalled" not in have:
+        for ax in axes[1:3]:
+            for t in list(ax.texts):
+                t.remove()
+            if ax.get_legend() is not None:
+                ax.get_legend().remove()
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "not in this summary.json\n(written before gap_stalled existed;\n"
+                    "studylib.regimes.summary.refresh_gap_prediction\nadds it from the stored curves)",
+                    transform=ax.transAxes, ha="center", va="center", fontsize=8)
+    axes[2].set_xlabel("first order (erf nets) / stalled slow modes (ReLU nets), from θ₀", fontsize=8)
+    t0 = gp.get("best_t0") or {}
+    axes[2].set_title(f"Measured gap vs the combined diagnostic\n{_spearman_text(gp, 'gap_predicted_or_stalled')}",
+                      fontsize=9)
     for a in ("erf", "relu"):
         sel = ok & (act == a)
-        axes[0].scatter(pred[sel], gap[sel], s=10 + 4 * np.log2(width[sel] / width.min() + 1), c=ACT_COLORS[a],
-                        alpha=0.6, edgecolors="k", linewidths=0.2, label=f"{a} ({sel.sum()} runs)")
-        axes[1].scatter(pred[sel], gap[sel] / pred[sel], s=14, c=ACT_COLORS[a], alpha=0.6, edgecolors="k",
+        axes[3].scatter(pred[sel], gap[sel] / pred[sel], s=14, c=ACT_COLORS[a], alpha=0.6, edgecolors="k",
                         linewidths=0.2, label=a)
-    if ok.any():
-        lim = np.array([min(pred[ok].min(), gap[ok].min()), max(pred[ok].max(), gap[ok].max())])
-        axes[0].plot(lim, lim, "k--", lw=1, label="measured = predicted")
-    axes[0].set_xlabel("predicted gap (first order around the linearization, from θ₀ only)", fontsize=8)
-    axes[0].set_ylabel(GAP_LABEL, fontsize=7)
-    axes[0].set_title("Measured vs predicted gap, every run but the doubled option's\n(its first-order term is "
-                      "0 by symmetry; marker size ~ log width)", fontsize=9)
-    axes[1].axhline(1.0, color="k", lw=0.8)
-    axes[1].axvline(1.0, color="0.5", ls=":", lw=1)
-    axes[1].set_xlabel("predicted gap", fontsize=8)
-    axes[1].set_ylabel("measured / predicted", fontsize=8)
-    axes[1].set_title("Where perturbation theory breaks down:\npredicted gap O(1) (right), gate flips (ReLU, above 1)",
+    axes[3].axhline(1.0, color="k", lw=0.8)
+    axes[3].axvline(1.0, color="0.5", ls=":", lw=1)
+    axes[3].set_xlabel("first-order prediction", fontsize=8)
+    axes[3].set_ylabel("measured / first-order prediction", fontsize=8)
+    axes[3].set_title("Where perturbation theory breaks down:\npredicted gap O(1) (right), ReLU gates (above 1)",
                       fontsize=9)
+    axes[3].legend(fontsize=7, loc="upper right")
     sel = ok & (act == "relu") & np.isfinite(flips)
-    sc = axes[2].scatter(np.maximum(flips[sel], 1e-4), gap[sel] / pred[sel], c=np.log2(width[sel]), cmap="viridis",
+    sc = axes[4].scatter(np.maximum(flips[sel], 1e-4), gap[sel] / pred[sel], c=np.log2(width[sel]), cmap="viridis",
                          s=16, edgecolors="k", linewidths=0.2)
     if sel.any():
-        cb = fig.colorbar(sc, ax=axes[2], fraction=0.05)
+        cb = fig.colorbar(sc, ax=axes[4], fraction=0.05)
         cb.set_label("log2 width", fontsize=8)
-    axes[2].axhline(1.0, color="k", lw=0.8)
-    axes[2].set_xlabel("fraction of ReLU gates (unit, training input) flipped by the last step\n(1e-4 = none)",
+    axes[4].axhline(1.0, color="k", lw=0.8)
+    axes[4].set_xlabel("fraction of ReLU gates (unit, training input) flipped by the last step\n(1e-4 = none)",
                        fontsize=8)
-    axes[2].set_ylabel("measured / predicted", fontsize=8)
-    axes[2].set_title("ReLU runs: the unpredicted part against the gate flips", fontsize=9)
-    for ax in axes[:3]:
+    axes[4].set_ylabel("measured / first-order prediction", fontsize=8)
+    axes[4].set_title("ReLU runs: the unpredicted part against the gate flips", fontsize=9)
+    for ax in axes[3:5]:
         _log(ax, "x", "y")
-    axes[0].legend(fontsize=7, loc="upper left")
-    names = list(gp["diagnostics"])
-    ypos = np.arange(len(names))
+    diag = list(gp["diagnostics"])
+    needs = gp.get("needs", {})
+    ypos = np.arange(len(diag))
     for k, (sub, col) in enumerate((("all", "k"), ("smooth", ACT_COLORS["erf"]), ("relu", ACT_COLORS["relu"]))):
-        vals = [gp["diagnostics"][n][sub]["spearman"] for n in names]
-        axes[3].barh(ypos + (k - 1) * 0.27, [np.nan if v is None else v for v in vals], height=0.27, color=col,
-                     label=sub)
-    axes[3].set_yticks(ypos, [DIAG_LABELS.get(n, n) for n in names], fontsize=7)
-    axes[3].axvline(0.0, color="k", lw=0.6)
-    axes[3].axvline(0.8, color="0.5", ls="--", lw=0.8)
-    axes[3].set_xlim(-1, 1)
-    axes[3].invert_yaxis()
-    axes[3].set_xlabel("Spearman with the measured gap", fontsize=8)
+        vals = [gp["diagnostics"][n][sub]["spearman"] for n in diag]
+        axes[5].barh(ypos + (k - 1) * 0.27, [np.nan if v is None else v for v in vals], height=0.27, color=col,
+                     label={"smooth": "erf"}.get(sub, sub))
+    ticks = [DIAG_LABELS.get(n, n) + (f" [{NEEDS_LABELS[needs[n]]}]" if n in needs else "") for n in diag]
+    axes[5].set_yticks(ypos, ticks, fontsize=7)
+    axes[5].axvline(0.0, color="k", lw=0.6)
+    axes[5].axvline(0.8, color="0.5", ls="--", lw=0.8)
+    axes[5].set_xlim(-1, 1)
+    axes[5].invert_yaxis()
+    axes[5].set_xlabel("Spearman with the measured gap  ([needs]: θ₀ only, ≤5% of the run, the whole run)",
+                       fontsize=8)
+    rnd = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     best = gp["best"]
-    axes[3].set_title(f"Every diagnostic (runs: all / erf / ReLU)\nbest over all: {DIAG_LABELS.get(best, best)}, "
-                      f"Spearman {gp['spearman'] if gp['spearman'] is None else round(gp['spearman'], 2)}",
-                      fontsize=9)
-    axes[3].legend(fontsize=7, loc="lower right")
+    title = f"Every diagnostic (runs: all / erf / ReLU)\nbest over all: {DIAG_LABELS.get(best, best)}, " \
+            f"Spearman {rnd(gp['spearman'])}"
+    if t0.get("name") and t0["name"] != best:
+        title += f"; best from θ₀: {DIAG_LABELS.get(t0['name'], t0['name'])}, {rnd(t0['spearman'])}"
+    elif t0.get("name"):
+        title += " (from θ₀ alone)"
+    axes[5].set_title(title, fontsize=9)
+    axes[5].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return style.save(fig, Path(fig_dir) / "regimes_gap_prediction")
 

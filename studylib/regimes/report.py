@@ -41,15 +41,28 @@ def _correlation_lines(summary: dict) -> list[str]:
     return lines
 
 
+def _best_line(label: str, b: dict | None) -> str:
+    if not b or b.get("name") is None:
+        return f"  {label}: none"
+    return f"  {label}: {b['name']} (Spearman {b['spearman']:.2f}, log-log R^2 {b['r2_log']:.2f}, {b['n']} runs)"
+
+
 def _prediction_lines(summary: dict) -> list[str]:
     gp = summary.get("gap_prediction")
     if not gp or gp["best"] is None:
         return []
+    needs = gp.get("needs", {})
     lines = [f"\ngap prediction: best diagnostic over all {gp['n']} runs: {gp['best']} (Spearman "
-             f"{gp['spearman']:.2f}, log-log R^2 {gp['r2_log']:.2f}); Spearman per diagnostic (all / erf / relu):"]
+             f"{gp['spearman']:.2f}, log-log R^2 {gp['r2_log']:.2f})"]
+    if "best_t0" in gp:
+        lines += [_best_line("best from theta_0 alone (no training)", gp["best_t0"]),
+                  _best_line("best from <= 5% of the run", gp["best_early"])]
+    lines.append("Spearman per diagnostic (all / erf / relu) [needs: t0 = theta_0, early = <= 5% of the run, "
+                 "trained = the whole run]:")
     for name, d in gp["diagnostics"].items():
-        lines.append(f"  {name:<24}" + "  ".join(f"{_num(d[sub]['spearman'])} (n={d[sub]['n']})"
-                                                for sub in ("all", "smooth", "relu")))
+        lines.append(f"  {name:<25}" + "  ".join(f"{_num(d[sub]['spearman'])} (n={d[sub]['n']})"
+                                                for sub in ("all", "smooth", "relu"))
+                     + (f"  [{needs[name]}]" if name in needs else ""))
     return lines
 
 
@@ -136,14 +149,23 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
                                       "departure step (median; none = never)"], rows)]
     gp = summary.get("gap_prediction")
     if gp and gp["best"] is not None:
-        rows = [[name] + [f"{fmt(d[sub]['spearman'], 2)} ({d[sub]['n']})" for sub in ("all", "smooth", "relu")]
+        needs = gp.get("needs", {})
+        rows = [[name, {"t0": "θ₀", "early": "≤ 5% of the run", "trained": "whole run"}.get(needs.get(name), "")]
+                + [f"{fmt(d[sub]['spearman'], 2)} ({d[sub]['n']})" for sub in ("all", "smooth", "relu")]
                 + [fmt(d["all"]["r2_log"], 2)] for name, d in gp["diagnostics"].items()]
+        t0 = gp.get("best_t0") or {}
+        t0_text = "" if not t0.get("name") else (
+            f" Best from θ₀ alone (no training): `{t0['name']}` (Spearman {fmt(t0['spearman'], 2)}, log-log R² "
+            f"{fmt(t0['r2_log'], 2)}).")
         parts += ["\n### Predicting the gap: every diagnostic against the measured gap (Spearman, runs)\n",
                   f"Best over all runs: `{gp['best']}` (Spearman {fmt(gp['spearman'], 2)}, log-log R² "
-                  f"{fmt(gp['r2_log'], 2)}, {gp['n']} runs). `gap_predicted` is the first-order prediction from θ₀ "
-                  "alone (docs/crossover.md); the gate flips exist for ReLU nets only. Where the prediction breaks "
-                  "down (predicted gap of order 1, or ReLU gates flipping) is shown in `regimes_gap_prediction`.\n",
-                  table(["diagnostic", "all", "erf", "ReLU", "R² (log, all)"], rows)]
+                  f"{fmt(gp['r2_log'], 2)}, {gp['n']} runs).{t0_text} `gap_predicted` is the first-order prediction "
+                  "from θ₀ alone (docs/crossover.md); `gap_stalled` the linearization's motion in the slow modes of "
+                  "K₀ (the gap of a network that stalls there, from θ₀ alone); `gap_predicted_or_stalled` the first "
+                  "for erf nets and the second for ReLU nets, whose gates no Taylor model sees; the gate flips exist "
+                  "for ReLU nets only. Where the first-order prediction breaks down (predicted gap of order 1, or "
+                  "ReLU gates flipping) is shown in `regimes_gap_prediction`.\n",
+                  table(["diagnostic", "needs", "all", "erf", "ReLU", "R² (log, all)"], rows)]
     cross = summary.get("crossover")
     if cross and cross["rows"]:
         rows = []

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from studylib import runner
+from studylib.modes import FAST_FRACTION, stalled_gap  # noqa: F401  (FAST_FRACTION: re-exported for the tests)
 from studylib.regimes.config import AXES, RegimesConfig, setting_of
 from studylib.runner import Cell, Context
 
@@ -116,13 +117,38 @@ def correlations(results: list[dict]) -> dict[str, dict]:
             "gap_vs_rel_ntk_change_frobenius": correlation(of("rel_ntk_change"), gap)}
 
 
-#: Candidate predictors of the gap, each a per-seed final value of every cell: the first-order prediction
-#: from theta_0 (perturbative), the kernel's motion against the spectrum (perturbative in spirit but
-#: measured after training), and the gate flips (non-perturbative; ReLU cells only).
-DIAGNOSTICS = ("gap_predicted", "gap_predicted_train", "laziness_ratio", "laziness_ratio_horizon", "rel_ntk_change",
-               "kernel_change_op", "gate_flips", "gate_flips_early")
+#: Candidate predictors of the gap, each a per-seed value of every cell: the first-order prediction
+#: from theta_0 (perturbative), the linearization's motion in the slow modes of K_0 (the gap of a network
+#: that stalls there), the kernel's motion against the spectrum (perturbative in spirit but measured after
+#: training), the gate flips (non-perturbative; ReLU cells only) and the measured gap early in the run.
+DIAGNOSTICS = ("gap_predicted", "gap_predicted_train", "gap_stalled", "gap_predicted_or_stalled", "laziness_ratio",
+               "laziness_ratio_horizon", "rel_ntk_change", "kernel_change_op", "gate_flips", "gate_flips_early",
+               "gap_early")
+#: What computing each diagnostic needs: ``t0`` = theta_0 alone (no training), ``early`` = the first
+#: ``gates.EARLY_FRACTION`` (5%) of the run, ``trained`` = the whole run.
+NEEDS = {"gap_predicted": "t0", "gap_predicted_train": "t0", "gap_stalled": "t0", "gap_predicted_or_stalled": "t0",
+         "laziness_ratio": "trained", "laziness_ratio_horizon": "trained", "rel_ntk_change": "trained",
+         "kernel_change_op": "trained", "gate_flips": "trained", "gate_flips_early": "early", "gap_early": "early"}
 #: Subsets of the runs over which every diagnostic is correlated with the gap.
 SUBSETS = ("all", "smooth", "relu")
+#: Activations whose units have gates that flip in training (every Taylor model around theta_0 keeps them).
+GATED_ACTIVATIONS = ("relu",)
+def derived_finals(r: dict) -> dict[str, np.ndarray]:
+    """Per-seed diagnostics computed from a cell's stored curves (S,) each: ``gap_stalled``
+    (:func:`stalled_gap`), ``gap_predicted_or_stalled`` (``gap_stalled`` for nets with gates,
+    :data:`GATED_ACTIVATIONS`, whose flips no Taylor model sees; the first-order ``gap_predicted``
+    otherwise) and ``gap_early`` (the measured gap at :func:`studylib.gates.early_checkpoint`, <= 5% of
+    the run). ``r``: a cell's result with ``cell`` (its setting), ``steps``, ``curves``, ``mode_coeffs``,
+    ``k0_lambda``, ``learning_rate``, ``y_scale`` and ``finals``."""
+    from studylib import gates
+
+    steps = np.asarray(r["steps"])
+    stalled = stalled_gap(r["mode_coeffs"]["lin_emp"][:, 0], r["k0_lambda"], learning_rate=r["learning_rate"],
+                          steps=int(steps[-1]), y_scale=r["y_scale"])
+    gated = r["cell"]["activation"] in GATED_ACTIVATIONS
+    return {"gap_stalled": stalled,
+            "gap_predicted_or_stalled": stalled if gated else np.asarray(r["finals"]["gap_predicted"], np.float64),
+            "gap_early": np.asarray(r["curves"]["gap"], np.float64)[:, gates.early_checkpoint(steps)]}
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> dict:
@@ -130,12 +156,25 @@ def _fit(x: np.ndarray, y: np.ndarray) -> dict:
     return c | {"r2_log": None if c["pearson_log"] is None else c["pearson_log"] ** 2}
 
 
+def _best(diags: dict, names, n_max: int) -> dict[str, Any]:
+    """The diagnostic of ``names`` with the highest Spearman over all runs among those defined on all
+    ``n_max`` runs: ``{name, spearman, r2_log, n}`` (name None when there is none)."""
+    ranked = [k for k in names if diags[k]["all"]["n"] == n_max and diags[k]["all"]["spearman"] is not None]
+    if not ranked:
+        return {"name": None, "spearman": None, "r2_log": None, "n": 0}
+    best = max(ranked, key=lambda k: diags[k]["all"]["spearman"])
+    return {"name": best} | {k: diags[best]["all"][k] for k in ("spearman", "r2_log", "n")}
+
+
 def gap_prediction(results: list[dict]) -> dict[str, Any]:
-    """Spearman and log-log R^2 of every diagnostic against the measured gap over all runs (cells x
-    seeds), over the smooth (erf) and the ReLU runs; ``best``: the diagnostic with the highest Spearman
-    over all runs among those defined on every run (the gate flips exist for ReLU nets only), whose
-    ``spearman``, ``r2_log`` and ``n`` are the top-level values. The doubled option is left out: at
-    theta_a = theta_b its first-order terms cancel identically (T = D = 0), so its gap is second order."""
+    """Spearman and log-log R^2 of every diagnostic (:data:`DIAGNOSTICS`, per-seed values in each
+    result's ``finals``) against the measured gap over all runs (cells x seeds), over the smooth (erf)
+    and the ReLU runs; ``best``: the diagnostic with the highest Spearman over all runs among those
+    defined on every run (the gate flips exist for ReLU nets only), whose ``spearman``, ``r2_log`` and
+    ``n`` are the top-level values; ``best_t0`` / ``best_early``: the same among the diagnostics that
+    need theta_0 only / at most the first 5% of the run (:data:`NEEDS`). The doubled option is left
+    out: at theta_a = theta_b its first-order terms cancel identically (T = D = 0), so its gap is second
+    order."""
     results = [r for r in results if r["cell"].get("option") != "doubled"]
     gap = np.concatenate([r["finals"]["gap"] for r in results])
     act = np.concatenate([np.full(len(r["finals"]["gap"]), r["cell"]["activation"]) for r in results])
@@ -145,12 +184,46 @@ def gap_prediction(results: list[dict]) -> dict[str, Any]:
         x = np.concatenate([r["finals"][name] for r in results])
         diags[name] = {sub: _fit(x[m], gap[m]) for sub, m in masks.items()}
     n_max = max(d["all"]["n"] for d in diags.values())
-    ranked = [k for k in DIAGNOSTICS if diags[k]["all"]["n"] == n_max and diags[k]["all"]["spearman"] is not None]
-    best = max(ranked, key=lambda k: diags[k]["all"]["spearman"]) if ranked else None
-    top = diags[best]["all"] if best else {"spearman": None, "r2_log": None, "n": 0}
-    return {"best": best, "spearman": top["spearman"], "r2_log": top["r2_log"], "n": top["n"],
+    top = _best(diags, DIAGNOSTICS, n_max)
+    t0 = _best(diags, [k for k in DIAGNOSTICS if NEEDS[k] == "t0"], n_max)
+    early = _best(diags, [k for k in DIAGNOSTICS if NEEDS[k] in ("t0", "early")], n_max)
+    return {"best": top["name"], "spearman": top["spearman"], "r2_log": top["r2_log"], "n": top["n"],
+            "best_t0": t0, "best_early": early, "needs": dict(NEEDS),
             "diagnostics": diags, "subsets": {"all": "every run (cells x seeds, options but doubled included)",
                                               "smooth": "runs of erf nets", "relu": "runs of ReLU nets"}}
+
+
+def results_from_stored(summary: dict, arrays: dict[str, np.ndarray]) -> list[dict]:
+    """Per-cell results rebuilt from a stored summary.json and curves.npz (enough for
+    :func:`derived_finals` and :func:`gap_prediction`): ``cell`` (the setting), ``width``, ``steps``,
+    ``learning_rate``, ``y_scale``, ``finals`` (the metrics' per-seed values, null -> NaN), ``curves``,
+    ``mode_coeffs`` and ``k0_lambda``."""
+    keys = list(summary["base_cell"])
+    out = []
+    for c in summary["cells"]:
+        p = f"cell{c['index']}/"
+        out.append({
+            "cell": {k: c[k] for k in keys}, "width": c["width"], "steps": np.asarray(summary["checkpoint_steps"]),
+            "learning_rate": c["learning_rate"], "y_scale": c["y_scale"],
+            "finals": {k: np.array([np.nan if v is None else v for v in m["per_seed"]], np.float64)
+                       for k, m in c["metrics"].items()},
+            "curves": {k[len(p + "curve/"):]: v for k, v in arrays.items() if k.startswith(p + "curve/")},
+            "mode_coeffs": {k[len(p + "coeff/"):]: v for k, v in arrays.items() if k.startswith(p + "coeff/")},
+            "k0_lambda": arrays[p + "k0_lambda"],
+        })
+    return out
+
+
+def refresh_gap_prediction(summary: dict, arrays: dict[str, np.ndarray]) -> dict:
+    """A stored summary with the diagnostics of :func:`derived_finals` (re)computed from its curves into
+    every cell's ``metrics`` and the ``gap_prediction`` block recomputed: brings a summary written
+    before a diagnostic existed up to date without re-running its cells. Returns a new dict."""
+    results, cells = [], []
+    for c, r in zip(summary["cells"], results_from_stored(summary, arrays), strict=True):
+        new = derived_finals(r)
+        results.append(r | {"finals": r["finals"] | new})
+        cells.append(c | {"metrics": c["metrics"] | {k: _stats(v) for k, v in new.items()}})
+    return summary | {"cells": cells, "gap_prediction": gap_prediction(results)}
 
 
 def _crossing(widths: np.ndarray, gap: np.ndarray, threshold: float, rate: float) -> dict[str, Any]:
@@ -294,6 +367,7 @@ def summarise(cfg: RegimesConfig, cells: list[Cell], results: list[dict], ctx: C
     from studylib import results as R
 
     results = [r | {"cell": setting_of(c.spec)} for c, r in zip(cells, results, strict=True)]
+    results = [r | {"finals": r["finals"] | derived_finals(r)} for r in results]
     widths = np.asarray(cfg.widths)
     base = cfg.base()
     with warnings.catch_warnings():

@@ -1,0 +1,169 @@
+"""One cell of the prediction study: every seed of one width, at initialisation only (JAX is imported
+inside the functions, so that importing this module stays cheap).
+
+Nothing is trained. Per seed: the analytic NTK fixes the learning rate (``lr_fraction`` x
+2 N k / lambda_max(Theta), :func:`studylib.kernels.critical_learning_rate`); the t = 0 expansion
+(K_0, T, D of :mod:`studylib.perturb`) is computed on the training inputs and ``predict_rows`` test
+inputs, by per-output features for fc / erf_fc nets on flat inputs (:func:`studylib.perturb.expansion_mlp`,
+O(N k) passes) and by autodiff for any other network (:func:`studylib.perturb.expansion`, O((N k)^2));
+the first-order recursion then gives delta f = f_net - f_lin at the checkpoints of the GD run
+(:func:`studylib.perturb.predict`), whose RMS over the evaluated test outputs relative to RMS(y_train)
+is the predicted gap (regimes' normalisation). The cost of one full-batch gradient of the loss (what
+each GD step of training would cost, one evaluation, no update) is measured beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from studylib.predict.config import PredictConfig, fast_route
+from studylib.runner import Cell, Context
+
+
+def prediction_rows(interp: np.ndarray, n_rows: int) -> np.ndarray:
+    """Indices of ``n_rows`` test inputs evenly spread over the interpolation range (boolean mask
+    ``interp`` over the test inputs; all of them when there are fewer). The same rule as study.regimes."""
+    idx = np.flatnonzero(interp)
+    if n_rows >= idx.size:
+        return idx
+    return idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_rows)).astype(np.int64))]
+
+
+def expansion_fn(cfg: PredictConfig, net, width: int, in_dim: int, k: int) -> tuple[Callable, str]:
+    """``expand(params, x_train, x_eval) -> Expansion`` of one seed, and the route's name: 'fc features'
+    (:func:`studylib.perturb.expansion_mlp`) or 'autodiff' (:func:`studylib.perturb.expansion`)."""
+    from studylib import perturb, sgd
+
+    if fast_route(cfg):
+        mlp = sgd.fast_mlp(cfg.model, width, in_dim=in_dim, out_dim=k)
+        return (lambda p, x, xe: perturb.expansion_mlp(mlp, sgd.dense_params(p), x, xe)), "fc features"
+    return (lambda p, x, xe: perturb.expansion(net.apply_fn, p, x, xe)), "autodiff"
+
+
+def timed_expansion(expand: Callable, params0, x_train, x_eval) -> tuple[Any, dict[str, float]]:
+    """The expansion of every seed (vmapped, one jit) and its seconds: compilation and run apart."""
+    import jax
+
+    t0 = time.perf_counter()
+    compiled = jax.jit(jax.vmap(expand, in_axes=(0, None, None))).lower(params0, x_train, x_eval).compile()
+    t1 = time.perf_counter()
+    exp = jax.block_until_ready(compiled(params0, x_train, x_eval))
+    return exp, {"compile": t1 - t0, "expansion": time.perf_counter() - t1}
+
+
+def gradient_seconds(apply_fn, params0, x_train, y_train, *, repeats: int = 5) -> float:
+    """Seconds of one full-batch gradient of 1/2 mean((f - y)^2) for all seeds (vmapped, compiled
+    first, fastest of ``repeats``: other jobs on the machine only slow it down): the cost of one GD
+    step of the training this study avoids (a lower bound: the update is not counted). The gradient
+    is evaluated, never applied."""
+    import jax
+    import jax.numpy as jnp
+
+    grad = jax.jit(jax.vmap(jax.grad(lambda p: 0.5 * jnp.mean((apply_fn(p, x_train) - y_train) ** 2))))
+    jax.block_until_ready(grad(params0))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(grad(params0))
+        times.append(time.perf_counter() - t0)
+    return float(np.min(times))
+
+
+def predicted_gaps(delta: np.ndarray, n_rows: int, y_scale: float, diverged: np.ndarray) -> dict[str, np.ndarray]:
+    """From delta f (S, T, P k) with the N k training rows first: the predicted gap RMS over the
+    evaluated test rows (the training rows when there are none) and over the training rows, relative
+    to ``y_scale``, (S, T) each; NaN for seeds whose linearization diverges (``diverged`` (S,))."""
+    from studylib import perturb
+
+    test = delta[..., n_rows:] if delta.shape[-1] > n_rows else delta[..., :n_rows]
+    out = {"gap_predicted": perturb.rms(test) / y_scale,
+           "gap_predicted_train": perturb.rms(delta[..., :n_rows]) / y_scale}
+    return {k: np.where(diverged[:, None], np.nan, v) for k, v in out.items()}
+
+
+def stalled_gaps(exp, y_train: np.ndarray, n_rows: int, *, lr: float, steps: int, y_scale: float) -> np.ndarray:
+    """(S,) the stalled-mode gap of every seed from theta_0 (:func:`studylib.modes.stalled_gap`: the
+    linearization's motion in the slow modes of K_0, which a ReLU net does not make; docs/regimes.md),
+    from the expansion's K_0 and f_0 on the N k training outputs."""
+    from studylib import modes
+
+    lam, v = modes.eig_modes(np.asarray(exp.k0, np.float64)[:, :n_rows, :])
+    r0 = np.asarray(exp.f0, np.float64)[:, :n_rows] - np.asarray(y_train, np.float64).reshape(-1)
+    return modes.stalled_gap(modes.project(r0, v), lam, learning_rate=lr, steps=steps, y_scale=y_scale)
+
+
+def run_cell(cfg: PredictConfig, cell: Cell, ctx: Context, progress: Callable[[float], Any]) -> dict[str, Any]:
+    """Predict the gap of every seed at one width from its initialisation; per-seed arrays (S, ...)."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import kernels, models, perturb, runner, training
+
+    width = int(cell.spec["width"])
+    data = ctx.dataset
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    k = int(data.y_train.shape[1])
+    n_rows = data.x_train.shape[0] * k  # flat training outputs, row n k + i
+    net = models.build(cfg.model, width, out_dim=k)
+    x_train = jnp.asarray(data.x_train, dtype)
+    y_train = jnp.asarray(data.y_train, dtype)
+    rows = prediction_rows(np.asarray(data.regions["interp"], bool), cfg.predict_rows)
+    x_eval = jnp.asarray(data.x_test[rows], dtype)
+    params0 = training.init_params(net.init_fn, runner.seed_list(cfg), x_train.shape, dtype=cfg.dtype)
+    n_params = int(sum(a[0].size for a in jax.tree_util.tree_leaves(params0)))
+
+    theta = np.asarray(kernels.analytic(net.kernel_fn, data.x_train, None), np.float64)  # as study.regimes
+    lr_critical_inf = float(kernels.critical_learning_rate(theta, outputs=k))
+    lr = cfg.lr_fraction * lr_critical_inf
+    steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
+    progress(0.05)
+
+    expand, route = expansion_fn(cfg, net, width, int(np.prod(x_train.shape[1:])), k)
+    exp, seconds = timed_expansion(expand, params0, x_train, x_eval)
+    progress(0.7)
+    t0 = time.perf_counter()
+    delta, f_lin = perturb.predict(exp, data.y_train, learning_rate=lr, checkpoints=steps)  # (S, T, P k)
+    seconds["recursion"] = time.perf_counter() - t0
+    progress(0.9)
+    seconds["gradient"] = gradient_seconds(net.apply_fn, params0, x_train, y_train)
+
+    k0_train = np.asarray(exp.k0, np.float64)[:, :n_rows, :]
+    lam = np.linalg.eigvalsh(0.5 * (k0_train + np.swapaxes(k0_train, -1, -2)))
+    lr_critical_emp = kernels.critical_rate(lam[:, -1], n_rows)  # (S,): 2 N k / lambda_max(K_0)
+    diverged = lr > lr_critical_emp  # the linearization itself diverges: no first-order statement
+    y_scale = float(np.sqrt(np.mean(np.square(data.y_train))))
+    curves = predicted_gaps(delta, n_rows, y_scale, diverged)
+    stalled = stalled_gaps(exp, data.y_train, n_rows, lr=lr, steps=int(steps[-1]), y_scale=y_scale)
+    return {
+        "width": width, "steps": steps, "learning_rate": lr, "lr_critical_inf": lr_critical_inf,
+        "lr_critical_emp": lr_critical_emp, "diverged_lin": diverged, "outputs": k, "n_params": n_params,
+        "route": route, "y_scale": y_scale, "predict_rows": rows, "curves": curves,
+        "finals": {name: c[:, -1] for name, c in curves.items()} | {"gap_stalled": stalled},
+        "delta_final": delta[:, -1], "f_lin_final": f_lin[:, -1],
+        "seconds_compile": seconds["compile"], "seconds_expansion": seconds["expansion"],
+        "seconds_recursion": seconds["recursion"], "seconds_gradient": seconds["gradient"],
+    }
+
+
+def prepare(cfg: PredictConfig, dataset, log) -> dict:
+    """Nothing is shared between widths (each builds and compiles its own expansion)."""
+    return {}
+
+
+def notes(cfg: PredictConfig, cell: Cell, res: dict) -> list[str]:
+    """A note per width whose linearization diverges on some seed (lr above 2Nk/lambda_max(K_0): those
+    seeds are NaN) or whose predicted gap is of order one (the first-order term cannot describe it)."""
+    out = []
+    w = cell.spec["width"]
+    if np.any(res["diverged_lin"]):
+        out.append(f"note: width {w}: seeds {np.flatnonzero(res['diverged_lin']).tolist()} have lr above their "
+                   "own critical rate 2Nk/lambda_max(K_0): their linearization diverges; prediction NaN")
+    gap = res["finals"]["gap_predicted"]
+    if np.any(np.isfinite(gap) & (gap >= 1.0)):
+        out.append(f"note: width {w}: predicted gap >= 1 on seeds {np.flatnonzero(gap >= 1.0).tolist()}: "
+                   "outside the first-order regime (the prediction is not valid there)")
+    return out
