@@ -192,7 +192,9 @@ def extrapolate_crossing(widths, per_seed, threshold: float, *, n_boot: int = 20
     percentiles of n* over :func:`bootstrap_slope`'s draws -- seeds resampled with replacement at every
     width; a draw whose fit does not fall counts as n* = inf, shown as None), ``slope`` and
     ``intercept`` (b, a), ``fit_widths``, ``below_at_narrowest`` (every draw applies the same rule) and
-    ``beyond_widest`` (n* over the widest width: an extrapolation, not an interpolation). The interval
+    ``beyond_widest`` (n* over the widest width: an extrapolation, not an interpolation) and ``rising``
+    (b >= 0: below the threshold at the narrowest width but growing with width, so "wide enough" holds
+    only over the fitted widths, not from there on). The interval
     reflects seed-to-seed spread only, not the assumption that the power law holds beyond the fitted
     widths."""
     widths = np.asarray(widths, np.float64)
@@ -218,5 +220,6 @@ def extrapolate_crossing(widths, per_seed, threshold: float, *, n_boot: int = 20
     lo, hi = (np.percentile(draws, [2.5, 97.5], method="nearest") if draws.size else (np.inf, np.inf))
     finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731
     out |= {"slope": slope, "intercept": intercept, "width": finite(width), "ci95": [finite(lo), finite(hi)],
-            "below_at_narrowest": below, "beyond_widest": bool(np.isfinite(width) and width > widths[ok][-1])}
+            "below_at_narrowest": below, "beyond_widest": bool(np.isfinite(width) and width > widths[ok][-1]),
+            "rising": bool(slope >= 0)}
     return out

@@ -101,7 +101,8 @@ def _net_k(k=3, width=6):
     return net, x, params
 
 
-@pytest.mark.parametrize("implementation", kernels.NTK_IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", [pytest.param(i, marks=pytest.mark.slow) if i == 1 else i  # 1: -m slow
+                                            for i in kernels.NTK_IMPLEMENTATIONS])
 def test_full_kernel_with_k_outputs_equals_jacobian_product(implementation):
     """NT's trace_axes=() kernel, flattened to (N k, N k) with row n k + i, against J J^T of f
     flattened row-major; the traced kernel is the sum of its diagonal output blocks."""

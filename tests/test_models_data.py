@@ -21,7 +21,8 @@ X = np.linspace(-2.0, 2.0, 6)[:, None]
 X_IMG = np.random.default_rng(0).standard_normal((6, 4, 4, 1))
 
 
-@pytest.mark.parametrize("arch", sorted(models.ARCHITECTURES))
+@pytest.mark.parametrize("arch", [pytest.param(a, marks=pytest.mark.slow) if a == "cnn" else a  # cnn ~12 s: -m slow
+                                  for a in sorted(models.ARCHITECTURES)])
 def test_registered_architectures_give_consistent_triples(arch):
     x = X_IMG if models.input_layout(ModelConfig(arch=arch)) == "image" else X
     depth, width = (2, 128) if arch == "cnn" else (3, 512)  # a conv layer of width n has 9 n^2 weights

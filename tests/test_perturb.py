@@ -156,6 +156,7 @@ def _explicit_flat(apply_fn, p0, x, x_eval, n_rows):
     return np.asarray(g(flat)), jac @ v.T, t2, dk
 
 
+@pytest.mark.slow  # ~20 s; CI runs it with -m slow (k outputs also: the recursion test below, k = 1: above)
 def test_k_output_expansion_equals_explicit_hessian():
     """Both routes with k = 3 outputs equal the flat explicit tensors (1e-11 of their scale); the fast
     route's kernel is also NT's full empirical NTK made flat."""

@@ -174,6 +174,7 @@ def test_the_wing_calls_no_trainer():
         assert not used & names, (f.name, used & names)
 
 
+@pytest.mark.slow  # ~12 s; CI runs it with -m slow (k outputs: tests/test_perturb.py)
 def test_k10_digits_runs_and_says_so(tmp_path):
     """scikit-learn's digits with k = 10 outputs (10 training images: N k = 100 flat rows), two widths."""
     from studylib import predict, runner

@@ -301,7 +301,8 @@ def fast_network_records(cfg: CompareConfig, width: int, p0, x_train, y_train, x
 def fast_init(mlp, dense0, x_train, x_test, *, expand: bool) -> dict[str, Any]:
     """Everything compare needs at theta_0 of an FC net with one output, from per-sample features in one
     compiled pass, seeds vmapped: the per-layer pieces of the empirical NTK on the training inputs
-    ('kw', 'kb': (S, L, N, N), :func:`studylib.sgd.ntk_parts`), the test-train kernel 'k_tx' (S, M, N), and
+    ('kw', 'kb': (S, L, N, N), :func:`studylib.sgd.ntk_parts`), the test-train kernel 'k_tx' (S, M, N), the
+    outputs 'f0_train' (S, N, 1) and 'f0_test' (S, M, 1), and
     with ``expand`` the first-order expansion 'expansion' (:func:`studylib.perturb.expansion_mlp`, rows =
     training then test inputs)."""
     import jax
@@ -310,7 +311,8 @@ def fast_init(mlp, dense0, x_train, x_test, *, expand: bool) -> dict[str, Any]:
 
     def one(d):
         kw, kb = sgd.ntk_parts(mlp, d, x_train)
-        out = {"kw": kw, "kb": kb, "k_tx": sgd.ntk(mlp, d, x_test, x_train)}
+        out = {"kw": kw, "kb": kb, "k_tx": sgd.ntk(mlp, d, x_test, x_train),
+               "f0_train": sgd.forward(mlp, d, x_train)[0], "f0_test": sgd.forward(mlp, d, x_test)[0]}
         if expand:
             out["expansion"] = perturb.expansion_mlp(mlp, d, x_train, x_test)
         return out
@@ -461,7 +463,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     net = models.build(cfg.model, width, out_dim=k)
     p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype), len(seeds))
     one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
-    paths = models.weight_paths(one(p0, 0))
+    paths = models.weight_paths(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), p0))
     n_params = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(p0))
 
     theta_train, theta_test = analytic or analytic_kernels(net.kernel_fn, x_train, x_test)
@@ -487,8 +489,11 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2Nk/lambda_max(K_0) of "
             f"seed(s) {above}: their linearized model diverges (GD with a constant kernel above 2Nk/lambda_max)")
 
-    f0_train = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
-    f0_test = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
+    if init is not None:
+        f0_train, f0_test = (np.asarray(init[key], np.float64) for key in ("f0_train", "f0_test"))
+    else:
+        f0_train = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
+        f0_test = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
     y64 = np.asarray(data.y_train, np.float64)
 
     coeffs = closed_coefficients({"inf": (theta_train, np.linalg.eigh(theta_train)),

@@ -47,6 +47,8 @@ def crossover_line(summary: dict, which: str = "first-order") -> str:
     thr = fmt(x["threshold"])
     if x["below_at_narrowest"]:
         where = f"below {thr} already at the narrowest width: wide enough at n ≤ {fmt(x['width'])}"
+        if x.get("rising"):
+            where = f"below {thr} at the narrowest width but rising with width: wide enough only over the fitted widths"
     elif x["width"] is None:
         where = f"the fit does not fall: no width reaches {thr}"
     else:

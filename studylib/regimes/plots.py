@@ -551,7 +551,10 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
             g = np.array([np.nan if v is None else v for v in r["gap_median"]], np.float64)
             p = np.array([np.nan if v is None else v for v in r["gap_predicted_median"]], np.float64)
             ax.plot(w, g, "o-", color=col, label=f"depth {r['depth']}: measured")
-            ax.plot(w, p, "s--", color=col, mfc="none", label=f"depth {r['depth']}: predicted")
+            ax.plot(w, p, "s--", color=col, mfc="none", label=f"depth {r['depth']}: predicted (1st order)")
+            if r.get("gap_stalled_median") is not None:
+                st = np.array([np.nan if v is None else v for v in r["gap_stalled_median"]], np.float64)
+                ax.plot(w, st, "^:", color=col, mfc="none", label=f"depth {r['depth']}: stalled-mode gap (θ₀)")
             m, pr = r["measured"], r["predicted"]
             if m["width"] is not None:
                 ax.plot([m["width"]], [thr], marker="*", ms=13, color=col, mec="k", mew=0.5)
@@ -560,9 +563,15 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
             if pr["width"] is None:
                 pred_txt = "never (predicted gap not falling)"
             elif pr.get("below_at_narrowest"):
-                pred_txt = f"≤ {pr['width']:.0f} (below from the narrowest width)"
+                pred_txt = f"≤ {pr['width']:.0f} (below from the narrowest width" + (
+                    ", but rising)" if pr.get("rising") else ")")
             else:
                 pred_txt = f"{pr['width']:.3g}"
+            ps = r.get("predicted_stalled")
+            if ps:
+                pred_txt += "; stalled-mode gap: " + ("never (not falling)" if ps["width"] is None else
+                                                     f"≤ {ps['width']:.0f}, rising" if ps.get("rising") else
+                                                     f"{ps['width']:.3g}")
             lines.append(f"depth {r['depth']}: measured "
                          + (f"{m['width']:.0f}" if m["width"] is not None else f"> {r['widest']:.0f}")
                          + ", predicted " + pred_txt
@@ -573,7 +582,7 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
         _log(ax, "y")
         ax.set_xlabel("hidden width n")
         ax.set_ylabel(GAP_LABEL, fontsize=7)
-        ax.set_title(f"{act}: gap and first-order prediction (seed medians)", fontsize=9)
+        ax.set_title(f"{act}: gap and its predictions from θ₀ (seed medians)", fontsize=9)
         ax.text(0.0, -0.16, "\n".join(lines), transform=ax.transAxes, fontsize=7, va="top")
         style.legend_outside(ax, fontsize=7)
     fig.suptitle(f"Crossover width: ★ measured (gap < {thr:g} from there on), ✚ predicted (fit of the prediction "

@@ -70,7 +70,7 @@ def _predicted_width(p: dict) -> str:
     if p["width"] is None:
         return "never (not falling)"
     if p.get("below_at_narrowest"):
-        return f"<= {p['width']:.0f}"
+        return f"<= {p['width']:.0f}" + (" (below at the fitted widths, but rising)" if p.get("rising") else "")
     return f"{p['width']:.3g}"
 
 
@@ -86,7 +86,12 @@ def _crossover_lines(summary: dict) -> list[str]:
             "" if m["falling"] is None else (" (falling)" if m["falling"] else " (not falling)"))
         pred = _predicted_width(p)
         slope = "" if p["slope"] is None else f" (predicted gap ~ n^{p['slope']:.2f})"
-        lines.append(f"  {r['activation']:<5} depth {r['depth']}: measured {meas}, predicted {pred}{slope}")
+        stalled = ""
+        if r.get("predicted_stalled"):
+            ps = r["predicted_stalled"]
+            stalled = f"; stalled-mode gap (theta_0): {_predicted_width(ps)}" + (
+                "" if ps["slope"] is None else f" (~ n^{ps['slope']:.2f})")
+        lines.append(f"  {r['activation']:<5} depth {r['depth']}: measured {meas}, predicted {pred}{slope}{stalled}")
     t = summary.get("timing")
     if t:
         lines.append(f"prediction cost: {t['predict_seconds']:.1f} s against {t['train_seconds']:.1f} s of training "
@@ -174,9 +179,10 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
             rows.append([r["activation"], str(r["depth"]),
                          f"> {r['widest']:.0f}" if m["width"] is None else fmt(m["width"], 3),
                          fmt(m["slope_after"], 2), _predicted_width(p),
-                         fmt(p["slope"], 2)])
+                         fmt(p["slope"], 2),
+                         _predicted_width(r["predicted_stalled"]) if r.get("predicted_stalled") else "–"])
         parts += [f"\n### Crossover width: gap below {cross['threshold']:g}, measured and predicted\n",
-                  table(["activation", "depth", "measured width", "slope after", "predicted width",
-                         "predicted slope (narrow fit)"], rows)]
+                  table(["activation", "depth", "measured width", "slope after", "predicted width (first order)",
+                         "predicted slope (narrow fit)", "predicted width (stalled-mode gap, ReLU)"], rows)]
     parts += ["", figure_links(figs, report_dir)]
     return "\n".join(parts)

@@ -250,8 +250,8 @@ def extrapolated_width(widths: np.ndarray, gap: np.ndarray, threshold: float, n_
     width = float(np.exp((np.log(threshold) - a) / b)) if b < 0 else None
     below = bool(g[0] < threshold)
     if below:  # already below at the narrowest width: the prediction calls every width wide enough
-        width = float(w[0])
-    return {"width": width, "slope": float(b), "fit_widths": w, "below_at_narrowest": below}
+        width = float(w[0])  # ... over the fitted widths only, when the fit rises (``rising``)
+    return {"width": width, "slope": float(b), "fit_widths": w, "below_at_narrowest": below, "rising": bool(b >= 0)}
 
 
 #: Lee et al. 2019 Thm 2.1: sup_t ||f_t - f_t^lin|| = O(n^-1/2).
@@ -262,7 +262,8 @@ def crossover(cfg: RegimesConfig, results: list[dict], base: dict) -> list[dict[
     """Per (activation, depth) at the base setting otherwise: seed-median measured and predicted gaps over
     width, the measured crossover (:func:`_crossing`: below ``gap_threshold`` from that width on, and
     falling) or the widest width reached, and the width the prediction's own fit over the narrowest
-    ``crossover_fit_widths`` widths gives (:func:`extrapolated_width`)."""
+    ``crossover_fit_widths`` widths gives (:func:`extrapolated_width`); for ReLU nets also the stalled-mode
+    gap (:func:`studylib.modes.stalled_gap`) and the width its fit gives ('predicted_stalled')."""
     rows = []
     for act in cfg.activations:
         for depth in cfg.depths:
@@ -276,9 +277,16 @@ def crossover(cfg: RegimesConfig, results: list[dict], base: dict) -> list[dict[
                              for _, r in hits])
             measured = _crossing(widths, gap, cfg.gap_threshold, PUBLISHED_GAP_RATE)
             predicted = extrapolated_width(widths, pred, cfg.gap_threshold, cfg.crossover_fit_widths)
-            rows.append({"activation": act, "depth": depth, "widths": widths, "gap_median": gap,
-                         "gap_predicted_median": pred, "measured": measured, "predicted": predicted,
-                         "widest": float(widths[-1])})
+            row = {"activation": act, "depth": depth, "widths": widths, "gap_median": gap,
+                   "gap_predicted_median": pred, "measured": measured, "predicted": predicted,
+                   "widest": float(widths[-1])}
+            if act in GATED_ACTIVATIONS:  # the stalled-mode gap from theta_0 tracks the ReLU gap (gap_prediction)
+                stalled = np.array([np.nan if _median(r, "gap_stalled") is None else _median(r, "gap_stalled")
+                                    for _, r in hits])
+                row |= {"gap_stalled_median": stalled,
+                        "predicted_stalled": extrapolated_width(widths, stalled, cfg.gap_threshold,
+                                                                cfg.crossover_fit_widths)}
+            rows.append(row)
     return rows
 
 
