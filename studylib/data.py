@@ -668,3 +668,17 @@ def load_for(data_cfg: DataConfig, model_cfg: Any = None) -> Dataset:
     if model_cfg is not None:
         check_pair(data_cfg, model_cfg)
     return arrange(load(data_cfg), _layout_of(data_cfg, model_cfg))
+
+
+def prediction_rows(interp: np.ndarray, n_rows: int) -> np.ndarray:
+    """Indices of ``n_rows`` test inputs evenly spread over the interpolation range (boolean mask
+    ``interp``), where the first-order gap prediction is evaluated (all of them when there are fewer; used by
+    study.regimes and study.predict)."""
+    import numpy as np
+
+    idx = np.flatnonzero(interp)
+    if n_rows <= 0:
+        return idx[:0]
+    if n_rows >= idx.size:
+        return idx
+    return idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_rows)).astype(np.int64))]

@@ -389,3 +389,15 @@ def test_cnn_in_float32_with_64_bit_mode_on():
     np.testing.assert_allclose(np.asarray(f32), f64, atol=1e2 * np.finfo(np.float32).eps * np.abs(f64).max())
     k = kernels.empirical_ntk_fn(net.apply_fn, implementation=2, trace_outputs=False)(x.astype(np.float32), None, p32)
     assert k.dtype == np.float32 and k.shape == (3, 3, 4, 4)
+
+
+def test_prediction_rows_spread_over_the_interpolation_range():
+    """data.prediction_rows: n indices of the masked test inputs, evenly spread, first and last included;
+    all of them when fewer are masked; none for n <= 0."""
+    from studylib import data as D
+
+    mask = np.zeros(21, bool)
+    mask[5:16] = True  # 11 inputs inside
+    np.testing.assert_array_equal(D.prediction_rows(mask, 3), [5, 10, 15])
+    np.testing.assert_array_equal(D.prediction_rows(mask, 50), np.arange(5, 16))
+    assert D.prediction_rows(mask, 0).size == 0

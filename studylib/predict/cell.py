@@ -20,17 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from studylib import data as D
 from studylib.predict.config import PredictConfig, fast_route
 from studylib.runner import Cell, Context
-
-
-def prediction_rows(interp: np.ndarray, n_rows: int) -> np.ndarray:
-    """Indices of ``n_rows`` test inputs evenly spread over the interpolation range (boolean mask
-    ``interp`` over the test inputs; all of them when there are fewer). The same rule as study.regimes."""
-    idx = np.flatnonzero(interp)
-    if n_rows >= idx.size:
-        return idx
-    return idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_rows)).astype(np.int64))]
 
 
 def expansion_fn(cfg: PredictConfig, net, width: int, in_dim: int, k: int) -> tuple[Callable, str]:
@@ -111,7 +103,7 @@ def run_cell(cfg: PredictConfig, cell: Cell, ctx: Context, progress: Callable[[f
     net = models.build(cfg.model, width, out_dim=k)
     x_train = jnp.asarray(data.x_train, dtype)
     y_train = jnp.asarray(data.y_train, dtype)
-    rows = prediction_rows(np.asarray(data.regions["interp"], bool), cfg.predict_rows)
+    rows = D.prediction_rows(np.asarray(data.regions["interp"], bool), cfg.predict_rows)
     x_eval = jnp.asarray(data.x_test[rows], dtype)
     params0 = training.init_params(net.init_fn, runner.seed_list(cfg), x_train.shape, dtype=cfg.dtype)
     n_params = int(sum(a[0].size for a in jax.tree_util.tree_leaves(params0)))

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from studylib import data as D
 from studylib import modes as MO
 from studylib.models import ModelConfig
 from studylib.regimes.config import RegimesConfig, compile_key, is_1d, setting_label, setting_of, setup_seconds
@@ -279,17 +280,6 @@ def kernel_curves(k_t, k_finite, k0) -> dict[str, np.ndarray]:
         }
 
 
-def prediction_rows(interp: np.ndarray, n_rows: int) -> np.ndarray:
-    """Indices of ``n_rows`` test inputs evenly spread over the interpolation range (boolean mask
-    ``interp``), where the prediction is evaluated (all of them when there are fewer)."""
-    idx = np.flatnonzero(interp)
-    if n_rows <= 0:
-        return idx[:0]
-    if n_rows >= idx.size:
-        return idx
-    return idx[np.unique(np.round(np.linspace(0, idx.size - 1, n_rows)).astype(np.int64))]
-
-
 def predicted_gap(comp: Compiled, params0, aux, x_train, x_eval, y_train, *, lr: float, steps, y_scale: float
                   ) -> dict[str, np.ndarray]:
     """The first-order prediction (:mod:`studylib.perturb`) of every seed from theta_0: delta f at the
@@ -409,7 +399,7 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     rec = train_and_record(comp, params0, aux, x_train, y_train, x_test, lr, steps,
                            lambda t: progress(setup + (1.0 - setup) * t / cfg.steps))
     t_trained = time.perf_counter()
-    rows = prediction_rows(data.regions["interp"], cfg.predict_rows)
+    rows = D.prediction_rows(data.regions["interp"], cfg.predict_rows)
     pred = predicted_gap(comp, params0, aux, x_train, x_test[rows], y_train, lr=lr, steps=steps,
                          y_scale=float(np.sqrt(np.mean(y64**2))))
     seconds = {"train": t_trained - t_start, "predict": time.perf_counter() - t_trained}

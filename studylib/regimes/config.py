@@ -199,7 +199,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {"widths": (32, 64, 128, 256, 512, 1024, 2048, 4096), "seeds": 8, "steps": 5000,
              "n_checkpoints": 40, "sweep": "product", "lr_fractions": (0.1, 0.25, 0.5, 0.75, 0.9),
              "x_ranges": (0.5, 1.0, 2.5, 5.0, 10.0)},
-    # The crossover width (docs/crossover.md): the base setting as wide as this CPU allows in about an hour,
+    # The crossover width (docs/crossover.md): the base setting as wide as this CPU allows in about 42 min here,
     # ReLU and erf, depths 2 and 3 (to 16384) and 5 (to 4096), 2 seeds, the hand-written trainer; the
     # predicted crossover is fitted over the 4 narrowest widths.
     "crossover": {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384), "seeds": 2, "steps": 300,
