@@ -525,3 +525,11 @@ def test_tiny_map_on_digits_with_k_outputs(tmp_path):
         lam_max = np.max(arrays[f"cell{c['index']}/theta_lambda"])
         assert c["lr_critical_inf"] == pytest.approx(2 * 120 / lam_max, rel=1e-9)
         assert c["learning_rate"] == pytest.approx(0.05 * c["lr_critical_inf"], rel=1e-12)
+
+
+def test_widest_measured_width_per_depth_respects_max_width():
+    """A depth capped by --max-width reports its own widest measured width, not the sweep's."""
+    from studylib.regimes import summary as RSum
+
+    rows = {"values": [2, 5], "gap_median": [[0.3, 0.2, 0.1], [0.4, 0.3, None]]}
+    assert RSum.widest_measured(np.array([64.0, 128.0, 256.0]), rows) == {"2": 256.0, "5": 128.0}

@@ -361,7 +361,9 @@ def fig_wide_enough(summary, fig_dir) -> list[Path]:
             ax.plot([we], [thr], marker="*", ms=13, color=col, mec="k", mew=0.5)
     ax.axhline(thr, color="k", ls="--", lw=1, label=f"threshold {thr:g}")
     _width_axis(ax, widths)
-    txt = "\n".join(f"depth {d}: " + (f"n ≈ {w:.0f}" if w is not None else f"> {int(widths[-1])}")
+    widest = summary["wide_enough"].get("widest_by_depth", {})
+    txt = "\n".join(f"depth {d}: " + (f"n ≈ {w:.0f}" if w is not None else
+                                      f"> {int(widest.get(str(d)) or widths[-1])}")
                     for d, w in summary["wide_enough"]["width_by_depth"].items())
     ax.text(1.02, 0.02, "wide enough (gap < threshold\nat this and every wider width):\n" + txt,
             transform=ax.transAxes, fontsize=8, va="bottom")
@@ -567,6 +569,8 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
                     ", but rising)" if pr.get("rising") else ")")
             else:
                 pred_txt = f"{pr['width']:.3g}"
+            if pr["slope"] is not None:
+                pred_txt += f" (fit slope {pr['slope']:.2f})"
             ps = r.get("predicted_stalled")
             if ps:
                 pred_txt += "; stalled-mode gap: " + ("never (not falling)" if ps["width"] is None else
@@ -574,8 +578,7 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
                                                      f"{ps['width']:.3g}")
             lines.append(f"depth {r['depth']}: measured "
                          + (f"{m['width']:.0f}" if m["width"] is not None else f"> {r['widest']:.0f}")
-                         + ", predicted " + pred_txt
-                         + (f" (fit slope {pr['slope']:.2f})" if pr["slope"] is not None else ""))
+                         + ", predicted " + pred_txt)
         ax.axhline(thr, color="k", ls=":", lw=1)
         _width_axis(ax, all_w)
         ax.set_xlim(lo_w, hi_w)

@@ -74,6 +74,12 @@ def _predicted_width(p: dict) -> str:
     return f"{p['width']:.3g}"
 
 
+def _widest(we: dict, depth: str, widths) -> str:
+    """The widest width measured at this depth (``--max-width`` caps some depths; older summaries: the sweep's)."""
+    w = we.get("widest_by_depth", {}).get(str(depth))
+    return f"{w:.0f}" if w is not None else str(widths[-1])
+
+
 def _crossover_lines(summary: dict) -> list[str]:
     cross = summary.get("crossover")
     if not cross or not cross["rows"]:
@@ -105,7 +111,8 @@ def format_table(summary: dict) -> str:
     lines = _gap_rows(summary) + _correlation_lines(summary) + _prediction_lines(summary) + _crossover_lines(summary)
     we = summary["wide_enough"]
     lines.append(f"\nwide enough (gap < {we['threshold']}): " + ", ".join(
-        f"depth {d}: {'> ' + str(widths[-1]) if w is None else f'{w:.0f}'}" for d, w in we["width_by_depth"].items()))
+        f"depth {d}: {'> ' + _widest(we, d, widths) if w is None else f'{w:.0f}'}"
+        for d, w in we["width_by_depth"].items()))
     lines.append("\nmodes at the base cell (mode 0 fastest): departure step of the network from the K_0 prediction "
                  "(seed median; nan = not within the run)")
     for m in summary["modes_base"]:
@@ -141,7 +148,8 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
               table(["ratio", "runs", "log-log slope", "Pearson (log)", "Spearman"], rows)]
     we = summary["wide_enough"]
     parts += [f"\n### Width from which the gap stays below {we['threshold']}, per depth\n",
-              table(["depth", "width"], [[d, "not reached" if w is None else fmt(w, 3)]
+              table(["depth", "width"], [[d, f"not reached by {_widest(we, d, summary['widths'])}" if w is None
+                                         else fmt(w, 3)]
                                         for d, w in we["width_by_depth"].items()])]
     rows = [[name] + [fmt(g, 3) for g in opt["gap_median"]] for name, opt in summary["options"].items()]
     parts += ["\n### Options meant to bring a network closer to the limit (gap at the base cell)\n",

@@ -258,6 +258,15 @@ def extrapolated_width(widths: np.ndarray, gap: np.ndarray, threshold: float, n_
 PUBLISHED_GAP_RATE = -0.5
 
 
+def widest_measured(widths: np.ndarray, depth_rows: dict) -> dict[str, float | None]:
+    """Per depth of the depth axis, the widest width with a measured gap (``--max-width`` caps some)."""
+    out = {}
+    for j, d in enumerate(depth_rows["values"]):
+        g = np.array([np.nan if v is None else v for v in depth_rows["gap_median"][j]], np.float64)
+        out[str(d)] = float(widths[np.isfinite(g)][-1]) if np.isfinite(g).any() else None
+    return out
+
+
 def crossover(cfg: RegimesConfig, results: list[dict], base: dict) -> list[dict[str, Any]]:
     """Per (activation, depth) at the base setting otherwise: seed-median measured and predicted gaps over
     width, the measured crossover (:func:`_crossing`: below ``gap_threshold`` from that width on, and
@@ -399,7 +408,8 @@ def summarise(cfg: RegimesConfig, cells: list[Cell], results: list[dict], ctx: C
         "cells": entries,
         "heatmaps": heat,
         **correlations(results),
-        "wide_enough": {"threshold": cfg.gap_threshold, "width_by_depth": wide},
+        "wide_enough": {"threshold": cfg.gap_threshold, "width_by_depth": wide,
+                        "widest_by_depth": widest_measured(widths, heat["depth"])},
         "options": opts,
         "modes_base": mode_summary,
         "gap_prediction": gap_prediction(results),
