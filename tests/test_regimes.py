@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from studylib import cli, regimes, runner
+from studylib import cli, modes, regimes, runner
 from studylib.config import ConfigError
 from studylib.models import ModelConfig
 from studylib.regimes import summary as RS
@@ -258,14 +258,14 @@ def test_stalled_gap_equals_step_by_step_linearization():
     y_scale = float(np.sqrt(np.mean(y**2)))
     # slow: a * 0.05 * 200 < 1, i.e. a < 0.1: modes 2..5
     want = np.sqrt(np.sum((c_t[2:] - c0[2:]) ** 2) / n) / y_scale
-    got = RS.stalled_gap(c0[None], lam[None], learning_rate=lr, steps=steps, y_scale=y_scale)
+    got = modes.stalled_gap(c0[None], lam[None], learning_rate=lr, steps=steps, y_scale=y_scale)
     # 200 float64 GD steps against the closed form (1 - a)^T: rounding ~ steps * eps of the coefficients
     np.testing.assert_allclose(got, [want], rtol=1e-10)
     # fast_fraction 1: slow means a * T < 1, i.e. lam < 1.5: modes 3..5 only
-    got = RS.stalled_gap(c0[None], lam[None], learning_rate=lr, steps=steps, y_scale=y_scale, fast_fraction=1.0)
+    got = modes.stalled_gap(c0[None], lam[None], learning_rate=lr, steps=steps, y_scale=y_scale, fast_fraction=1.0)
     np.testing.assert_allclose(got, [np.sqrt(np.sum((c_t[3:] - c0[3:]) ** 2) / n) / y_scale], rtol=1e-10)
     # a = lr lam_0 / n > 2: the linearization diverges -> NaN
-    assert np.isnan(RS.stalled_gap(c0[None], lam[None], learning_rate=0.05, steps=steps, y_scale=y_scale)[0])
+    assert np.isnan(modes.stalled_gap(c0[None], lam[None], learning_rate=0.05, steps=steps, y_scale=y_scale)[0])
 
 
 def test_derived_finals_from_hand_made_curves():
@@ -409,7 +409,7 @@ def test_stored_summary_refresh_reproduces_the_gap_prediction(tiny_run):
         i = c["index"]
         lin = a[f"cell{i}/coeff/lin_emp"]  # (S, T, N), float64 function-space GD of the linearization
         rate = c["learning_rate"] * a[f"cell{i}/k0_lambda"] / lin.shape[-1]
-        slow = rate * RS.FAST_FRACTION * steps[-1] < 1
+        slow = rate * modes.FAST_FRACTION * steps[-1] < 1
         want = np.sqrt(np.mean(np.where(slow, lin[:, -1] - lin[:, 0], 0.0) ** 2, axis=-1)) / c["y_scale"]
         want[np.asarray(c["diverged_lin"])] = np.nan  # lr > 2N/lambda_max(K_0): NaN, as the gap
         got = np.array([np.nan if v is None else v for v in c["metrics"]["gap_stalled"]["per_seed"]])

@@ -266,11 +266,11 @@ def fast_measure(points: int) -> Callable:
         from studylib import sgd
 
         def measure(net, dense, dense0, x, x_test):
-            f_train = sgd.forward(net, dense, x)[0]
+            f_train, cache = sgd.forward(net, dense, x)
             sq = [(jnp.sum((w - w0) ** 2), jnp.sum((b - b0) ** 2))
                   for (w, b), (w0, b0) in zip(dense, dense0, strict=True)]
+            ck = tuple([a[:points] for a in part] for part in cache)  # the first `points` inputs' pass
             xk = x[:points]
-            _, ck = sgd.forward(net, dense, xk)
             eye = jnp.eye(net.sizes[-1], dtype=x.dtype)
             k_traced = 0.0
             for a in range(net.sizes[-1]):
@@ -310,9 +310,9 @@ def fast_init(mlp, dense0, x_train, x_test, *, expand: bool) -> dict[str, Any]:
     from studylib import perturb, sgd
 
     def one(d):
-        kw, kb = sgd.ntk_parts(mlp, d, x_train)
+        kw, kb, f0_train = sgd.ntk_parts(mlp, d, x_train, with_f=True)
         out = {"kw": kw, "kb": kb, "k_tx": sgd.ntk(mlp, d, x_test, x_train),
-               "f0_train": sgd.forward(mlp, d, x_train)[0], "f0_test": sgd.forward(mlp, d, x_test)[0]}
+               "f0_train": f0_train, "f0_test": sgd.forward(mlp, d, x_test)[0]}
         if expand:
             out["expansion"] = perturb.expansion_mlp(mlp, d, x_train, x_test)
         return out

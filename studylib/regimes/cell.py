@@ -150,8 +150,6 @@ def prepare(cfg: RegimesConfig, dataset, log) -> dict:
 
 def compiled_for(cfg: RegimesConfig, spec: dict[str, Any], cache: dict) -> tuple[Compiled, bool]:
     """The cell's jitted functions from ``cache`` (built when missing) and whether they were built."""
-    from studylib import data as D
-
     key = compile_key(spec)
     fresh = key not in cache
     if fresh:
@@ -167,8 +165,6 @@ def cell_data(cfg: RegimesConfig, x_range: float):
     """The dataset of a setting, arranged for the model (:func:`studylib.data.load_for`): for 1-D grids
     the base data with inputs on [-x_range, x_range] and the test grid on twice that range; other
     data as configured (their x_ranges axis holds only the base value, :class:`RegimesConfig`)."""
-    from studylib import data as D
-
     if not is_1d(cfg.data):
         return D.load_for(cfg.data, cfg.model)
     return D.load_for(dataclasses.replace(cfg.data, train_range=float(x_range), test_range=2.0 * float(x_range)),

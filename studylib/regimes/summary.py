@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from studylib import runner
-from studylib.modes import FAST_FRACTION, stalled_gap  # noqa: F401  (FAST_FRACTION: re-exported for the tests)
+from studylib.modes import stalled_gap
 from studylib.regimes.config import AXES, RegimesConfig, setting_of
 from studylib.runner import Cell, Context
 
@@ -26,6 +26,11 @@ def _median(r: dict, name: str) -> float | None:
     """Seed median of a final value; None when no seed has a finite one."""
     with np.errstate(all="ignore"):
         return float(np.nanmedian(r["finals"][name])) if np.isfinite(r["finals"][name]).any() else None
+
+
+def _medians(hits: list[tuple[int, dict]], name: str) -> np.ndarray:
+    """Seed medians of a final value over (width, result) pairs, NaN where no seed has one."""
+    return np.array([np.nan if (m := _median(r, name)) is None else m for _, r in hits])
 
 
 def wide_enough(widths: np.ndarray, gap: np.ndarray, threshold: float) -> float | None:
@@ -281,17 +286,14 @@ def crossover(cfg: RegimesConfig, results: list[dict], base: dict) -> list[dict[
             if not hits:
                 continue
             widths = np.array([w for w, _ in hits], np.float64)
-            gap = np.array([np.nan if _median(r, "gap") is None else _median(r, "gap") for _, r in hits])
-            pred = np.array([np.nan if _median(r, "gap_predicted") is None else _median(r, "gap_predicted")
-                             for _, r in hits])
+            gap, pred = _medians(hits, "gap"), _medians(hits, "gap_predicted")
             measured = _crossing(widths, gap, cfg.gap_threshold, PUBLISHED_GAP_RATE)
             predicted = extrapolated_width(widths, pred, cfg.gap_threshold, cfg.crossover_fit_widths)
             row = {"activation": act, "depth": depth, "widths": widths, "gap_median": gap,
                    "gap_predicted_median": pred, "measured": measured, "predicted": predicted,
                    "widest": float(widths[-1])}
             if act in GATED_ACTIVATIONS:  # the stalled-mode gap from theta_0 tracks the ReLU gap (gap_prediction)
-                stalled = np.array([np.nan if _median(r, "gap_stalled") is None else _median(r, "gap_stalled")
-                                    for _, r in hits])
+                stalled = _medians(hits, "gap_stalled")
                 row |= {"gap_stalled_median": stalled,
                         "predicted_stalled": extrapolated_width(widths, stalled, cfg.gap_threshold,
                                                                 cfg.crossover_fit_widths)}
