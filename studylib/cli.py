@@ -110,6 +110,9 @@ def parser(study, doc: str) -> argparse.ArgumentParser:
     if _offers(study, "plan"):
         g.add_argument("--plan", action="store_true",
                        help="print devices, parameters and memory per cell, then exit (nothing is trained)")
+    g.add_argument("--max-memory", type=float, metavar="GIB",
+                   help="plan with at most this many GiB per device (default: the device's memory); a width whose "
+                        "plan exceeds it is refused before anything is allocated")
     g.add_argument("--no-figures", action="store_true", help="do not draw figures")
     g.add_argument("--figures-only", action="store_true", help="only redraw the figures from --out")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -198,13 +201,23 @@ def main(name: str, doc: str, argv: list[str] | None = None) -> None:
     args = parser(study, doc).parse_args(argv)
 
     def go():
-        from studylib.results import read_json
+        from studylib.results import check_out_folder, check_stored, read_json
 
-        if not args.figures_only:
+        if args.figures_only:
+            note = check_stored(args.out, study.NAME)
+            if not args.no_figures:
+                check_out_folder(args.out)  # the figures are written there
+            if note:
+                print(note, file=sys.stderr)
+        else:
+            from studylib import devices
+
+            devices.set_max_memory(args.max_memory)
             cfg = config_from_args(study, args)
             if getattr(args, "plan", False):
                 print(study.plan(cfg))
                 return
+            check_out_folder(args.out)
             init_processes(args)
             enable_compile_cache()
             from studylib import runner
@@ -219,7 +232,7 @@ def main(name: str, doc: str, argv: list[str] | None = None) -> None:
             paths = study.figures(args.out)
             print("figures: " + ", ".join(str(p) for p in paths))
 
-    main_guard(go)
+    main_guard(go, command=(f"python -m study.{name}", list(sys.argv[1:] if argv is None else argv)))
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:
@@ -290,10 +303,33 @@ def assemble(cls: type, *, presets: dict[str, dict], preset: str | None, config_
 
 
 
-def main_guard(fn: Callable[[], Any]) -> None:
-    """Run ``fn``; a :class:`ConfigError` becomes a one-line message and exit status 2."""
+def main_guard(fn: Callable[[], Any], *, command: tuple[str, list[str]] | None = None) -> None:
+    """Run ``fn``; a :class:`ConfigError` becomes a one-line message and exit status 2; Ctrl-C (a
+    KeyboardInterrupt) becomes one line on stderr, saying how many cells of the run are stored and the
+    command that resumes it (``command``: the program and its arguments), and exit status 130."""
     try:
         fn()
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        print(interrupted_line(e, command), file=sys.stderr)
+        raise SystemExit(130) from None
+
+
+def interrupted_line(e: KeyboardInterrupt, command: tuple[str, list[str]] | None) -> str:
+    """The one line printed on Ctrl-C: what the run kept (:class:`studylib.runner.Interrupted` carries
+    the count) and the command that resumes it (the same arguments; ``--force`` dropped, since it would
+    recompute the stored cells)."""
+    import shlex
+
+    kept = ""
+    if all(hasattr(e, a) for a in ("stored", "total", "out")) and e.out is not None:
+        kept = f": {e.stored} of {e.total} cell(s) are stored in {e.out / 'cells'}"
+    if command is None:
+        return f"interrupted{kept}"
+    program, arguments = command
+    forced = "--force" in arguments
+    resume = " ".join([program, shlex.join(a for a in arguments if a != "--force")]).strip()
+    tail = "; without --force it reuses every stored cell, also those --force had not recomputed yet" if forced else ""
+    return f"interrupted{kept}; resume with: {resume}{tail}"

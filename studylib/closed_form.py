@@ -101,14 +101,18 @@ def gain(lam, learning_rate: float, n: int, steps, *, discrete: bool = True) -> 
     """(1 - decay) / lambda per mode, shape (T, R): the coefficient map of GD on the linearized model,
     c_t = V diag(gain_t) V^T (Y - f_0(X)); its lambda -> 0 limit lr t / n for numerically null modes
     (|lambda| <= 1e-12 lambda_max); ``n`` = N k as in :func:`decay`. The one discrete-GD / flow gain
-    of every study."""
+    of every study. A step t = inf gives the t -> infinity limit of the flow (and of GD below the
+    critical rate): 1 / lambda, and 0 on null modes (the pseudo-inverse: GD never moves them, and
+    K(x, X) c does not see them) -- NT's ``gradient_descent_mse`` at ``t=None``."""
     lam = np.asarray(lam, np.float64)
     t = np.asarray(steps, np.float64).reshape(-1)
     tiny = np.abs(lam) <= 1e-12 * max(np.abs(lam).max(), 1e-300)
     safe = np.where(tiny, 1.0, lam)
+    finite = np.where(np.isinf(t), 0.0, t)
     with np.errstate(over="ignore", invalid="ignore"):
-        return np.where(tiny[None, :], learning_rate * t[:, None] / n,
-                        (1.0 - decay(lam, learning_rate, n, t, discrete=discrete)) / safe[None, :])
+        out = np.where(tiny[None, :], learning_rate * finite[:, None] / n,
+                       (1.0 - decay(lam, learning_rate, n, finite, discrete=discrete)) / safe[None, :])
+    return np.where(np.isinf(t)[:, None], np.where(tiny, 0.0, 1.0 / safe)[None, :], out)
 
 
 def coefficients(k_train_train, y_train, fx_train_0, *, learning_rate: float, steps, discrete: bool = True,

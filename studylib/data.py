@@ -57,6 +57,10 @@ BUNDLED = {"digits": (1797, (8, 8, 1), 10), "diabetes": (442, (10,), 0)}
 NPZ_ARRAYS = ("x", "y", "x_test", "y_test")
 #: Test-grid size of 1-D files without x_test (the seed's).
 GRID_POINTS = 201
+#: Largest magnitude of a value in a data file: squared (kernels, losses) and summed over examples,
+#: features and layers in float32 (largest 3.4e38), larger values overflow or lose every digit; measured
+#: (study.compare, tiny preset, inputs scaled to 1e8: the width-8 nets diverged at step 0; 1e10: eigh failed).
+MAX_ABS_VALUE = 1e6
 
 
 def _fraction(field: str, value: Any) -> float:
@@ -394,9 +398,21 @@ def _numeric(name: str, a, path: str) -> np.ndarray:
     a = np.asarray(a, np.float64)
     if a.ndim == 0:
         raise ConfigError(f"data.path: {name} in {path} is a scalar; expected one row per example")
+    if len(a) == 0:
+        raise ConfigError(f"data.path: {name} in {path} has 0 rows (shape {a.shape}); accepted: one row per example, "
+                          f"at least {1 if name.endswith('_test') else 2}")
+    if math.prod(a.shape[1:]) == 0:
+        wanted = "(N,) or (N, k) with k >= 1" if name.startswith("y") else "(N, ...) with at least one number per row"
+        raise ConfigError(f"data.path: {name} in {path} has shape {a.shape}: no numbers per example; accepted: "
+                          f"{name} of shape {wanted}")
     bad = ~np.isfinite(a.reshape(len(a), -1)).all(axis=1)
     if bad.any():
         raise ConfigError(f"data.path: {name} in {path} contains NaN or inf (row {int(np.flatnonzero(bad)[0])})")
+    big = float(np.abs(a).max())
+    if big > MAX_ABS_VALUE:
+        raise ConfigError(f"data.path: {name} in {path} has values up to {big:.3g} in magnitude; accepted: |{name}| <= "
+                          f"{MAX_ABS_VALUE:.0e} (rescale, e.g. standardise, the data: float32 kernels and losses of "
+                          "such values overflow)")
     return a
 
 
@@ -488,6 +504,22 @@ def check_file(path: str) -> None:
     if not Path(path).is_file():
         raise ConfigError(f"data.path: file not found: {path}")
     _read_arrays(path)
+
+
+def data_fingerprint(cfg: DataConfig) -> str | None:
+    """16 hex digits of SHA-256 over the bytes of the data file of ``--data file`` (its content, not
+    its name or date: a file overwritten with other arrays gets another fingerprint, the same bytes
+    copied elsewhere the same one); None for the generated and bundled datasets (their config and
+    the library versions determine them)."""
+    if cfg.name != "file":
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(cfg.path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def from_file(cfg: DataConfig) -> Dataset:
@@ -601,13 +633,15 @@ def _layout_of(data_cfg: DataConfig, model_cfg: Any = None) -> str:
     return models.input_layout(model_cfg)
 
 
-def check_pair(data_cfg: DataConfig, model_cfg: Any) -> None:
+def check_pair(data_cfg: DataConfig, model_cfg: Any, *, widths: tuple[int, ...] | None = (8,)) -> None:
     """ConfigError (naming both fields) when the architecture cannot take the data's inputs: an image
     architecture (``models.input_layout`` = 'image', e.g. cnn) with non-image data or ``layout='flat'``,
-    or a flat one with ``layout='image'``; and for a user builder ('module:function'), a network whose
-    output shape does not fit the data's targets (checked with ``jax.eval_shape`` at width 8 on a batch
-    of 2: shapes only; importing the builder has already imported JAX). Call it in a study config's
-    ``__post_init__``."""
+    or a flat one with ``layout='image'``; and for a user builder ('module:function'), every check of
+    :func:`studylib.models.check_builder` at the first of ``widths`` (the sweep's: a builder may reject
+    narrower ones) on a batch of 2 (it builds, its outputs fit the data's targets, NT's analytic kernel
+    exists; shapes only, ``jax.eval_shape``; importing the builder has already imported JAX), and a
+    warning when it ignores the width. ``widths=None``: the layout checks only. Call it in a study
+    config's ``__post_init__`` with the config's widths."""
     from studylib import models
 
     wants = models.input_layout(model_cfg)
@@ -622,9 +656,9 @@ def check_pair(data_cfg: DataConfig, model_cfg: Any) -> None:
     if wants == "flat" and data_cfg.layout == "image":
         raise ConfigError(f"data.layout: 'image' but model.arch {model_cfg.arch!r} takes flat inputs (N, features); "
                           "use layout auto or flat")
-    if ":" in model_cfg.arch:
+    if ":" in model_cfg.arch and widths:
         example = arranged_shape(shape, _layout_of(data_cfg, model_cfg))
-        models.build(model_cfg, 8, out_dim=n_outputs(data_cfg), input_shape=(2, *example))
+        models.check_builder(model_cfg, (2, *example), n_outputs(data_cfg), tuple(widths))
 
 
 def arranged_shape(shape: tuple[int, ...], layout: str) -> tuple[int, ...]:
@@ -666,7 +700,7 @@ def load_for(data_cfg: DataConfig, model_cfg: Any = None) -> Dataset:
     """:func:`load`, then :func:`arrange` into ``data_cfg.layout`` ('auto': the layout of ``model_cfg``'s
     architecture, :func:`studylib.models.input_layout`; without a model the stored one)."""
     if model_cfg is not None:
-        check_pair(data_cfg, model_cfg)
+        check_pair(data_cfg, model_cfg, widths=None)  # the builder: checked by the study's config at its widths
     return arrange(load(data_cfg), _layout_of(data_cfg, model_cfg))
 
 

@@ -42,14 +42,60 @@ def stack() -> str:
     return f"jax {jax.__version__}, neural-tangents {nt.__version__}{shims}"
 
 
-def memory_bytes() -> int:
-    """Memory of one device: the accelerator's limit, or the host's RAM on CPU."""
+#: The user's cap on one device's memory in bytes (``--max-memory`` GiB), None: the device's own.
+_max_memory: list[int | None] = [None]
+
+
+def set_max_memory(gib: float | None) -> None:
+    """Plan with at most ``gib`` GiB per device (``--max-memory``; None: the device's memory). Seed chunks
+    are sized to it and a width whose plan exceeds it is refused (:func:`check_fits`)."""
+    if gib is not None and not (isinstance(gib, int | float) and gib > 0):
+        from studylib.config import ConfigError
+
+        raise ConfigError(f"--max-memory: expected GiB > 0, got {gib!r}")
+    _max_memory[0] = None if gib is None else int(gib * 2**30)
+
+
+def device_memory_bytes() -> int:
+    """Memory of one device as the machine reports it: the accelerator's limit, or the host's RAM on CPU."""
     import jax
 
     stats = getattr(jax.local_devices()[0], "memory_stats", lambda: None)()
     if stats and stats.get("bytes_limit"):
         return int(stats["bytes_limit"])
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_bytes() -> int:
+    """Memory of one device a run may use: the device's (:func:`device_memory_bytes`), or less when
+    ``--max-memory`` caps it (:func:`set_max_memory`)."""
+    own = device_memory_bytes()
+    return own if _max_memory[0] is None else min(own, _max_memory[0])
+
+
+def memory_source() -> str:
+    """Where :func:`memory_bytes` comes from, for messages: '--max-memory' or 'the device'."""
+    return "--max-memory" if _max_memory[0] is not None and _max_memory[0] < device_memory_bytes() else "the device"
+
+
+def fits(need_bytes: float) -> bool:
+    """Whether one seed's planned bytes (parameters and temporaries of one vmapped seed, plus what each
+    chunk needs once) fit in one device's usable memory (:func:`memory_bytes`). The plan keeps
+    MEMORY_FRACTION for headroom when it sizes chunks; one seed over the whole memory cannot run at all."""
+    return need_bytes <= memory_bytes()
+
+
+def check_fits(label: str, need_bytes: float, plan: str, field: str = "widths") -> None:
+    """ConfigError (one line, naming ``field`` and quoting the ``plan``) when ``label`` (e.g. 'width 10000000')
+    needs more than one device's usable memory for a single seed (:func:`fits`): refused before anything
+    is allocated, instead of an out-of-memory traceback later."""
+    if fits(need_bytes):
+        return
+    from studylib.config import ConfigError
+
+    raise ConfigError(f"{field}: {label} needs ~{need_bytes / 2**30:,.1f} GiB for one seed ({plan}), more than the "
+                      f"{memory_bytes() / 2**30:.1f} GiB of {memory_source()}; accepted: widths whose plan fits "
+                      "(--plan prints every width's)")
 
 
 def seeds_per_chunk(bytes_per_seed: float, n_seeds: int, *, fixed_bytes: float = 0.0) -> int:

@@ -11,6 +11,7 @@ conv nets). The weight-carrying layers of any stax net, nested blocks included, 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import math
 import warnings
@@ -90,6 +91,14 @@ def _activation(name: str):
     return {"relu": stax.Relu, "erf": stax.Erf}[name]()
 
 
+def activation_layer(name: str):
+    """The stax layer of activation ``name`` (one of :data:`ACTIVATIONS`), as :func:`fully_connected` uses it
+    (for core modules that build the same FC net with per-layer scales, e.g. :mod:`studylib.mup`)."""
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"model.activation: unknown value {name!r}; accepted: {', '.join(ACTIVATIONS)}")
+    return _activation(name)
+
+
 def fully_connected(
     width: int,
     *,
@@ -152,11 +161,18 @@ def convolutional(
     parameterization: str = ModelConfig.parameterization,
     readout: str = CNN_READOUTS[0],
     out_dim: int = 1,
+    reference: bool = False,
 ) -> Network:
     """``depth`` x [Conv(width, 3x3, SAME) + activation] on NHWC images, then ``readout`` ('flatten':
     stax.Flatten; 'gap': global average pooling over H, W) and a Dense(out_dim) readout
     (Lee et al. 2020 compare both: CNN-VEC, their 'flatten' case, and CNN-GAP; Arora et al. 2019's
     CNTK-GAP is the latter). Biases as in :func:`fully_connected` (``b_std=0``: zero biases).
+
+    ``init_fn`` and ``kernel_fn`` are stax's; ``apply_fn`` is :func:`studylib.conv.apply_fn`, the same
+    function on the same params tree computed as im2col matmuls (XLA's CPU convolutions are slow for these
+    shapes, and far slower under ``vmap`` over seeds: docs/performance.md, "Conv nets"); tests/test_conv.py
+    checks it, its gradients and its empirical NTK against stax's. ``reference=True`` gives the plain stax
+    net (stax's ``apply_fn`` too).
 
     'flatten' is the default: NT's analytic kernel then needs only each pixel's variance
     (O(N^2 H W) memory per layer), while 'gap' needs every pixel pair's covariance
@@ -172,7 +188,14 @@ def convolutional(
                                          parameterization=parameterization)), _activation(activation)]
     layers.append(stax.Flatten() if readout == "flatten" else stax.GlobalAvgPool())
     layers.append(stax.Dense(out_dim, W_std=W_std, b_std=b_std, parameterization=parameterization))
-    return Network(*stax.serial(*layers))
+    init_fn, apply_fn, kernel_fn = stax.serial(*layers)
+    if reference:
+        return Network(init_fn, apply_fn, kernel_fn)
+    from studylib import conv
+
+    fast = conv.apply_fn(conv.ConvNet(depth=depth, activation=activation, W_std=W_std, b_std=b_std,
+                                      parameterization=parameterization, readout=readout, filter_shape=(3, 3)))
+    return Network(init_fn, fast, kernel_fn)
 
 
 def _same_dtype(layer):
@@ -244,6 +267,55 @@ def _load_user_builder(spec: str) -> Callable:
     return fn
 
 
+#: arch -> (the builder function, fingerprint) of every user builder hashed in this process (a reload makes
+#: a new function object).
+_HASHED_BUILDERS: dict[str, tuple[Callable, str]] = {}
+
+
+def builder_fingerprint(arch: str) -> str | None:
+    """16 hex digits of SHA-256 over the source files a user builder ``'package.module:function'``
+    may run: every ``*.py`` file in the folder of its module (the module and the siblings it can import
+    from there) and, for a module inside a package, every ``*.py`` file of its top-level package
+    (subfolders included); each file's path relative to its folder and its bytes are hashed, in sorted
+    order. None for a registered architecture (its code is the study's own) and for a module without a
+    source file. Code outside these folders (installed libraries other than jax, jaxlib, NT and NumPy,
+    whose versions the cell keys hold) is not covered. One ConfigError line if the builder does not load.
+
+    The files are read when this is called (a run calls it once, at its start), so the hash describes the
+    code a fresh process runs. A long-lived process (a notebook) keeps the module it imported: when the
+    same builder function was hashed before with other contents, this raises ConfigError (reload the
+    module with ``importlib.reload`` or restart) rather than key cells of the old code with the new source.
+    """
+    if ":" not in arch:
+        return None
+    import hashlib
+    import sys
+    from pathlib import Path
+
+    fn = _load_user_builder(arch)
+    module_name = arch.partition(":")[0]
+    source = getattr(sys.modules.get(module_name), "__file__", None)
+    if not source:
+        return None
+    folder = Path(source).resolve().parent
+    files = {(folder, p) for p in folder.glob("*.py")}
+    if "." in module_name:
+        for top in getattr(sys.modules.get(module_name.split(".")[0]), "__path__", []):
+            root = Path(top).resolve()
+            files |= {(root, p) for p in root.rglob("*.py")}
+    digest = hashlib.sha256()
+    for root, path in sorted(files, key=lambda rp: (str(rp[0]), str(rp[1]))):
+        name, content = str(path.relative_to(root)).encode(), path.read_bytes()
+        digest.update(len(name).to_bytes(8, "little") + name + len(content).to_bytes(8, "little") + content)
+    fingerprint = digest.hexdigest()[:16]
+    seen_fn, seen_fingerprint = _HASHED_BUILDERS.setdefault(arch, (fn, fingerprint))
+    if seen_fn is fn and seen_fingerprint != fingerprint:
+        raise ConfigError(f"model.arch: the source of {module_name!r} changed since this process imported and "
+                          f"hashed it; accepted: a fresh process, or importlib.reload({module_name}) first")
+    _HASHED_BUILDERS[arch] = (fn, fingerprint)
+    return fingerprint
+
+
 def check_arch(arch: str) -> None:
     """Raise ConfigError unless ``arch`` is a registered name or an importable user builder."""
     if not isinstance(arch, str):
@@ -279,13 +351,31 @@ def build(cfg: ModelConfig, width: int, *, out_dim: int = 1, input_shape: tuple[
     """
     user = ":" in cfg.arch
     builder = _load_user_builder(cfg.arch) if user else ARCHITECTURES[cfg.arch]
-    if not user or _takes_out_dim(builder):
-        out = builder(width, cfg, out_dim=out_dim)
-    elif out_dim != 1:
+    if not user:
+        return _checked(builder(width, cfg, out_dim=out_dim), cfg, input_shape, out_dim)
+    kwargs = {"out_dim": out_dim} if _takes_out_dim(builder) else {}
+    if not kwargs and out_dim != 1:
         raise ConfigError(f"model.arch: {cfg.arch!r} takes no out_dim argument but the data have {out_dim} outputs "
                           "per example; add a parameter out_dim=1 and end the network with stax.Dense(out_dim)")
-    else:
-        out = builder(width, cfg)
+    try:
+        out = builder(width, cfg, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as e:  # the user's code (or not a builder at all): one line naming it, not a traceback
+        call = f"{cfg.arch.partition(':')[2]}({width}, cfg{', out_dim=' + str(out_dim) if kwargs else ''})"
+        raise ConfigError(f"model.arch: builder {cfg.arch!r} raised {type(e).__name__}: {_first_line(e)} (called as "
+                          f"{call}); accepted: {_USER_HELP}") from None
+    return _checked(out, cfg, input_shape, out_dim)
+
+
+def _first_line(e: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type's name when it has none)."""
+    return next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+
+
+def _checked(out: Any, cfg: ModelConfig, input_shape: tuple[int, ...] | None, out_dim: int) -> Network:
+    """``out`` as a :class:`Network` once it is a triple of callables (and, with ``input_shape``, maps
+    that batch to (N, out_dim): :func:`check_output`); one ConfigError line otherwise."""
     if not (isinstance(out, tuple) and len(out) == 3 and all(callable(f) for f in out)):
         raise ConfigError(f"model.arch: {cfg.arch!r} returned {type(out).__name__}; expected {_USER_HELP}")
     net = Network(*out)
@@ -389,3 +479,186 @@ def count_params(net: Network, input_shape: tuple[int, ...]) -> int:
 
     shapes = jax.eval_shape(lambda k: net.init_fn(k, input_shape)[1], jax.random.PRNGKey(0))
     return sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes))
+
+
+# ------------------------------------------------------------------------------------- what a user network is
+
+
+def _closure(fn: Any) -> dict[str, Any]:
+    """The free variables of a Python function and their values (empty for anything else)."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return {}
+    out = {}
+    for name, cell in zip(code.co_freevars, fn.__closure__ or (), strict=False):
+        try:
+            out[name] = cell.cell_contents
+        except ValueError:  # an empty cell
+            pass
+    return out
+
+
+def _layer_label(name: str, fn: Any) -> str:
+    """A leaf layer's label: its stax name; stax.Relu and stax.LeakyRelu are NT's ABRelu, told apart by the
+    inner apply function's own name (NT names it e.g. 'ABReLU(0.1, 1)'; ABReLU(0, 1) is stax.Relu)."""
+    inner = getattr(_closure(fn).get("apply_fn"), "__name__", "")
+    if name != "ABRelu" or "(" not in inner:
+        return name
+    return "Relu" if inner.replace(" ", "") == "ABReLU(0,1)" else inner
+
+
+def layer_names(net: Network) -> list[str] | None:
+    """The stax layers of ``net`` in the order its ``apply_fn`` runs them (combinators -- serial,
+    parallel -- looked through, nested blocks flattened), e.g. ['Dense', 'Sin', 'Dense']; found by
+    following the closures NT's combinators keep (``stax.repeat``'s body is listed once). None when no
+    stax layer is found (a network not built from NT's layers)."""
+    from studylib.nt import stax
+
+    public = {n for n in dir(stax) if n[:1].isupper()}
+    seen: set[int] = set()
+
+    def walk(fn: Any) -> list[str]:
+        if id(fn) in seen or getattr(fn, "__code__", None) is None:
+            return []
+        seen.add(id(fn))
+        name = getattr(fn, "__name__", "")
+        if name in public:
+            return [_layer_label(name, fn)]
+        out = []
+        for value in _closure(fn).values():
+            for item in value if isinstance(value, tuple | list) else (value,):
+                out += walk(item)
+        return out
+
+    names = walk(net.apply_fn)
+    return names or None
+
+
+def layer_summary(names: list[str] | None) -> str:
+    """'Dense x3, Sin x2' (counts in order of first appearance), or 'layers not found'."""
+    if not names:
+        return "layers not found"
+    counts: dict[str, int] = {}
+    for n in names:
+        counts[n] = counts.get(n, 0) + 1
+    return ", ".join(n if c == 1 else f"{n} x{c}" for n, c in counts.items())
+
+
+def describe(cfg: ModelConfig, width: int, input_shape: tuple[int, ...], out_dim: int = 1) -> dict[str, Any]:
+    """What the network of ``cfg`` is, for reports: a registered architecture by its config fields
+    (arch, depth, activation, parameterization), a user builder by what it builds -- its name, the stax
+    layers found in it (:func:`layer_names`) and its parameter count at ``width`` for inputs
+    ``input_shape`` (N, ...) -- never by the config fields it may ignore. Keys: ``arch``, ``user``,
+    ``layers`` (list or None), ``params``, ``width``, ``text`` (one phrase)."""
+    user = ":" in cfg.arch
+    net = build(cfg, width, out_dim=out_dim)
+    names = layer_names(net) if user else None
+    params = count_params(net, tuple(input_shape))
+    if user:
+        text = (f"user builder {cfg.arch} (stax: {layer_summary(names)}; {params:,} parameters at width {width})")
+    else:
+        text = (f"{cfg.arch} depth {cfg.depth} {'erf' if cfg.arch == 'erf_fc' else cfg.activation} "
+                f"({cfg.parameterization} parameterization)")
+    return {"arch": cfg.arch, "user": user, "layers": names, "params": params, "width": width, "text": text}
+
+
+#: Layers whose kernels NT computes from gate statistics of a piecewise-linear function (ReLU-like):
+#: every Taylor model around theta_0 keeps theta_0's gates (docs/crossover.md).
+PIECEWISE_LINEAR = ("Relu", "ABRelu", "ABReLU", "LeakyRelu", "Abs", "Sign")
+
+
+def is_piecewise_linear(names: list[str] | None) -> bool:
+    """Whether any layer of ``names`` (:func:`layer_names`) is a ReLU-like piecewise-linear activation."""
+    return any(n.split("(")[0] in PIECEWISE_LINEAR for n in names or ())
+
+
+def _missing_kernels(kernel_fn: Any) -> list[str]:
+    """Labels of the stax layers inside ``kernel_fn`` built without a closed-form kernel (NT keeps their
+    ``kernel_fn`` as None, e.g. ``stax.Elementwise(fn)`` without ``nngp_fn``), found through closures."""
+    from studylib.nt import stax
+
+    public = {n for n in dir(stax) if n[:1].isupper()}
+    seen: set[int] = set()
+    found: list[str] = []
+
+    def walk(fn: Any, layer: str) -> None:
+        if id(fn) in seen or getattr(fn, "__code__", None) is None:
+            return
+        seen.add(id(fn))
+        name = getattr(fn, "__name__", "")
+        layer = name if name in public else layer
+        free = _closure(fn)
+        if "kernel_fn" in free and free["kernel_fn"] is None:
+            found.append(layer or "a layer")
+        for value in free.values():
+            for item in value if isinstance(value, tuple | list) else (value,):
+                walk(item, layer)
+
+    walk(kernel_fn, "")
+    return list(dict.fromkeys(found))
+
+
+def check_kernel(net: Network, input_shape: tuple[int, ...], arch: str = "") -> None:
+    """ConfigError (one line) unless NT's analytic kernels (``kernel_fn``, NNGP and NTK) exist for ``net``
+    on inputs shaped like ``input_shape`` (N, ...): traced on two inputs with ``jax.eval_shape``, nothing
+    computed. A layer without a closed form (``stax.Elementwise(fn)`` without ``nngp_fn``) raises
+    NotImplementedError in NT; the line names it. Every study needs the analytic kernel: it sets the
+    learning rate (2 N k / lambda_max) and gives the infinite-width closed forms and GP."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.ShapeDtypeStruct((2, *input_shape[1:]), jnp.result_type(float))
+    try:
+        jax.eval_shape(lambda a: net.kernel_fn(a, None, ("nngp", "ntk")), x)
+    except NotImplementedError as e:
+        layers = _missing_kernels(net.kernel_fn)
+        which = (f"layer {', '.join(layers)} has no closed-form kernel" if layers else
+                 f"a layer has no closed-form kernel (NT raised NotImplementedError: {_first_line(e)})")
+        raise ConfigError(f"model.arch: {arch!r}: {which}; the studies need NT's analytic kernel_fn (the learning "
+                          "rate 2Nk/lambda_max and the closed forms use it); accepted: layers with a closed form, "
+                          "e.g. stax.Elementwise(fn, nngp_fn=...) or stax.ElementwiseNumerical(fn, deg)") from None
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"model.arch: {arch!r}: NT's analytic kernel_fn fails on inputs of shape {tuple(x.shape)}: "
+                          f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def same_network(a: ModelConfig, b: ModelConfig, width: int, input_shape: tuple[int, ...], out_dim: int = 1) -> bool:
+    """Whether configs ``a`` and ``b`` build the same network at ``width``: the same parameter shapes and,
+    from the same PRNG key, the same outputs on a fixed random batch of ``input_shape`` (N, ...); e.g. a
+    user builder that ignores ``cfg.depth`` builds the same network at every depth. Cached per process."""
+    import jax
+    import numpy as np
+
+    nets = [build(c, width, out_dim=out_dim) for c in (a, b)]
+    key, x = jax.random.PRNGKey(0), jax.random.normal(jax.random.PRNGKey(1), tuple(input_shape))
+    params = [n.init_fn(key, tuple(input_shape))[1] for n in nets]
+    shapes = [[np.shape(p) for p in jax.tree_util.tree_leaves(q)] for q in params]
+    if shapes[0] != shapes[1]:
+        return False
+    outs = [np.asarray(n.apply_fn(p, x)) for n, p in zip(nets, params, strict=True)]
+    return outs[0].shape == outs[1].shape and bool(np.array_equal(outs[0], outs[1], equal_nan=True))
+
+
+@functools.lru_cache(maxsize=32)
+def check_builder(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int, widths: tuple[int, ...]) -> None:
+    """Every up-front check of a user builder, before anything is computed (one ConfigError line each):
+    it builds at the sweep's first width ``widths[0]`` (:func:`build`), maps a batch of ``input_shape``
+    (N, ...) to (N, out_dim) (:func:`check_output`) and has NT's analytic kernel (:func:`check_kernel`).
+    A builder that ignores the width (the same parameter count at the narrowest and the widest width
+    swept) gets a one-line warning on stderr: every width would train the same network. Cached per
+    process (configs are rebuilt often); shapes only."""
+    import sys
+
+    net = build(cfg, widths[0], out_dim=out_dim, input_shape=input_shape)
+    check_kernel(net, input_shape, cfg.arch)
+    wide = max(widths)
+    if wide != widths[0]:
+        n0 = count_params(net, input_shape)
+        n1 = count_params(build(cfg, wide, out_dim=out_dim), input_shape)
+        if n0 == n1:
+            print(f"warning: model.arch: {cfg.arch!r} has {n0:,} parameters at width {widths[0]} and at width {wide}: "
+                  "it ignores width, so every width trains the same network (build layers with the width argument)",
+                  file=sys.stderr)

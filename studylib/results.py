@@ -127,3 +127,93 @@ def load_cell(path: str | os.PathLike) -> dict:
         else:
             out[k] = v
     return out
+
+
+# ------------------------------------------------------------------------------------- folders of runs
+
+#: The key of ``summary.json`` that holds :func:`config_fingerprint` of the ``config.json`` it was made from.
+FINGERPRINT_KEY = "config_fingerprint"
+_OUT_ACCEPTED = "accepted: a folder, existing or new, where this user may write"
+
+
+def config_fingerprint(record: dict) -> str:
+    """16 hex digits of SHA-256 over the canonical JSON (sorted keys, as :func:`write_json` stores
+    values) of a run's ``config.json`` record: the config and the fingerprints of its input files."""
+    import hashlib
+
+    blob = json.dumps(jsonable(record), sort_keys=True, allow_nan=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def same_json(stored: Any, record: Any) -> bool:
+    """Whether ``stored`` (read back from a JSON file) equals ``record`` as :func:`write_json` would store it."""
+    return stored == json.loads(json.dumps(jsonable(record), allow_nan=False))
+
+
+def differing_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two JSON documents (nested dicts descended)."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return [] if old == new else [prefix.rstrip(".") or "(whole file)"]
+    out = []
+    for k in sorted(set(old) | set(new)):
+        out += differing_keys(old.get(k), new.get(k), f"{prefix}{k}.") if k in old and k in new else [prefix + k]
+    return out
+
+
+def check_out_folder(out: str | os.PathLike) -> Path:
+    """``out`` as a Path if a run can write its results there; else one :class:`ConfigError` line
+    naming ``--out``: an existing file, a path under a file, a folder (or the nearest existing folder
+    above a new one) this user cannot write. Creates nothing."""
+    from studylib.config import ConfigError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out: {out} is a file, not a folder; {_OUT_ACCEPTED}")
+    existing = out
+    while not existing.exists():  # the nearest existing folder above a new one
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ConfigError(f"--out: {out} lies under {existing}, which is a file; {_OUT_ACCEPTED}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        what = f"{out} is read-only" if existing == out else f"cannot create {out}: {existing} is read-only"
+        raise ConfigError(f"--out: {what}; {_OUT_ACCEPTED}")
+    return out
+
+
+def check_stored(out: str | os.PathLike, study: str) -> str | None:
+    """Check that folder ``out`` holds a finished run of ``study`` whose ``summary.json`` was made from
+    the ``config.json`` beside it (``--figures-only``): one :class:`ConfigError` line naming ``--out``
+    otherwise. Returns a note for a summary written before summaries carried :data:`FINGERPRINT_KEY`
+    (it cannot be checked), else None."""
+    from studylib.config import ConfigError
+
+    out = Path(out)
+    if not out.is_dir():
+        what = "is a file, not a folder" if out.exists() else "does not exist"
+        raise ConfigError(f"--out: {out} {what}; accepted: the folder of a finished run of study.{study} "
+                          "(run it without --figures-only first)")
+    if not (out / "summary.json").is_file():
+        raise ConfigError(f"--out: {out} has no summary.json (no finished run there; an interrupted run resumes when "
+                          "run again without --figures-only); accepted: the folder of a finished run")
+    try:
+        summary = read_json(out / "summary.json")
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--out: cannot read {out / 'summary.json'} ({e}); accepted: the folder of a finished "
+                          "run (run it again without --figures-only)") from None
+    if summary.get("study", study) != study:
+        raise ConfigError(f"--out: {out} holds results of study.{summary['study']}, not study.{study}; accepted: "
+                          f"a results folder of study.{study}")
+    if FINGERPRINT_KEY not in summary:
+        return (f"note: {out / 'summary.json'} predates config fingerprints; it is not checked against "
+                f"{out / 'config.json'}")
+    try:
+        made_from = config_fingerprint(read_json(out / "config.json"))
+    except (OSError, ValueError):
+        made_from = None
+    if made_from != summary[FINGERPRINT_KEY]:
+        raise ConfigError(f"--out: {out / 'summary.json'} was made from another config than {out / 'config.json'} "
+                          "(a run of a new config did not finish); accepted: run the study again without "
+                          "--figures-only to finish it")
+    return None

@@ -16,12 +16,16 @@ A study (a wing: :mod:`studylib.compare`, :mod:`studylib.dynamics`, :mod:`studyl
   -> dict`` (the part of the config a cell's numbers depend on; default: the config less
   ``SWEEP_FIELDS``), ``DEVICES_NOTE``.
 
-:func:`run` does, for every study and in this order: 64-bit mode, data, ``config.json`` (first),
-the devices line, ``prepare``, one progress bar over all cells weighted by their modelled cost
+:func:`run` does, for every study and in this order: the ``out`` check (:func:`studylib.results.check_out_folder`),
+64-bit mode, the input fingerprints (:func:`input_fingerprints`: a user builder's source, a data file's
+content), data, ``config.json`` (first; a previous run's summary of another config is removed before it,
+:func:`take_folder`), the devices line, ``prepare``, one progress bar over all cells weighted by their modelled cost
 (``tqdm`` with ``smoothing=0``: the ETA is elapsed x remaining cost / done cost, and reused cells
 are taken out of the total rather than counted as instant work), each cell loaded from or stored
 to ``OUT/cells/<name>-<key>.npz`` through :func:`cell_key` (config + cell spec + library versions
-+ x64 mode), notes, the summary and the arrays -- every file written atomically.
++ x64 mode + input fingerprints), notes, the summary (with :func:`studylib.results.config_fingerprint`
+of the ``config.json`` it was made from) and the arrays -- every file written atomically. Ctrl-C (or
+``stop_after``) raises :class:`Interrupted`, which says how many of the config's cells are stored.
 """
 
 from __future__ import annotations
@@ -76,22 +80,99 @@ def key_config(study, cfg) -> dict:
     return d
 
 
-def cell_key(study, cfg, cell: Cell) -> str:
+def input_fingerprints(cfg) -> dict[str, str]:
+    """Fingerprints of what a config names but does not contain: the source of a user builder
+    (``model.arch``, :func:`studylib.models.builder_fingerprint`) and the content of a data file
+    (``data.path``, :func:`studylib.data.data_fingerprint`); empty for the registered architectures
+    and the bundled or generated datasets."""
+    from studylib.data import data_fingerprint
+    from studylib.models import builder_fingerprint
+
+    model = getattr(cfg, "model", None)
+    found = {"model.arch": None if model is None else builder_fingerprint(model.arch),
+             "data.path": data_fingerprint(cfg.data)}
+    return {k: v for k, v in found.items() if v is not None}
+
+
+def cell_key(study, cfg, cell: Cell, *, inputs: dict[str, str] | None = None) -> str:
     """16 hex digits of SHA-256 over everything that determines one cell's numbers: the study,
-    its key config, the cell's spec, the library versions and JAX's 64-bit mode (which changes
-    the initial parameters drawn without an explicit dtype)."""
+    its key config, the cell's spec, the library versions, JAX's 64-bit mode (which changes
+    the initial parameters drawn without an explicit dtype) and, where there are any,
+    :func:`input_fingerprints` (``inputs``: computed once by :func:`run`; None computes them here).
+    A config without a user builder or data file hashes exactly what it did before input
+    fingerprints existed, so its stored cells keep their keys."""
     import jax
 
     from studylib.results import versions
 
-    blob = json.dumps({"format": CELL_FORMAT, "study": study.NAME, "config": key_config(study, cfg),
-                       "cell": cell.spec, "versions": versions(), "x64": bool(jax.config.jax_enable_x64)},
-                      sort_keys=True, default=str)
+    inputs = input_fingerprints(cfg) if inputs is None else inputs
+    what = {"format": CELL_FORMAT, "study": study.NAME, "config": key_config(study, cfg),
+            "cell": cell.spec, "versions": versions(), "x64": bool(jax.config.jax_enable_x64)}
+    if inputs:
+        what["inputs"] = inputs
+    blob = json.dumps(what, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def cell_path(cells_dir: Path, study, cfg, cell: Cell) -> Path:
-    return cells_dir / f"{cell.name}-{cell_key(study, cfg, cell)}.npz"
+def cell_path(cells_dir: Path, study, cfg, cell: Cell, *, inputs: dict[str, str] | None = None) -> Path:
+    return cells_dir / f"{cell.name}-{cell_key(study, cfg, cell, inputs=inputs)}.npz"
+
+
+def config_record(cfg, inputs: dict[str, str]) -> dict:
+    """What ``config.json`` holds: the config and, when there are any, its :func:`input_fingerprints`
+    (key ``input_fingerprints``; absent otherwise, so the file of a plain run is unchanged)."""
+    record = dataclasses.asdict(cfg)
+    if inputs:
+        record["input_fingerprints"] = dict(inputs)
+    return record
+
+
+def take_folder(out: Path, study, record: dict, say: Callable[[str], Any]) -> None:
+    """Make ``out`` the folder of ``record``'s run before writing its ``config.json``: when the
+    ``config.json`` there is another config's (other values, or other input fingerprints), or the
+    ``summary.json`` there was made from another one, that summary and the study's arrays file are
+    removed first (one note says so), so that a folder never holds the summary of one config beside
+    the config of another, even when this run is interrupted. Cells stay: their keys tell configs
+    apart, and they are reused where they match (``--clean`` removes the others)."""
+    from studylib import results as R
+
+    old_path, summary_path = out / "config.json", out / "summary.json"
+    changed = []
+    if old_path.is_file():
+        try:
+            old = R.read_json(old_path)
+        except (OSError, ValueError):
+            old = None
+        if not R.same_json(old, record):
+            changed = R.differing_keys(old, json.loads(json.dumps(R.jsonable(record))))
+    if summary_path.is_file() and not changed:
+        try:
+            made_from = R.read_json(summary_path).get(R.FINGERPRINT_KEY, R.config_fingerprint(record))
+        except (OSError, ValueError, AttributeError):
+            made_from = None
+        if made_from != R.config_fingerprint(record):
+            changed = ["summary.json (made from another config)"]
+    if not changed:
+        return
+    removed = [p for p in (summary_path, out / study.ARRAYS_FILE) if p.is_file()]
+    for p in removed:
+        p.unlink()
+    names = {"input_fingerprints.model.arch": "the source of model.arch", "input_fingerprints.data.path":
+             "the content of data.path", "input_fingerprints": "input fingerprints"}
+    changed = [names.get(k, k) for k in changed]
+    shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more" if len(changed) > 6 else "")
+    say(f"note: {out} held a run of another config (differs in: {shown})"
+        + (f"; removed its {' and '.join(p.name for p in removed)}" if removed else "")
+        + "; its cells stay in cells/ and are reused where they match (--clean removes the others)")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C (or ``stop_after``): ``stored`` of the config's ``total`` cells are in
+    ``out``/cells, where a re-run of the same config reuses them."""
+
+    def __init__(self, stored: int, total: int, out: Path | None):
+        super().__init__(f"interrupted: {stored} of {total} cell(s) stored")
+        self.stored, self.total, self.out = stored, total, out
 
 
 def needs_x64(study, cfg) -> bool:
@@ -202,7 +283,12 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
     ``force``: recompute cells stored under a matching key; ``clean``: remove this study's cell
     files whose key no longer matches (otherwise they are counted and left, since a sweep that
     shares cells with an earlier one reuses them); ``stop_after``: raise KeyboardInterrupt before
-    computing more than this many new cells (tests of resuming).
+    computing more than this many new cells (tests of resuming). Either way of stopping raises
+    :class:`Interrupted` (a KeyboardInterrupt) once the bar is closed.
+
+    ``out``: checked first (one ConfigError line for a file, a path under a file, a folder this user
+    cannot write); a folder holding a run of another config (or other input fingerprints) is taken
+    over by :func:`take_folder`: its summary and arrays go, its cells stay for reuse.
 
     With several JAX processes (``jax.distributed``), each computes the cells :func:`owners` gives
     it and stores them in ``out/cells`` (a folder all processes share); process 0 then waits for
@@ -213,21 +299,24 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
     from studylib import devices
     from studylib import results as R
 
+    if out is not None:
+        out = R.check_out_folder(out)
     enable_x64(needs_x64(study, cfg))
+    inputs = input_fingerprints(cfg)
     dataset = D.load_for(cfg.data, getattr(cfg, "model", None))
     pid, n_proc = process_layout()
     if n_proc > 1 and out is None:
         raise ValueError("several processes share a run through its results folder: give out")
-    if out is not None:
-        out = Path(out)
-        if pid == 0:
-            R.write_json(out / "config.json", dataclasses.asdict(cfg))
     cells = study.cells(cfg, dataset)
     owner = owners(cells, n_proc)
     setup = Cell(name="prepare", spec={}, label="set-up",
                  cost=STARTUP_SECONDS + float(getattr(study, "prepare_cost", lambda _cfg: 0.0)(cfg)))
     bar = Progress(setup.cost + sum(c.cost for c, o in zip(cells, owner, strict=True) if o == pid), enabled=progress)
     say = log or bar.write  # notes and warnings print with or without the bar
+    record = config_record(cfg, inputs)
+    if out is not None and pid == 0:
+        take_folder(out, study, record, say)
+        R.write_json(out / "config.json", record)
     try:
         say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}; {devices.stack()}")
         start = time.perf_counter()
@@ -238,7 +327,7 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
         for cell, cell_owner in zip(cells, owner, strict=True):
             if cell_owner != pid:
                 continue
-            path = None if out is None else cell_path(out / "cells", study, cfg, cell)
+            path = None if out is None else cell_path(out / "cells", study, cfg, cell, inputs=inputs)
             if path is not None and path.is_file() and not force:
                 res = R.load_cell(path)
                 bar.skip(cell)
@@ -259,13 +348,17 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
             for note in study.notes(cfg, cell, res):
                 say(note)
             results.append(res)
+    except KeyboardInterrupt:
+        stored = 0 if out is None else sum(cell_path(out / "cells", study, cfg, c, inputs=inputs).is_file()
+                                           for c in cells)
+        raise Interrupted(stored, len(cells), out) from None
     finally:
         bar.close()
     if n_proc > 1:
         if pid != 0:
             say(f"process {pid}: {computed} cell(s) computed and stored; process 0 writes the summary")
             return None
-        paths = [cell_path(out / "cells", study, cfg, c) for c in cells]
+        paths = [cell_path(out / "cells", study, cfg, c, inputs=inputs) for c in cells]
         wait_for(paths, say)
         used = set(paths)
         results = [R.load_cell(p) for p in paths]  # all cells, in order, as any re-run would read them
@@ -279,6 +372,7 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
             say(f"note: {len(stale)} cell file(s) in {out / 'cells'} belong to other configs, library versions or "
                 "x64 modes (--clean removes them)")
     summary, arrays = study.summarise(cfg, cells, results, ctx, wall_seconds=time.perf_counter() - start)
+    summary[R.FINGERPRINT_KEY] = R.config_fingerprint(record)  # what --figures-only checks config.json against
     if out is not None:
         R.write_npz(out / study.ARRAYS_FILE, arrays)
         R.write_json(out / "summary.json", summary)

@@ -242,6 +242,28 @@ def ntk(net: MLP, dense, x1, x2=None):
     return jnp.sum(kw, 0) + jnp.sum(kb, 0)
 
 
+def full_ntk(net: MLP, dense, x):
+    """The full empirical NTK of the net with k = ``net.sizes[-1]`` outputs, flat (N k, N k) (row n k + a =
+    output a of input n, :func:`studylib.kernels.flat_kernel`'s layout), and f(x) (N, k), from per-output
+    features: J_{W_l}(x, a) = s_l h_{l-1}(x) (x) d_l(x, a) with d_l(x, a) = df_a/dz_l(x), so
+    K[(n, a), (m, b)] = sum_l (s_l^2 h_{l-1}(n) . h_{l-1}(m) + t_l^2) d_l(n, a) . d_l(m, b).
+
+    One forward pass and one backward pass of all N k one-hot cotangents at once (transposed layout,
+    d_l: (fan_out, N k)); the cost is the products d_l^T d_l, (N k)^2 fan_out each, against (N k)^2 P for
+    a Jacobian contraction. Tested equal to NT's ``empirical_ntk_fn(..., trace_axes=())``."""
+    f, (hs, zs) = forward(net, dense, x)
+    n, k = f.shape
+    d = jnp.tile(jnp.eye(k, dtype=x.dtype), (1, n))  # (k, N k): column n k + a is e_a
+    kernel = jnp.zeros((n * k, n * k), x.dtype)
+    for l in reversed(range(net.n_layers)):
+        dd = lax.dot_general(d, d, (((0,), (0,)), ((), ())))  # (N k, N k)
+        hh = jnp.repeat(jnp.repeat(mm(hs[l], hs[l].T), k, axis=0), k, axis=1)
+        kernel = kernel + (net.w_scale[l] ** 2 * hh + net.b_scale[l] ** 2) * dd
+        if l > 0:
+            d = net.w_scale[l] * mm(dense[l][0], d) * jnp.repeat(_dact(net.activation, zs[l - 1]).T, k, axis=1)
+    return kernel, f
+
+
 def epoch_permutations(key, epochs: int, n: int):
     """(epochs, n) int32: a fresh random permutation of range(n) for every epoch."""
     keys = jax.random.split(key, epochs)
@@ -722,7 +744,7 @@ def default_measure(net: MLP, dense, dense0, x, x_test) -> dict:
 
 
 @functools.lru_cache(maxsize=64)
-def _checkpoint_runner(net: MLP, measure):
+def _checkpoint_runner(net: MLP, measure, per_seed_targets: bool = False):
     def one(dense0, x, y, x_test, lr, gaps):
         def seg(dense, n):
             dense = lax.fori_loop(0, n, lambda _, d: gd_step(net, d, x, y, lr), dense)
@@ -731,7 +753,7 @@ def _checkpoint_runner(net: MLP, measure):
         _, recs = lax.scan(seg, dense0, gaps)
         return recs
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0 if per_seed_targets else None, None, None, None)))
 
 
 def full_batch_checkpoints(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, *,
@@ -740,12 +762,15 @@ def full_batch_checkpoints(model_cfg, width: int, params0, x_train, y_train, lea
     stax parameters ``params0`` stacked over seeds (S, ...), by the hand-written trainer, recording
     ``measure(net, dense, dense0, x_train, x_test) -> dict`` at every step of ``checkpoints``
     (increasing, from 0): arrays (S, T, ...). One jit per (net, measure); ``learning_rate`` and the
-    checkpoint steps are traced. Loss 1/2 mean((f - y)^2) (NT's); y_train (N, 1).
+    checkpoint steps are traced. Loss 1/2 mean((f - y)^2) (NT's); y_train (N, k) shared by the seeds, or
+    (S, N, k) per seed (a centred run's Y + f_0(X), :func:`studylib.centring.shifted_targets`).
     Tests: tests/test_sgd.py (equal to jax.grad of the stax net)."""
-    net = _fast_net(model_cfg, width, x_train, y_train, "full_batch_checkpoints")
+    per_seed = np.ndim(y_train) == 3
+    net = _fast_net(model_cfg, width, x_train, y_train[0] if per_seed else y_train, "full_batch_checkpoints")
     ck = np.asarray(checkpoints, np.int64)
     gaps = jnp.asarray(np.diff(np.concatenate([[0], ck])), jnp.int32)
     x_test = x_train if x_test is None else x_test
     lr = jnp.asarray(learning_rate, x_train.dtype)
-    recs = _checkpoint_runner(net, measure)(dense_params(params0), x_train, y_train, x_test, lr, gaps)
+    y = jnp.asarray(y_train, x_train.dtype)
+    recs = _checkpoint_runner(net, measure, per_seed)(dense_params(params0), x_train, y, x_test, lr, gaps)
     return {k: np.asarray(v) for k, v in recs.items()}

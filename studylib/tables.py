@@ -19,6 +19,31 @@ def mean_std(mean, std) -> str:
     return "n/a" if mean is None else f"{fmt(mean)} ± {fmt(std, 2)}"
 
 
+#: What a 95% interval over seeds reads as when there is one seed (a bootstrap over one seed has zero width).
+ONE_SEED = "n/a (1 seed)"
+
+
+def n_seeds(summary: dict) -> int:
+    """How many seeds (or ensemble members) a summary's statistics are over: ``summary['seeds']``, else the
+    config's ``seeds`` / ``members``; 2 when unknown (an interval is then shown)."""
+    if isinstance(summary.get("seeds"), list | tuple):
+        return len(summary["seeds"])
+    cfg = summary.get("config", {})
+    return int(cfg.get("seeds") or cfg.get("members") or 2)
+
+
+def ci(lo, hi, seeds: int = 2, *, digits: int = 2, signed: bool = False, sep: str = ", ") -> str:
+    """A 95% bootstrap interval over seeds, '[lo, hi]' ('+' signs with ``signed``; None -> n/a, or an
+    upper bound None -> '∞' when ``lo`` is set), or :data:`ONE_SEED` when there is one seed: resampling a
+    single seed always draws it, so the interval has zero width and says nothing."""
+    if seeds < 2:
+        return ONE_SEED
+    if signed:
+        return "[" + sep.join("n/a" if v is None else f"{v:+.{digits}f}" for v in (lo, hi)) + "]"
+    upper = "∞" if hi is None and lo is not None else fmt(hi, digits)
+    return f"[{fmt(lo, digits)}{sep}{upper}]"
+
+
 def table(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table; '|' inside cells is escaped."""
     esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
@@ -82,7 +107,7 @@ def slopes_table(summary: dict, names: list[str]) -> str:
             continue
         lo, hi = fit["ci95"]
         ref = fit.get("reference") or {}
-        rows.append([f"`{name}`", f"{fit['slope']:+.2f}", f"[{fmt(lo, 2)}, {fmt(hi, 2)}]",
+        rows.append([f"`{name}`", f"{fit['slope']:+.2f}", ci(lo, hi, n_seeds(summary)),
                      width_range(fit.get("fit_widths")), "—" if not ref else rate(ref["slope"]),
                      ref.get("source", "")])
     return table(["metric", "fitted slope", "95% CI (bootstrap over seeds)", "fit widths", "published", "source"],
@@ -98,7 +123,7 @@ def local_slopes_table(summary: dict, names: list[str]) -> str:
             continue
         pairs = pairs or [f"{a}→{b}" for a, b in (e["widths"] for e in loc)]
         rows.append([f"`{name}`"] + ["n/a" if e["slope"] is None else
-                                     f"{e['slope']:+.2f} [{fmt(e['ci95'][0], 2)}, {fmt(e['ci95'][1], 2)}]"
+                                     f"{e['slope']:+.2f} {ci(*e['ci95'], n_seeds(summary))}"
                                      for e in loc])
     return table(["metric"] + (pairs or []), rows) if rows else ""
 

@@ -271,9 +271,10 @@ def digits_runs(tmp_path_factory):
 
 
 def test_digits_k10_linearization_and_learning_rates(digits_runs):
-    """k = 10 outputs: nt.linearize trained step by step (lin_mode='params') equals the function-space
-    trajectory with the full (N k x N k) kernel (float64); the learning rate is lr_fraction x 2Nk/lambda_max
-    of the analytic kernel, the empirical critical rate 2Nk/lambda_max of the full kernel J J^T."""
+    """k = 10 outputs, centred (digits' default): nt.linearize of the centred net trained step by step
+    (lin_mode='params') equals the function-space trajectory with the full (N k x N k) kernel and f_0 = 0
+    (float64); the 'emp' rule: the width trains at <= lr_fraction x its seeds' smallest 2Nk/lambda_max(K_0)
+    (the full kernel J J^T) to the time lr_fraction x 2Nk/lambda_max(Theta) x steps."""
     from studylib import data as D
     from studylib import kernels, models, training
 
@@ -287,19 +288,26 @@ def test_digits_k10_linearization_and_learning_rates(digits_runs):
     for name in ("test_accuracy_lin", "test_agreement_net_vs_lin"):  # argmax of equal outputs
         np.testing.assert_array_equal(a[name]["per_seed"], b[name]["per_seed"], err_msg=name)
     c = cfg["function"]
-    assert c.lr_fraction == 0.05 and c.ntk_implementation == 2  # digits defaults for fc
+    assert (c.lr_fraction, c.lr_rule, c.centred, c.ntk_implementation) == (0.5, "emp", True, 2)  # digits fc defaults
+    assert runs["function"]["centred"] is True
     ds = D.load_for(c.data, c.model)
     n, k = ds.y_train.shape
     assert ds.x_train.shape == (n, 64) and k == 10 and ds.n_classes == 10
     net = models.build(c.model, 8, out_dim=10)
     theta = np.asarray(net.kernel_fn(ds.x_train, None, "ntk"), np.float64)
-    lr = 0.05 * 2 * n * k / np.linalg.eigvalsh(theta)[-1]
-    assert runs["function"]["per_width"][0]["learning_rate"] == pytest.approx(lr, rel=1e-10)
-    p0 = jax_one_seed(training.init_params(net.init_fn, [0], ds.x_train.shape, dtype="float64"))
-    k0 = np.asarray(kernels.jacobian_ntk(net.apply_fn, ds.x_train, ds.x_train, p0))
-    assert k0.shape == (n * k, n * k)
-    assert runs["function"]["per_width"][0]["lr_critical_emp"][0] == pytest.approx(
-        2 * n * k / np.linalg.eigvalsh(k0)[-1], rel=1e-8)
+    total = 0.5 * 2 * n * k / np.linalg.eigvalsh(theta)[-1] * c.steps  # the absolute time every width reaches
+    emp = []
+    for s in (0, 1):
+        p0 = jax_one_seed(training.init_params(net.init_fn, [s], ds.x_train.shape, dtype="float64"))
+        k0 = np.asarray(kernels.jacobian_ntk(net.apply_fn, ds.x_train, ds.x_train, p0))
+        assert k0.shape == (n * k, n * k)
+        emp.append(2 * n * k / np.linalg.eigvalsh(k0)[-1])
+    pw = runs["function"]["per_width"][0]
+    np.testing.assert_allclose(pw["lr_critical_emp"], emp, rtol=1e-8)
+    n_steps = int(np.ceil(total / (0.5 * min(emp))))
+    assert pw["train_steps"] == n_steps and runs["function"]["checkpoint_steps"][-1] == n_steps
+    assert pw["learning_rate"] == pytest.approx(total / n_steps, rel=1e-10)
+    assert pw["train_time"] == pytest.approx(total, rel=1e-10) and pw["learning_rate"] <= 0.5 * min(emp)
     for name in ("rmse_net_vs_lin_interp", "rmse_net_vs_lin_extrap"):  # no 1-D regions on digits
         assert name not in runs["function"]["metrics"]
 
@@ -462,3 +470,29 @@ def test_first_order_prediction_of_the_gap_at_early_times():
         predicted = res["curves"]["gap_predicted" + region][:, 1:]
         assert np.all(measured > 0)
         np.testing.assert_allclose(predicted, measured, rtol=0.3, err_msg=region)
+
+
+def test_emp_rule_trains_every_width_to_the_same_time():
+    """learning_schedule's 'emp' rule: each width below lr_fraction x its seeds' smallest empirical critical
+    rate, every width ending at the same absolute time T = lr_fraction x 2Nk/lambda_max(Theta) x steps,
+    checkpoints at the analytic rule's fractions of T to within one step; 'analytic' unchanged."""
+    from studylib import training
+    from studylib.compare import cell
+
+    cfg = compare.CompareConfig(data=DataConfig(name="digits"), steps=100, n_checkpoints=6)
+    lr_inf, total = 2.0, 0.5 * 2.0 * 100
+    want = training.checkpoint_steps(100, 6) / 100 * total
+    for crit in ([1.0, 3.0], [4.0, 2.5], [0.3], [2.0 + 1e-13]):
+        lr, steps = cell.learning_schedule(cfg, lr_inf, np.array(crit))
+        assert lr <= 0.5 * min(crit) * (1 + 1e-12) and lr * steps[-1] == pytest.approx(total, rel=1e-12)
+        assert steps[0] == 0 and np.all(np.diff(steps) >= 0) and steps[1] >= 1
+        assert np.all(np.abs(lr * steps - want) <= lr * (1 + 1e-9)), (crit, lr * steps, want)
+    assert cell.learning_schedule(cfg, lr_inf, np.array([2.0]))[1][-1] == 100  # at the analytic rate: its steps
+    lr, steps = cell.learning_schedule(dataclasses_replace(cfg, lr_rule="analytic"), lr_inf, np.array([0.1]))
+    assert lr == 1.0 and np.array_equal(steps, training.checkpoint_steps(100, 6))
+
+
+def dataclasses_replace(cfg, **kw):
+    import dataclasses
+
+    return dataclasses.replace(cfg, **kw)

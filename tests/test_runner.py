@@ -159,3 +159,28 @@ def test_runner_module_imports_no_jax():
     code = "import studylib.runner, sys; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_a_run_of_another_config_removes_the_old_summary_before_it_starts(tmp_path):
+    """The folder never holds one config's summary beside another's config.json: a run of another
+    config removes the old summary and arrays (one note) before writing its config, so an interrupted
+    one leaves none; cells stay, and the first config's run reuses them all."""
+    calls: list = []
+    study = toy_study(calls)
+    first = runner.run(study, ToyConfig(), tmp_path, progress=False, log=lambda _: None)
+    assert first[results.FINGERPRINT_KEY] == results.config_fingerprint(json.loads((tmp_path / "config.json")
+                                                                                   .read_text()))
+    log: list[str] = []
+    with pytest.raises(runner.Interrupted) as stop:
+        runner.run(study, ToyConfig(scale=2.0), tmp_path, progress=False, stop_after=0, log=log.append)
+    assert (stop.value.stored, stop.value.total) == (0, 3)  # none of the new config's cells exists yet
+    assert json.loads((tmp_path / "config.json").read_text())["scale"] == 2.0
+    assert not (tmp_path / "summary.json").exists() and not (tmp_path / "toy.npz").exists()
+    assert any(line.startswith(f"note: {tmp_path} held a run of another config (differs in: scale)") for line in log)
+    calls.clear()
+    again = runner.run(study, ToyConfig(), tmp_path, progress=False, log=lambda _: None)
+    assert calls == [] and again["totals"] == first["totals"]
+    # the same config again, interrupted: its summary matches and stays (a resume keeps it valid)
+    with pytest.raises(runner.Interrupted) as stop:
+        runner.run(study, ToyConfig(), tmp_path, progress=False, force=True, stop_after=0, log=lambda _: None)
+    assert (stop.value.stored, stop.value.total) == (3, 3) and (tmp_path / "summary.json").exists()

@@ -290,3 +290,45 @@ def test_full_batch_checkpoints_rejects_other_archs():
     cfg = models.ModelConfig(arch="res_fc", depth=3)
     with pytest.raises(ValueError, match="res_fc"):
         sgd.full_batch_checkpoints(cfg, 4, None, jnp.zeros((2, 1)), jnp.zeros((2, 1)), 0.1, [0, 1])
+
+
+@pytest.mark.parametrize("param,act", [("ntk", "relu"), ("standard", "erf")])
+def test_full_ntk_with_k_outputs_matches_nt(param, act):
+    """sgd.full_ntk (per-output features, one batched backward pass) against NT's full empirical kernel
+    (trace_axes=(), implementation 2) made flat, k = 3 outputs, float64; and f(x) from the same pass."""
+    from studylib import kernels
+
+    cfg = models.ModelConfig(depth=2, activation=act, parameterization=param, W_std=1.3, b_std=0.2)
+    net = models.build(cfg, 6, out_dim=3)
+    x = jax.random.normal(jax.random.PRNGKey(4), (5, 4), jnp.float64)
+    _, params = net.init_fn(jax.random.PRNGKey(1), x.shape)
+    m = sgd.mlp(cfg, 6, in_dim=4, out_dim=3)
+    got, f = sgd.full_ntk(m, sgd.dense_params(params), x)
+    full = nt.empirical_ntk_fn(net.apply_fn, trace_axes=(), vmap_axes=0, implementation=2)
+    want = kernels.flat_kernel(np.asarray(full(x, None, params)))
+    assert got.shape == (15, 15)
+    _close(got, want)
+    _close(f, net.apply_fn(params, x))
+    # the output blocks are coupled: the off-diagonal (a != b) entries are not zero
+    assert np.abs(np.asarray(want).reshape(5, 3, 5, 3)[:, 0, :, 1]).max() > 1e-3 * np.abs(want).max()
+
+
+def test_full_batch_checkpoints_with_per_seed_targets():
+    """Targets (S, N, k), one per seed (a centred run's Y + f_0(X)): each seed equals a run with its own
+    targets alone, float64."""
+    from studylib import training
+
+    cfg = models.ModelConfig(depth=2, W_std=1.3, b_std=0.2)
+    net = models.build(cfg, 6, out_dim=2)
+    x = jnp.linspace(-2, 2, 8, dtype=jnp.float64)[:, None]
+    y = jnp.stack([jnp.concatenate([x**3 / 8, jnp.sin(x)], 1), jnp.concatenate([-x / 2, jnp.cos(x)], 1)])
+    p0 = training.init_params(net.init_fn, [0, 1], x.shape, dtype="float64")
+    ck = np.array([0, 2, 9])
+    rec = sgd.full_batch_checkpoints(cfg, 6, p0, x, y, 0.05, ck, measure=lambda n, d, d0, xx, xt: {
+        "f": sgd.forward(n, d, xx)[0]})
+    for s in range(2):
+        ps = jax.tree_util.tree_map(lambda a, s=s: a[s:s + 1], p0)
+        alone = sgd.full_batch_checkpoints(cfg, 6, ps, x, y[s], 0.05, ck, measure=lambda n, d, d0, xx, xt: {
+            "f": sgd.forward(n, d, xx)[0]})
+        _close(rec["f"][s], alone["f"][0])
+    assert np.abs(rec["f"][0, -1] - rec["f"][1, -1]).max() > 1e-2  # different targets, different runs

@@ -10,6 +10,8 @@ at the same steps, as NT's gradient flow and as exact discrete GD (:mod:`studyli
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -98,19 +100,23 @@ def _mask_diverged(curves, steps, diverged_net, diverged_lin, diverged_quad) -> 
 
 #: Closed forms evaluated: suffix -> discrete (True: exact GD; False: gradient flow, NT's prediction).
 FORMS = {"": False, "_discrete": True}
+#: Suffix of the t = infinity closed forms (the flow's limit, NT's ``gradient_descent_mse`` at t=None).
+LIMIT = "_limit"
 
 
 def closed_coefficients(kernels_, y64, f0_train, *, lr: float, steps) -> dict[str, np.ndarray]:
     """Coefficients c_t (S, T, N, k) of every closed form (:func:`studylib.closed_form.coefficients`):
-    'closed_<inf|emp>[_discrete]'. ``kernels_``: {'inf': (kernel (N, N), its eigh), 'emp': [(flat
-    kernel (N k, N k), its eigh) per seed]}; f_0 differs by seed, so every form is per seed."""
+    'closed_<inf|emp>[_discrete]', and 'closed_<inf|emp>_limit' (S, 1, N, k) at t = infinity.
+    ``kernels_``: {'inf': (kernel (N, N), its eigh), 'emp': [(flat kernel (N k, N k), its eigh) per seed]};
+    f_0 (the outputs the forms start from: zeros when centred) differs by seed, so every form is per seed."""
     from studylib import closed_form
 
     out = {}
-    for suffix, disc in FORMS.items():
+    forms = [(suffix, disc, steps) for suffix, disc in FORMS.items()] + [(LIMIT, False, np.array([np.inf]))]
+    for suffix, disc, ts in forms:
         for kind in ("inf", "emp"):
             out[f"closed_{kind}{suffix}"] = np.stack([
-                closed_form.coefficients(kern, y64, f0_train[s], learning_rate=lr, steps=steps, discrete=disc,
+                closed_form.coefficients(kern, y64, f0_train[s], learning_rate=lr, steps=ts, discrete=disc,
                                          eig=eig)
                 for s, (kern, eig) in enumerate(kernels_[kind] if kind == "emp" else
                                                 [kernels_["inf"]] * len(f0_train))])
@@ -196,16 +202,27 @@ def measured_curves(rec: dict, preds: dict, n0_sq, w0_sq, y64, data) -> dict[str
     return curves | test_curves(preds, data.y_test, data.n_classes)
 
 
-def train_quadratic(cfg: CompareConfig, width: int, apply_fn, p0, x_train, y_train, x_test, *, lr: float, steps
-                    ) -> dict[str, np.ndarray]:
+def train_quadratic(cfg: CompareConfig, width: int, apply_fn, p0, x_train, y_train, x_test, *, lr: float, steps,
+                    targets=None) -> dict[str, np.ndarray]:
     """The quadratic model f(theta_0) + J_0 d + 1/2 d^T H_0 d (``nt.taylor_expand(apply_fn, theta_0, 2)``,
     :mod:`studylib.quad`) trained by the network's GD, at the checkpoints: 'f_train' (S, T, N, k), 'f_test'
     (S, T, M, k), 'diverged_step' (S,). All NaN (never trained, never diverged) above ``cfg.quad_max_width``:
-    it costs 6-30x the network per step (docs/controls.md)."""
+    it costs 6-30x the network per step (docs/controls.md). ``targets`` (S, N, k): a centred run's per-seed
+    Y + f_0(X) (:mod:`studylib.centring`); each seed then trains on its own and its outputs are reported
+    minus its step-0 value (J_0 d + 1/2 d^T H_0 d)."""
     if width <= cfg.quad_max_width:
-        from studylib import quad
+        import jax
 
-        return quad.train_quad(apply_fn, p0, x_train, y_train, x_test, learning_rate=lr, steps=steps)
+        from studylib import centring, quad
+
+        if targets is None:
+            return quad.train_quad(apply_fn, p0, x_train, y_train, x_test, learning_rate=lr, steps=steps)
+        trainer = quad.make_quad_trainer(apply_fn)
+        runs = [quad.train_quad(apply_fn, jax.tree_util.tree_map(lambda a, s=s: a[s:s + 1], p0), x_train, targets[s],
+                                x_test, learning_rate=lr, steps=steps, trainer=trainer) for s in range(len(targets))]
+        return {"f_train": centring.centre_records(np.concatenate([r["f_train"] for r in runs])),
+                "f_test": centring.centre_records(np.concatenate([r["f_test"] for r in runs])),
+                "diverged_step": np.concatenate([r["diverged_step"] for r in runs])}
     import jax
 
     s, t = jax.tree_util.tree_leaves(p0)[0].shape[0], len(steps)
@@ -345,22 +362,26 @@ def generic_records(cfg: CompareConfig, apply_fn, p0, x_train, y_train, x_test, 
     """The network (and, with ``lin_mode='params'``, ``nt.linearize``) trained by the generic ``jax.grad``
     trainer of :mod:`studylib.training` checkpoint by checkpoint, and measured at each (:func:`_measure_fns`,
     NT's traced empirical kernel on the first ``kernel_points`` inputs in blocks of ``rows``). ``lin``: the
-    function-space linearization's ((f_train, f_test), (dsq, wdsq)) used in 'function' mode. Returns the
-    records (S, T, ...) and the first divergence step of the network and of the linearization per seed."""
+    function-space linearization's ((f_train, f_test), (dsq, wdsq)) used in 'function' mode. A centred run
+    (``cfg.centred``) trains f(theta) - f(theta_0) itself (:func:`studylib.centring.centred_model`, not the
+    shifted targets of the hand-written trainer: the tests compare the two) and records outputs minus
+    their step-0 values. Returns the records (S, T, ...) and the first divergence step of the network and
+    of the linearization per seed."""
     import jax
     import jax.numpy as jnp
 
-    from studylib import kernels, training
+    from studylib import centring, kernels, training
 
     measure_net, measure_lin_params = measure
     one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
     n_seeds = jax.tree_util.tree_leaves(p0)[0].shape[0]
     traced_fn = jax.jit(kernels.empirical_ntk_fn(apply_fn, implementation=cfg.ntk_implementation))
     x_kernel = x_train[:min(cfg.kernel_points, x_train.shape[0])]
-    train_net = training.make_trainer(training.network_model(apply_fn))
+    model = centring.centred_model if cfg.centred else (lambda m: m)
+    train_net = training.make_trainer(model(training.network_model(apply_fn)))
     params_mode = cfg.lin_mode == "params"
     if params_mode:
-        train_lin = training.make_trainer(training.linearized_model(apply_fn))
+        train_lin = training.make_trainer(model(training.linearized_model(apply_fn)))
     copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
     pn = copy(p0)
     pl = copy(p0) if params_mode else None
@@ -387,6 +408,9 @@ def generic_records(cfg: CompareConfig, apply_fn, p0, x_train, y_train, x_test, 
             progress(int(t - prev))
         prev = t
     rec = {k_: np.stack([r[k_] for r in records], axis=1) for k_ in records[0]}  # (S, T, ...)
+    if cfg.centred:
+        for name in ("f_net_train", "f_net_test") + (("f_lin_train", "f_lin_test") if params_mode else ()):
+            rec[name] = centring.centre_records(rec[name])
     return rec, first_diverged(rec["f_net_train"], y64, steps), first_diverged(rec["f_lin_train"], y64, steps)
 
 
@@ -405,18 +429,23 @@ def predicted_deviation(expansion, apply_fn, p0, x_train, x_test, y64: np.ndarra
     """The first-order prediction of the network-linearization deviation from theta_0 alone
     (:mod:`studylib.perturb`, docs/crossover.md): delta f (S, T, N + M) at the checkpoints on the training
     inputs then the test inputs. ``expansion``: the FC nets' (:func:`fast_init`, O(N) passes), or None for
-    :func:`studylib.perturb.expansion` by autodiff (O(N^2) passes); NaN where :func:`predicts` is False."""
+    :func:`studylib.perturb.expansion` by autodiff (O(N^2) passes); NaN where :func:`predicts` is False.
+    ``y64``: targets (N, k), or per seed (S, N, k) (a centred run's Y + f_0(X): the deviation of the
+    centred models is the uncentred ones' on these targets)."""
     import jax
 
     from studylib import perturb
 
     s, n, m = jax.tree_util.tree_leaves(p0)[0].shape[0], x_train.shape[0], x_test.shape[0]
-    if not predicts(x_train.shape, y64.shape[1]):
+    if not predicts(x_train.shape, y64.shape[-1]):
         return np.full((s, len(steps), n + m), np.nan)
     if expansion is None:
         expansion = jax.jit(jax.vmap(lambda p: perturb.expansion(lambda q, x: apply_fn(q, x)[:, 0], p, x_train,
                                                                  x_test)))(p0)
-    return perturb.predict(expansion, y64[:, 0], learning_rate=lr, checkpoints=steps)[0]
+    if y64.ndim == 2:
+        return perturb.predict(expansion, y64[:, 0], learning_rate=lr, checkpoints=steps)[0]
+    return np.concatenate([perturb.predict(jax.tree_util.tree_map(lambda a, i=i: a[i:i + 1], expansion), y64[i, :, 0],
+                                           learning_rate=lr, checkpoints=steps)[0] for i in range(s)])
 
 
 def predicted_curves(delta: np.ndarray, n: int, data) -> dict[str, np.ndarray]:
@@ -432,23 +461,152 @@ def predicted_curves(delta: np.ndarray, n: int, data) -> dict[str, np.ndarray]:
     return out
 
 
+def learning_schedule(cfg: CompareConfig, lr_critical_inf: float, lr_critical_emp: np.ndarray,
+                      lr: float | None = None) -> tuple[float, np.ndarray]:
+    """The learning rate of one width and its checkpoint steps (T,), increasing from 0 (time = lr x steps).
+
+    ``lr_rule='analytic'``: ``cfg.lr``, else lr_fraction x 2Nk/lambda_max(Theta) (``lr_critical_inf``), at
+    the log-spaced checkpoints of ``cfg.steps`` steps (:func:`studylib.training.checkpoint_steps`).
+    ``'emp'``: that rate times ``cfg.steps`` is the absolute time T every width trains to; the width's own
+    rate eta_0 = lr_fraction x the smallest 2Nk/lambda_max(K_0) of its seeds (``lr_critical_emp`` (S,);
+    or ``lr``, a rate chosen for the width from all its seeds when they run in chunks) gives
+    n = ceil(T / eta_0) steps at eta = T / n <= eta_0, so every width ends at time T exactly; its
+    checkpoints are the analytic rule's at the same fractions of T, rounded to its own steps (equal
+    times to within half a step; the results keep each width's ``times``)."""
+    from studylib import training
+
+    ref = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
+    base = cfg.lr if cfg.lr is not None else cfg.lr_fraction * lr_critical_inf
+    if cfg.lr_rule == "analytic":
+        return base, ref
+    total = base * cfg.steps
+    eta0 = lr if lr is not None else cfg.lr_fraction * float(np.min(lr_critical_emp))
+    n = max(math.ceil(total / eta0 * (1.0 - 1e-12)), 1)
+    steps = np.round(ref / cfg.steps * n).astype(np.int64)
+    steps[1:] = np.maximum(steps[1:], 1)
+    steps = np.maximum.accumulate(steps)
+    steps[-1] = n
+    return total / n, steps
+
+
+@functools.lru_cache(maxsize=16)
+def _full_ntk_fn(mlp) -> Callable:
+    """Jitted :func:`studylib.sgd.full_ntk` of one seed's dense parameters (one compile per net)."""
+    import jax
+
+    from studylib import sgd
+
+    return jax.jit(lambda dense, x: sgd.full_ntk(mlp, dense, x))
+
+
+def kernels_at_init(cfg: CompareConfig, net, mlp, p0, x_train, x_test, *, k: int, n_params: int, itemsize: int
+                    ) -> dict[str, Any]:
+    """The full empirical NTK at init 'k0_flat' (S, N k, N k) and the outputs 'f0_train' (S, N, k),
+    'f0_test' (S, M, k), float64. FC nets (``mlp``, :func:`fast_net`) from per-sample features: with one
+    output by :func:`fast_init` (kept as 'init': its per-layer pieces, K_0(x_test, X) and first-order
+    expansion serve the rest of the width), with k > 1 outputs by :func:`studylib.sgd.full_ntk` seed by seed
+    (measured at width 1024 on digits, N k = 2560: 1.8 s a seed here); other nets by NT's empirical kernel,
+    seed by seed in blocks of inputs (memory: :func:`kernel_rows`)."""
+    import jax
+
+    from studylib import kernels, sgd
+
+    s_count = jax.tree_util.tree_leaves(p0)[0].shape[0]
+    n = x_train.shape[0]
+    one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
+    if mlp is not None and k == 1:  # the kernels at init from per-sample features (fast_lin_function)
+        init = fast_init(mlp, sgd.dense_params(p0), x_train, x_test, expand=predicts(x_train.shape, k))
+        return {"init": init, "k0_flat": np.asarray(init["kw"].sum(1) + init["kb"].sum(1), np.float64),
+                "f0_train": np.asarray(init["f0_train"], np.float64),
+                "f0_test": np.asarray(init["f0_test"], np.float64)}
+    if mlp is not None:
+        full = _full_ntk_fn(mlp)
+        dense0 = sgd.dense_params(p0)
+        k0_flat = np.stack([np.asarray(full(one(dense0, s), x_train)[0], np.float64) for s in range(s_count)])
+    else:  # the full kernel at init, seed by seed, in blocks of inputs (memory: kernel_rows)
+        rows = kernel_rows(n_params, k, itemsize, n)
+        full_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation,
+                                                   trace_outputs=False))
+        k0_flat = np.stack([kernels.flat_kernel(kernels.blocked_ntk(full_fn, x_train, None, one(p0, s), rows=rows))
+                            for s in range(s_count)])  # (S, N k, N k)
+    f0 = jax.vmap(net.apply_fn, in_axes=(0, None))
+    return {"init": None, "k0_flat": k0_flat, "f0_train": np.asarray(f0(p0, x_train), np.float64),
+            "f0_test": np.asarray(f0(p0, x_test), np.float64)}
+
+
+def trained_fraction_curves(lr: float, steps, n_out: int, theta_lambda_min: float, k0_lambda_min: np.ndarray
+                            ) -> dict[str, np.ndarray]:
+    """How far each predictor has trained its slowest kernel mode, ``trained_fraction_<p>`` (S, T):
+    1 - (1 - lr lambda_min / (N k))^t for discrete GD (network and linearization, lambda_min of each
+    seed's K_0: the network's kernel at init), 1 - exp(-lr t lambda_min / (N k)) for NT's flow (closed
+    forms: K_0's, and Theta's for the analytic one); 1 at t = infinity. NT's convention (SCIENCE.md
+    section 2): ``n_out`` = N k training outputs; negative round-off eigenvalues count as 0."""
+    from studylib import closed_form
+
+    lam0 = np.maximum(np.asarray(k0_lambda_min, np.float64), 0.0)[:, None]  # (S, 1): one mode per seed
+    lam_inf = np.full((lam0.shape[0], 1), max(float(theta_lambda_min), 0.0))
+    frac = lambda lam, disc: 1.0 - closed_form.decay(lam, lr, n_out, steps, discrete=disc)[..., 0]  # noqa: E731
+    discrete, flow_emp = frac(lam0, True), frac(lam0, False)
+    return {"trained_fraction_net": discrete, "trained_fraction_lin": discrete.copy(),
+            "trained_fraction_closed_emp": flow_emp, "trained_fraction_closed_inf": frac(lam_inf, False)}
+
+
+def closed_predictions(coeffs: dict, theta_train, theta_test, k0_flat, start_train, start_test, init, p0,
+                       x_train, x_test, measure_lin_function, n_steps: int) -> tuple[dict, dict]:
+    """Every closed form's (train (S, T, N, k), test (S, T, M, k)) outputs from its coefficients
+    (:func:`closed_coefficients`), starting from ``start_*`` (f_0, or 0 when centred): with the analytic
+    kernel directly, with K_0 through J_0 (theta_t - theta_0 = J_0^T c_t: :func:`fast_lin_function` or one
+    vjp and one jvp per checkpoint), which also gives the linearized model's parameter changes
+    ({name: (dsq (S, T), wdsq (S, T, L))}). The t = infinity forms are repeated over the ``n_steps``
+    checkpoints."""
+    import jax.numpy as jnp
+
+    from studylib import closed_form
+
+    closed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    lin_fn_out = {}
+    for name, c in coeffs.items():
+        if name.startswith("closed_inf"):
+            out = (start_train[:, None] + closed_form.kernel_apply(theta_train, c),
+                   start_test[:, None] + closed_form.kernel_apply(theta_test, c))
+        else:
+            if init is not None:
+                dsq, wdsq, df_test = fast_lin_function(init, c)
+            else:
+                dsq, wdsq, df_test = measure_lin_function(p0, jnp.asarray(c), x_train, x_test)
+            lin_fn_out[name] = (np.asarray(dsq, np.float64), np.asarray(wdsq, np.float64))
+            out = (start_train[:, None] + np.stack([closed_form.kernel_apply(k0_flat[s], c[s])
+                                                    for s in range(len(c))]),
+                   start_test[:, None] + np.asarray(df_test, np.float64))
+        if name.endswith(LIMIT):
+            out = tuple(np.repeat(a, n_steps, axis=1) for a in out)
+        closed[name] = out
+    return closed, lin_fn_out
+
+
 def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None,
               seeds: list[int] | None = None, log: Callable[[str], Any] | None = None,
-              analytic: tuple[np.ndarray, np.ndarray] | None = None, fast: bool = True) -> dict[str, Any]:
+              analytic: tuple[np.ndarray, np.ndarray] | None = None, fast: bool = True,
+              lr: float | None = None) -> dict[str, Any]:
     """Train and measure all seeds at one width (``progress(k)`` is called after every k steps).
 
     Data: x (N, ...) and y (N, k) (``data.x_train``, ``data.y_train``), test inputs x_test (M, ...)
     and, where held out, y_test (M, k). The empirical kernel at init is the full (N k, N k) one
-    (NT's ``trace_axes=()``, flat layout of :func:`studylib.kernels.flat_kernel`), computed in
-    blocks; the analytic one (N, N) acts as Theta (x) I_k (``analytic``: (Theta(X, X), Theta(x_test, X))
-    when already computed, e.g. for another width of a width-independent kernel). FC nets train by the
-    hand-written trainer (:func:`fast_network_records`) unless ``fast`` is False (the generic one: tests
-    compare the two). Returns per-seed curves of shape
-    (S, T, ...) over the checkpoints and per-seed scalars (names: README, "Files it writes")."""
+    (NT's ``trace_axes=()``, flat layout of :func:`studylib.kernels.flat_kernel`; :func:`kernels_at_init`);
+    the analytic one (N, N) acts as Theta (x) I_k (``analytic``: (Theta(X, X), Theta(x_test, X))
+    when already computed, e.g. for another width of a width-independent kernel). The rate and the
+    checkpoints come from :func:`learning_schedule` (``lr``: the width's rate under the 'emp' rule when
+    chosen over seed chunks). Centred runs (``cfg.centred``, :mod:`studylib.centring`) report every
+    model's outputs minus f_0: the closed forms and the function-space linearization start from 0, the
+    hand-written trainer and the quadratic model train on the per-seed targets Y + f_0(X), the generic
+    trainer trains f(theta) - f(theta_0) itself. FC nets train by the hand-written trainer
+    (:func:`fast_network_records`) unless ``fast`` is False (the generic one: tests compare the two).
+    Returns per-seed curves of shape (S, T, ...) over the checkpoints and per-seed scalars (names:
+    docs/compare.md, "Files it writes")."""
     import jax
     import jax.numpy as jnp
 
-    from studylib import closed_form, devices, kernels, models, sgd, training
+    from studylib import centring, devices, kernels, models, training
 
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     itemsize = 8 if cfg.dtype == "float64" else 4
@@ -456,67 +614,47 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     y_train = jnp.asarray(data.y_train, dtype)
     x_test = jnp.asarray(data.x_test, dtype)
     n, k = data.y_train.shape
-    steps = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
     if seeds is None:
         seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
 
     net = models.build(cfg.model, width, out_dim=k)
     p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype), len(seeds))
-    one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
     paths = models.weight_paths(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), p0))
     n_params = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(p0))
 
     theta_train, theta_test = analytic or analytic_kernels(net.kernel_fn, x_train, x_test)
     lr_critical_inf = float(kernels.critical_learning_rate(theta_train, outputs=k))
-    lr = cfg.lr if cfg.lr is not None else cfg.lr_fraction * lr_critical_inf
 
     mlp = fast_net(cfg, width, x_train, k) if fast else None
-    dense0 = None if mlp is None else sgd.dense_params(p0)
-    init = None
-    if mlp is not None and k == 1:  # the kernels at init from per-sample features (fast_lin_function)
-        init = fast_init(mlp, dense0, x_train, x_test, expand=predicts(x_train.shape, k))
-        k0_flat = np.asarray(init["kw"].sum(1) + init["kb"].sum(1), np.float64)  # (S, N, N)
-    else:  # the full kernel at init, seed by seed, in blocks of inputs (memory: kernel_rows)
-        rows = kernel_rows(n_params, k, itemsize, n)
-        full_fn = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=cfg.ntk_implementation,
-                                                   trace_outputs=False))
-        k0_flat = np.stack([kernels.flat_kernel(kernels.blocked_ntk(full_fn, x_train, None, one(p0, s), rows=rows))
-                            for s in range(len(seeds))])  # (S, N k, N k)
+    at_init = kernels_at_init(cfg, net, mlp, p0, x_train, x_test, k=k, n_params=n_params, itemsize=itemsize)
+    init, k0_flat = at_init["init"], at_init["k0_flat"]
     k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
     lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
+    lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr)
     above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
     if above and log is not None:  # before training: the linearized model of these seeds will diverge
         log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2Nk/lambda_max(K_0) of "
             f"seed(s) {above}: their linearized model diverges (GD with a constant kernel above 2Nk/lambda_max)")
 
-    if init is not None:
-        f0_train, f0_test = (np.asarray(init[key], np.float64) for key in ("f0_train", "f0_test"))
-    else:
-        f0_train = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
-        f0_test = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
+    centred = cfg.centred
+    f0_train, f0_test = at_init["f0_train"], at_init["f0_test"]
+    start_train, start_test = (centring.initial_outputs(f, centred) for f in (f0_train, f0_test))
     y64 = np.asarray(data.y_train, np.float64)
+    # the trainers of the uncentred network train the centred one on Y + f_0(X) (studylib.centring)
+    targets = jnp.asarray(centring.shifted_targets(y64, f0_train), dtype) if centred else None
 
     coeffs = closed_coefficients({"inf": (theta_train, np.linalg.eigh(theta_train)),
-                                  "emp": list(zip(k0_flat, k0_eig, strict=True))}, y64, f0_train, lr=lr, steps=steps)
+                                  "emp": list(zip(k0_flat, k0_eig, strict=True))}, y64, start_train, lr=lr, steps=steps)
     measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, paths)
-    closed: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    lin_fn_out = {}
-    for name, c in coeffs.items():
-        if name.startswith("closed_inf"):
-            closed[name] = (f0_train[:, None] + closed_form.kernel_apply(theta_train, c),
-                            f0_test[:, None] + closed_form.kernel_apply(theta_test, c))
-        else:
-            if init is not None:
-                dsq, wdsq, df_test = fast_lin_function(init, c)
-            else:
-                dsq, wdsq, df_test = measure_lin_function(p0, jnp.asarray(c), x_train, x_test)
-            lin_fn_out[name] = (np.asarray(dsq, np.float64), np.asarray(wdsq, np.float64))
-            closed[name] = (f0_train[:, None] + np.stack([closed_form.kernel_apply(k0_flat[s], c[s])
-                                                         for s in range(len(seeds))]),
-                            f0_test[:, None] + np.asarray(df_test, np.float64))
+    closed, lin_fn_out = closed_predictions(coeffs, theta_train, theta_test, k0_flat, start_train, start_test, init,
+                                            p0, x_train, x_test, measure_lin_function, len(steps))
 
     if mlp is not None:
-        rec = fast_network_records(cfg, width, p0, x_train, y_train, x_test, lr=lr, steps=steps)
+        rec = fast_network_records(cfg, width, p0, x_train, y_train if targets is None else targets, x_test, lr=lr,
+                                   steps=steps)
+        if centred:
+            rec["f_net_train"], rec["f_net_test"] = (centring.centre_records(rec[key])
+                                                     for key in ("f_net_train", "f_net_test"))
         rec["dsq_lin"], rec["wdsq_lin"] = lin_fn_out["closed_emp_discrete"]
         rec["f_lin_train"], rec["f_lin_test"] = closed["closed_emp_discrete"]
         diverged_net, diverged_lin = (first_diverged(rec[f"f_{m}_train"], y64, steps) for m in ("net", "lin"))
@@ -528,7 +666,8 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
             lin=(closed["closed_emp_discrete"], lin_fn_out["closed_emp_discrete"]),
             measure=(measure_net, measure_lin_params), progress=progress,
             rows=kernel_rows(n_params, k, itemsize, min(cfg.kernel_points, n)))
-    quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps)
+    quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps,
+                           targets=targets)
 
     n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
                 for leaf in jax.tree_util.tree_leaves(p0))  # (S,)
@@ -541,17 +680,23 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     preds["quad"] = (quad["f_train"], quad["f_test"])
 
     expansion = None if init is None else init.get("expansion")
-    delta = predicted_deviation(expansion, net.apply_fn, p0, x_train, x_test, y64, lr=lr, steps=steps)
-    curves = measured_curves(rec, preds, n0_sq, w0_sq, y64, data) | predicted_curves(delta, n, data)
-    _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
-
+    delta = predicted_deviation(expansion, net.apply_fn, p0, x_train, x_test, y64 if targets is None else
+                                np.asarray(targets, np.float64), lr=lr, steps=steps)
     lam_theta = np.linalg.eigvalsh(theta_train)
     lam_k0 = np.stack([lam for lam, _ in k0_eig])
+    curves = (measured_curves(rec, preds, n0_sq, w0_sq, y64, data) | predicted_curves(delta, n, data)
+              | trained_fraction_curves(lr, steps, n * k, lam_theta[0], lam_k0[:, 0]))
+    _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
+
     stored = (lambda a: a[..., 0]) if k == 1 else (lambda a: a.astype(np.float32))
+    once = lambda name, a: a[:, -1:] if name.endswith(LIMIT) else a  # noqa: E731  t = infinity: one checkpoint
     return {
         "width": width,
         "steps": steps,
+        "times": lr * np.asarray(steps, np.float64),  # absolute time lr x t of each checkpoint
         "learning_rate": lr,
+        "lr_rule": cfg.lr_rule,
+        "centred": centred,
         "lr_critical_inf": lr_critical_inf,
         "lr_critical_emp": lr_critical_emp,
         "lr_above_emp_critical": lr > lr_critical_emp,
@@ -571,13 +716,15 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         "k0_eigenvalues": lam_k0,  # (S, N k) of the full empirical NTK at init
         "k0_train": kernels.traced_kernel(k0_flat, k),  # (S, N, N) the same, traced over outputs
         "k_net_train": rec["k_net_train"],  # (S, T, P, P) traced empirical NTK on the first P inputs per checkpoint
-        "predictions_test": {k_: stored(v[1]) for k_, v in preds.items()},  # (S, T, M[, k])
-        "predictions_train": {k_: stored(v[0]) for k_, v in preds.items()},  # (S, T, N[, k])
+        # (S, T, M[, k]); the t = infinity closed forms (S, 1, M[, k])
+        "predictions_test": {k_: stored(once(k_, v[1])) for k_, v in preds.items()},
+        "predictions_train": {k_: stored(once(k_, v[0])) for k_, v in preds.items()},  # (S, T, N[, k])
     }
 
 
 #: run_width outputs that are the same for every seed (the rest have a leading seed axis).
-SHARED_KEYS = ("width", "steps", "learning_rate", "lr_critical_inf", "theta_lambda_min", "theta_lambda_max",
+SHARED_KEYS = ("width", "steps", "times", "lr_rule", "centred",
+               "learning_rate", "lr_critical_inf", "theta_lambda_min", "theta_lambda_max",
                "quad_trained", "weight_layers", "theta_eigenvalues", "theta_train")
 
 
@@ -614,7 +761,25 @@ def memory_plan(cfg: CompareConfig, width: int, input_shape: tuple[int, ...], ou
     host = 3 * cfg.seeds * (n * outputs) ** 2 * 8
     return {"width": width, "params": n_params, "outputs": outputs, "input_shape": tuple(input_shape),
             "bytes_per_seed": per_seed, "fixed_bytes": fixed, "kernel_rows": rows, "host_bytes": host,
-            "seeds_per_chunk": devices.seeds_per_chunk(per_seed, cfg.seeds, fixed_bytes=fixed)}
+            "seeds_per_chunk": devices.seeds_per_chunk(per_seed, cfg.seeds, fixed_bytes=fixed),
+            "fits": devices.fits(per_seed + fixed)}
+
+
+def plan_line(cfg: CompareConfig, p: dict) -> str:
+    """One width of :func:`memory_plan` in words (``--plan`` and the refusal of a width that does not fit)."""
+    return (f"width {p['width']:>6}: {p['params']:>12,} parameters, {p['bytes_per_seed'] / 2**20:>8.1f} MiB per seed "
+            f"(+{p['fixed_bytes'] / 2**20:.0f} MiB for kernel blocks of {p['kernel_rows']} inputs), "
+            f"{p['seeds_per_chunk']} of {cfg.seeds} seeds at a time; host {p['host_bytes'] / 2**20:.0f} MiB")
+
+
+def check_memory(cfg: CompareConfig, input_shape: tuple[int, ...], outputs: int) -> None:
+    """One ConfigError line, before anything is allocated, for the first width whose single seed does not
+    fit one device's usable memory (:func:`studylib.devices.check_fits`; ``--max-memory`` caps it)."""
+    from studylib import devices
+
+    for w in cfg.widths:
+        p = memory_plan(cfg, w, input_shape, outputs)
+        devices.check_fits(f"width {w}", p["bytes_per_seed"] + p["fixed_bytes"], " ".join(plan_line(cfg, p).split()))
 
 
 def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[float], Any]) -> dict[str, Any]:
@@ -633,13 +798,37 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
     def chunk_progress(n_seeds: int) -> Callable[[int], None]:
         def update(k: int) -> None:
             done[0] += k * n_seeds
-            progress(setup + (1.0 - setup) * done[0] / (cfg.steps * cfg.seeds))
+            progress(min(1.0, setup + (1.0 - setup) * done[0] / (cfg.steps * cfg.seeds)))
         return update
 
     chunks = [seed_ids[i:i + chunk] for i in range(0, cfg.seeds, chunk)]
     analytic = shared_analytic(cfg, w, ctx)
+    lr = chunked_emp_rate(cfg, w, ctx.dataset, chunks) if cfg.lr_rule == "emp" and len(chunks) > 1 else None
     return concat_seed_chunks([run_width(cfg, w, ctx.dataset, seeds=ids, log=ctx.log, progress=chunk_progress(len(ids)),
-                                         analytic=analytic) for ids in chunks])
+                                         analytic=analytic, lr=lr) for ids in chunks])
+
+
+def chunked_emp_rate(cfg: CompareConfig, width: int, data, chunks: list[list[int]]) -> float:
+    """The 'emp' rule's rate eta_0 of a width whose seeds run in chunks: lr_fraction x the smallest
+    2Nk/lambda_max(K_0) over all its seeds (:func:`learning_schedule`), so that every chunk trains at the
+    same rate for the same steps. Costs one extra kernel at init per seed (only when seeds are chunked)."""
+    import jax.numpy as jnp
+
+    from studylib import devices, kernels, models, training
+
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    x_train, x_test = jnp.asarray(data.x_train, dtype), jnp.asarray(data.x_test[:1], dtype)
+    n, k = data.y_train.shape
+    net = models.build(cfg.model, width, out_dim=k)
+    mlp = fast_net(cfg, width, x_train, k)
+    rates = []
+    for ids in chunks:
+        p0 = devices.shard_seeds(training.init_params(net.init_fn, ids, x_train.shape, dtype=cfg.dtype), len(ids))
+        n_params = models.count_params(net, x_train.shape)
+        k0 = kernels_at_init(cfg, net, mlp, p0, x_train, x_test, k=k, n_params=n_params,
+                             itemsize=x_train.dtype.itemsize)
+        rates.append(kernels.critical_rate(np.linalg.eigvalsh(k0["k0_flat"])[:, -1], n * k))
+    return cfg.lr_fraction * float(np.min(np.concatenate(rates)))
 
 
 #: Registered architectures whose analytic kernel under NTK parameterization does not depend on the width.
@@ -686,6 +875,7 @@ def prepare(cfg: CompareConfig, dataset, log) -> dict:
 
     net = models.build(cfg.model, cfg.widths[0], out_dim=dataset.y_train.shape[1], input_shape=dataset.x_train.shape)
     models.weight_paths(jax.eval_shape(lambda key: net.init_fn(key, dataset.x_train.shape)[1], jax.random.PRNGKey(0)))
+    check_memory(cfg, dataset.x_train.shape, dataset.y_train.shape[1])
     return {}
 
 
@@ -700,7 +890,8 @@ def plan(cfg: CompareConfig) -> str:
              f"{dataset.x_test.shape[0]} test inputs; full kernel at init ({shape[0] * k} x {shape[0] * k})"]
     for w in cfg.widths:
         p = memory_plan(cfg, w, shape, k)
-        lines.append(f"width {w:>6}: {p['params']:>12,} parameters, {p['bytes_per_seed'] / 2**20:>8.1f} MiB "
-                     f"per seed (+{p['fixed_bytes'] / 2**20:.0f} MiB for kernel blocks of {p['kernel_rows']} inputs), "
-                     f"{p['seeds_per_chunk']} of {cfg.seeds} seeds at a time; host {p['host_bytes'] / 2**20:.0f} MiB")
+        lines.append(plan_line(cfg, p))
+        if not p["fits"]:
+            lines.append(f"warning: width {w} needs more than the {devices.memory_bytes() / 2**30:.1f} GiB of "
+                         f"{devices.memory_source()} for one seed: a run refuses it")
     return "\n".join(lines)

@@ -6,8 +6,9 @@ import dataclasses
 import math
 from typing import Any
 
+from studylib import centring
 from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
-from studylib.data import DataConfig
+from studylib.data import DEFAULT_SIZES, DataConfig, check_pair
 from studylib.flags import int_list, option
 from studylib.models import ModelConfig
 from studylib.runner import Cell
@@ -29,14 +30,22 @@ GAPS = {
     # The second-order Taylor model (studylib.quad), trained at widths <= quad_max_width.
     "net_vs_quad": ("net", "quad"),
     "quad_vs_lin": ("quad", "lin"),
+    # How far each run is from where its training leads: the t -> infinity closed forms (the same at
+    # every checkpoint): with the analytic kernel for the network and the analytic closed form, with the
+    # network's K_0 for the linearization (which converges to it exactly).
+    "net_vs_closed_inf_limit": ("net", "closed_inf_limit"),
+    "closed_inf_vs_limit": ("closed_inf", "closed_inf_limit"),
+    "lin_vs_closed_emp_limit": ("lin", "closed_emp_limit"),
 }
 LIN_MODES = ("function", "params")
 #: Regions: '' = the whole test set, 'train' = the training inputs; 'interp'/'extrap' only where the
 #: data have them (1-D grids: inside / beyond the training range).
 REGIONS = ("", "train", "interp", "extrap")
 #: The predictors measured on held-out data: network, linearization, closed forms (NT's flow) with
-#: the analytic and the empirical kernel.
-PREDICTORS = ("net", "lin", "closed_inf", "closed_emp")
+#: the analytic and the empirical kernel, and both closed forms at t = infinity (``_limit``).
+PREDICTORS = ("net", "lin", "closed_inf", "closed_emp", "closed_inf_limit", "closed_emp_limit")
+#: Learning-rate rules (``CompareConfig.lr_rule``).
+LR_RULES = ("analytic", "emp")
 #: Pairs whose predicted classes are compared on the test set (``test_agreement_<a>_vs_<b>``).
 AGREEMENTS = (("net", "lin"), ("net", "closed_inf"))
 
@@ -63,31 +72,37 @@ TABLE_METRICS = (
     "rmse_net_vs_quad", "rmse_quad_vs_lin",
     "loss_net", "loss_lin", "loss_quad",
     "test_loss_net", "test_loss_closed_inf", "test_accuracy_net", "test_accuracy_lin", "test_accuracy_closed_inf",
-    "test_agreement_net_vs_lin", "test_agreement_net_vs_closed_inf",
+    "test_accuracy_closed_inf_limit", "test_agreement_net_vs_lin", "test_agreement_net_vs_closed_inf",
+    "trained_fraction_net", "trained_fraction_closed_inf", "rmse_net_vs_closed_inf_limit", "rmse_closed_inf_vs_limit",
+    "rmse_lin_vs_closed_emp_limit",
 )
 
-#: Per-data defaults of the fields left None (``widths``, ``steps``), keyed by (dataset, architecture,
-#: sweep); '*' matches any. The 1-D toy keeps the seed study's sweep; digits (N = 256 inputs with 10
-#: outputs: full empirical kernels of 2560 x 2560) is sized for ``sweep='default'`` to run in
-#: ~5 min (fc) / <= 10 min (cnn) on a 2-core CPU, and ``sweep='large'`` for one GPU (``--plan``).
-#: ``lr_fraction``: on digits the empirical kernel of a narrow depth-5 net at init has lambda_max up to
-#: ~12x the analytic one (width 16; ~3x at width 64), so half the analytic critical rate would put
-#: most narrow nets above their own 2Nk/lambda_max(K_0) (their linearization diverges); 0.05 keeps
-#: nearly all below it and still trains the infinite-width model to 96% test accuracy in 1000 steps.
+#: Per-data defaults of the fields left None (``widths``, ``steps``, ``lr_fraction``, ``lr_rule``,
+#: ``quad_max_width``; ``n_train`` replaces the dataset's default size), keyed by (dataset, architecture,
+#: sweep); '*' matches any. The 1-D toy keeps the seed study's sweep (analytic rule: every width at
+#: 0.5 x 2N/lambda_max(Theta)).
+#: Digits (N = 256 inputs with k = 10 outputs: full empirical kernels of 2560 x 2560) trains centred
+#: nets (``centre='auto'``) with the 'emp' rule: each width at half the smallest critical rate
+#: 2Nk/lambda_max(K_0) of its seeds, to the absolute time T = steps x 0.5 x 2Nk/lambda_max(Theta) (the
+#: narrowest nets, whose lambda_max(K_0) is up to ~3x the analytic one at width 32, take ~3x the steps).
+#: Sized for ``sweep='default'`` to run in ~10 min on this 2-core CPU (docs/real-data.md has the times),
+#: ``sweep='large'`` for one GPU (``--plan``): N = 1024 training images, widths to 4096.
 SWEEP_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("*", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256, 512, 1024), "steps": 1000, "lr_fraction": 0.5,
-                            "quad_max_width": 256},
+                            "lr_rule": "analytic", "quad_max_width": 256},
     ("*", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "steps": 10000, "lr_fraction": 0.5,
-                          "quad_max_width": 1024},
-    ("digits", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256), "steps": 1000, "lr_fraction": 0.05,
-                                 "quad_max_width": 0},
-    ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 10000, "lr_fraction": 0.05,
-                               "quad_max_width": 256},
+                          "lr_rule": "analytic", "quad_max_width": 1024},
+    ("digits", "*", "default"): {"widths": (32, 64, 128, 256, 512, 1024), "steps": 400, "lr_fraction": 0.5,
+                                 "lr_rule": "emp", "quad_max_width": 0},
+    ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 2000, "lr_fraction": 0.5,
+                               "lr_rule": "emp", "quad_max_width": 0, "n_train": 1024},
     # XLA's CPU convolutions train slowly (~0.17 s per GD step per seed at width 8 on this CPU), so
-    # the conv net's CPU sweep is short; the large sweep is for a GPU.
-    ("digits", "cnn", "default"): {"widths": (4, 8, 16), "steps": 100, "lr_fraction": 0.05, "quad_max_width": 0},
+    # the conv net's CPU sweep is short; the large sweep is for a GPU. lr_fraction 0.05 of the analytic
+    # critical rate: a narrow conv net's lambda_max(K_0) is many times the analytic one.
+    ("digits", "cnn", "default"): {"widths": (4, 8, 16), "steps": 100, "lr_fraction": 0.05, "lr_rule": "analytic",
+                                   "quad_max_width": 0},
     ("digits", "cnn", "large"): {"widths": (16, 32, 64, 128, 256, 512), "steps": 5000, "lr_fraction": 0.05,
-                                 "quad_max_width": 0},
+                                 "lr_rule": "analytic", "quad_max_width": 0},
 }
 SWEEPS = ("default", "large")
 
@@ -103,8 +118,8 @@ OTHER_IMPLEMENTATION = 1
 
 
 def sweep_defaults(data_name: str, arch: str, sweep: str) -> dict[str, Any]:
-    """``widths`` and ``steps`` of :data:`SWEEP_DEFAULTS` for this dataset, architecture and sweep
-    (the most specific entry wins: dataset and arch, then dataset, then any)."""
+    """The :data:`SWEEP_DEFAULTS` entry for this dataset, architecture and sweep (the most specific entry
+    wins: dataset and arch, then dataset, then any)."""
     for key in ((data_name, arch, sweep), (data_name, "*", sweep), ("*", "*", sweep)):
         if key in SWEEP_DEFAULTS:
             return SWEEP_DEFAULTS[key]
@@ -124,9 +139,17 @@ class CompareConfig:
     ``lr``: absolute learning rate; when None it is ``lr_fraction`` times the
     critical rate 2Nk/lambda_max of the analytic NTK on the training inputs (N inputs with k
     outputs each; per width: under standard parameterization the analytic kernel grows with width).
+    ``lr_rule='emp'`` keeps that rate only to fix the absolute time T = lr x steps, and trains each width
+    at ``lr_fraction`` times the smallest empirical critical rate 2Nk/lambda_max(K_0) of its seeds, for
+    ceil(T / that) steps (the rate then lowered to T / steps, so every width ends at time T exactly;
+    checkpoints at the same fractions of T: :func:`studylib.compare.cell.learning_schedule`).
 
-    ``widths``, ``steps`` and ``lr_fraction`` left None take the defaults of the dataset, architecture and
-    ``sweep`` (:data:`SWEEP_DEFAULTS`), resolved here; ``ntk_implementation`` None takes the
+    ``centre``: train and measure f(theta) - f(theta_0) (:mod:`studylib.centring`); 'auto' centres
+    class targets; :attr:`centred` is the resolved choice.
+
+    ``widths``, ``steps``, ``lr_fraction``, ``lr_rule`` and ``quad_max_width`` left None take the defaults
+    of the dataset, architecture and ``sweep`` (:data:`SWEEP_DEFAULTS`), resolved here (the large sweep
+    also sets digits' ``data.n_train`` where it is the dataset's default); ``ntk_implementation`` None takes the
     fastest measured for the architecture (:data:`IMPLEMENTATION_BY_ARCH`). ``kernel_points``:
     the network's kernel during training (``rel_ntk_change``, ``ntk_x0_change``,
     ``ntk_lambda_*``) is measured on the first that many training inputs, traced over outputs;
@@ -134,17 +157,25 @@ class CompareConfig:
     """
 
     widths: tuple[int, ...] | None = option(
-        None, "comma-separated hidden widths; none: the dataset's (cubic etc. 8..1024, digits 8..256, digits "
+        None, "comma-separated hidden widths; none: the dataset's (cubic etc. 8..1024, digits 32..1024, digits "
         "with cnn 4..16; --preset large: 64..8192, 64..4096, 16..512)", parse=int_list, check=optional(integers()))
     seeds: int = option(3, "number of initialisations per width", check=integer())
-    steps: int | None = option(None, "full-batch GD steps; none: the dataset's (1000; digits cnn 100; --preset "
-                               "large: 10000, cnn 5000)", parse=int, check=optional(integer()))
+    steps: int | None = option(None, "full-batch GD steps (with --lr-rule emp: at the analytic rate, setting the "
+                               "time lr x steps every width trains to); none: the dataset's (1000; digits 400, cnn "
+                               "100; --preset large: 10000, digits 2000, cnn 5000)", parse=int,
+                               check=optional(integer()))
     sweep: str = option("default", "which per-data defaults fill --widths/--steps: default (this CPU) or large "
                         "(a GPU; --preset large sets it)", check=one_of(SWEEPS))
     lr: float | None = option(None, "absolute learning rate; none: --lr-fraction of the critical rate", parse=float,
                               check=optional(number()))
-    lr_fraction: float | None = option(None, "learning rate as a fraction of 2Nk/lambda_max of the analytic NTK; "
-                                       "none: the dataset's (0.5; digits 0.05)", parse=float, check=optional(number()))
+    lr_fraction: float | None = option(None, "learning rate as a fraction of 2Nk/lambda_max of the analytic NTK "
+                                       "(--lr-rule emp: also of each width's empirical one); none: the dataset's (0.5; "
+                                       "digits cnn 0.05)", parse=float, check=optional(number()))
+    lr_rule: str | None = option(None, "analytic (one rate for all widths) or emp (each width at --lr-fraction of its "
+                                 "seeds' smallest 2Nk/lambda_max(K_0), trained to the same time lr x steps); none: "
+                                 "the dataset's (analytic; digits fc emp)", parse=str,
+                                 check=optional(one_of(LR_RULES)))
+    centre: str = option("auto", centring.CENTRE_HELP, check=one_of(centring.CENTRE_MODES))
     n_checkpoints: int = option(16, "number of log-spaced checkpoints, step 0 and the last included",
                                 flags=("--checkpoints",), check=integer(2))
     kernel_points: int = option(64, "training inputs (the first ones) on which the network's kernel is measured "
@@ -168,9 +199,11 @@ class CompareConfig:
     def __post_init__(self):
         validate(self)
         defaults = sweep_defaults(self.data.name, self.model.arch, self.sweep)
-        for name in ("widths", "steps", "lr_fraction", "quad_max_width"):
+        for name in ("widths", "steps", "lr_fraction", "lr_rule", "quad_max_width"):
             if getattr(self, name) is None:
                 set_frozen(self, name, defaults[name])
+        if "n_train" in defaults and self.data.n_train == DEFAULT_SIZES[self.data.name][0]:
+            set_frozen(self, "data", dataclasses.replace(self.data, n_train=defaults["n_train"]))
         if self.ntk_implementation is None:
             set_frozen(self, "ntk_implementation", IMPLEMENTATION_BY_ARCH.get(self.model.arch, OTHER_IMPLEMENTATION))
         if self.ntk_implementation not in (1, 2):
@@ -179,6 +212,13 @@ class CompareConfig:
         if self.fit_widths is not None and (len(self.fit_widths) < 2 or set(self.fit_widths) - set(self.widths)):
             raise ConfigError(f"fit_widths: {list(self.fit_widths)} must be >= 2 of the swept widths "
                               f"{list(self.widths)}")
+        check_pair(self.data, self.model, widths=self.widths)  # a user builder: checked at the first width
+
+    @property
+    def centred(self) -> bool:
+        """Whether this run trains and measures f(theta) - f(theta_0) (``centre`` resolved for the data's
+        targets: :func:`studylib.centring.resolve`)."""
+        return centring.resolve(self.centre, self.data.targets)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},

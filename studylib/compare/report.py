@@ -7,10 +7,12 @@ from pathlib import Path
 from studylib import metrics as M
 from studylib.compare.config import TABLE_METRICS
 from studylib.tables import (
+    ci,
     figure_links,
     fmt,
     local_slopes_table,
     metrics_table,
+    n_seeds,
     setup_block,
     slopes_table,
     table,
@@ -44,7 +46,7 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_ROWS) -> str:
         slope = ""
         if fit and fit["slope"] is not None:
             lo, hi = fit["ci95"]
-            slope = f"   {fit['slope']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+            slope = f"   {fit['slope']:+.2f} {ci(lo, hi, n_seeds(summary), signed=True)}"
             if fit.get("reference"):
                 slope += f"   {M.rate_label(fit['reference']['slope'])}"
         lines.append(m.ljust(name_w) + cells + slope)
@@ -68,7 +70,7 @@ def _local_slopes_lines(summary: dict, metrics_: tuple[str, ...], name_w: int) -
                 cells += f"{'n/a':>23}"
             else:
                 lo, hi = e["ci95"]
-                cells += f"{e['slope']:+.2f} [{lo:+.2f},{hi:+.2f}]".rjust(23)
+                cells += f"{e['slope']:+.2f} {ci(lo, hi, n_seeds(summary), signed=True, sep=',')}".rjust(23)
         lines.append(m.ljust(name_w) + cells)
     return "\n".join(lines)
 

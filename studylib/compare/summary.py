@@ -82,10 +82,27 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
         "wall_seconds": wall_seconds,
         "widths": widths,
         "seeds": runner.seed_list(cfg),
+        "centred": cfg.centred,
+        "lr_rule": cfg.lr_rule,
         "checkpoint_steps": results[0]["steps"],
+        "checkpoint_times": [r["times"] for r in results],  # per width: learning_rate x each checkpoint's step
         "conventions": {
             "loss": "L = 1/2 mean((f - y)^2) over the N training outputs (NT's)",
-            "time": "t counts GD steps; absolute time = learning_rate * t",
+            "time": "t counts GD steps; absolute time = learning_rate * t" + (
+                "; lr_rule=emp: each width at lr_fraction x the smallest 2Nk/lambda_max(K_0) of its seeds, all "
+                "widths trained to the same absolute time (per_width train_time), checkpoints at the same "
+                "fractions of it (checkpoint_times; within half a step); compare widths at equal time, not steps"
+                if cfg.lr_rule == "emp" else "; lr_rule=analytic: one rate for every width"),
+            "centring": ("centred: every model is trained and measured as f(theta) - f(theta_0) (studylib.centring; "
+                         "Lee et al. 2020): network and quadratic model via per-seed targets Y + f_0(X), outputs "
+                         "reported minus f_0; linearization J_0 (theta - theta_0); closed forms with f_0 = 0"
+                         if cfg.centred else "uncentred: every model starts from the network's own f_0 = f(theta_0)"),
+            "trained_fraction": "1 - (1 - lr lambda_min / (N k))^t of the slowest mode (network and linearization: "
+                                "lambda_min of each seed's K_0, discrete GD; closed forms: NT's flow 1 - exp(-lr t "
+                                "lambda_min / (N k)), K_0's or Theta's)",
+            "limit": "*_limit: the closed forms at t = infinity (NT's gradient_descent_mse at t=None): "
+                     "rmse_net_vs_closed_inf_limit, rmse_closed_inf_vs_limit, rmse_lin_vs_closed_emp_limit say how "
+                     "far each run is from where its training leads",
             "parameterization": cfg.model.parameterization,
             "linearized": f"lin_mode={cfg.lin_mode}: " + (
                 "nt.linearize trained by the same GD trainer" if cfg.lin_mode == "params" else
@@ -108,7 +125,8 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
             {k: r[k] for k in ("width", "learning_rate", "lr_critical_inf", "lr_critical_emp",
                                "lr_above_emp_critical", "theta_lambda_min", "theta_lambda_max",
                                "diverged_net_step", "diverged_lin_step", "diverged_quad_step", "quad_trained")}
-            | {"lr_over_critical_emp": r["learning_rate"] / np.asarray(r["lr_critical_emp"])}
+            | {"lr_over_critical_emp": r["learning_rate"] / np.asarray(r["lr_critical_emp"]),
+               "train_steps": int(r["steps"][-1]), "train_time": float(r["times"][-1])}
             for r in results
         ],
         "metrics": summary_metrics,
@@ -116,7 +134,9 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
         "fit_widths": [int(w) for w in widths[M.fit_mask(widths, cfg.fit_widths)]],
         "curves_file": "curves.npz",
     }
-    curves = {"widths": widths, "steps": results[0]["steps"]}
+    curves = {"widths": widths, "steps": results[0]["steps"],
+              "steps_per_width": np.stack([r["steps"] for r in results]),  # (W, T): widths differ under lr_rule=emp
+              "times": np.stack([r["times"] for r in results])}  # (W, T) learning_rate x steps
     if dataset is not None:
         curves |= {"x_train": dataset.x_train, "y_train": dataset.y_train, "x_test": dataset.x_test}
         curves |= {f"region/{k}": v for k, v in dataset.regions.items()}

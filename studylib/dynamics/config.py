@@ -89,7 +89,7 @@ class DynamicsConfig:
         for name, value in DATA_DEFAULTS.get(self.data.name, DATA_DEFAULTS["*"]).items():
             if getattr(self, name) is None:
                 set_frozen(self, name, value)
-        check_pair(self.data, self.model)  # e.g. cnn with 1-D data: one line now, not a traceback later
+        check_pair(self.data, self.model, widths=self.widths)  # e.g. cnn with 1-D data: one line, not a traceback
         if self.method in ("direct", "lowrank") and self.model.arch not in FAST_ARCHS:
             raise ConfigError(f"method: {self.method!r} is the hand-written FC trainer's (arch "
                               f"{' or '.join(FAST_ARCHS)}); arch {self.model.arch!r} needs method auto or generic")

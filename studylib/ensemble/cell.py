@@ -27,6 +27,10 @@ from studylib.ensemble.config import MODES, SETUP_SECONDS, EnsembleConfig, step_
 from studylib.ensemble.summary import unstable_members
 from studylib.runner import Cell, Context
 
+#: A member counts as diverged once its training outputs are non-finite or this far from the targets (in
+#: units of max |y| + 1), study.compare's rule: GD with a rate above 2Nk/lambda_max grows geometrically.
+DIVERGENCE_SCALE = 1e6
+
 # --------------------------------------------------------------------------- the GP side (once)
 
 
@@ -103,10 +107,19 @@ def gp_all(cfg: EnsembleConfig, data, steps: np.ndarray) -> dict[str, Any]:
 
 
 def prepare(cfg: EnsembleConfig, dataset, log) -> dict[str, Any]:
-    """The work done once before the cells: the checkpoint steps and :func:`gp_all` (float64)."""
+    """The work done once before the cells: a width that cannot fit is refused (:func:`check_memory`),
+    then the checkpoint steps and :func:`gp_all` (float64)."""
     from studylib import training
 
-    return gp_all(cfg, dataset, training.checkpoint_steps(cfg.steps, cfg.n_checkpoints))
+    check_memory(cfg, dataset.x_train.shape, dataset.y_train.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):  # above the critical rate the discrete GP overflows
+        gp = gp_all(cfg, dataset, training.checkpoint_steps(cfg.steps, cfg.n_checkpoints))
+    for mode in cfg.modes:
+        if gp["lr"][mode] > gp["lr_critical"][mode]:
+            log(f"warning: {mode}: lr {gp['lr'][mode]:.3g} is above the critical rate 2Nk/lambda_max = "
+                f"{gp['lr_critical'][mode]:.3g} of the analytic kernel: gradient descent diverges (the discrete GP "
+                "is non-finite; diverged members are named per width and left out of the statistics)")
+    return gp
 
 
 # --------------------------------------------------------------------------- the networks
@@ -128,7 +141,24 @@ def member_plan(cfg: EnsembleConfig, width: int, input_shape: tuple[int, ...], o
     n_params = models.count_params(models.build(cfg.model, width, out_dim=out_dim), tuple(input_shape))
     per_member = 5 * n_params * (8 if cfg.dtype == "float64" else 4)
     chunk = cfg.chunk or devices.seeds_per_chunk(per_member, cfg.members)
-    return {"params": n_params, "bytes_per_member": per_member, "members_per_chunk": min(chunk, cfg.members)}
+    return {"params": n_params, "bytes_per_member": per_member, "members_per_chunk": min(chunk, cfg.members),
+            "fits": devices.fits(per_member)}
+
+
+def plan_line(cfg: EnsembleConfig, width: int, p: dict) -> str:
+    """One width of :func:`member_plan` in words (``--plan`` and the refusal of a width that does not fit)."""
+    return (f"width {width:>6}: {p['params']:>12,} parameters, {p['bytes_per_member'] / 2**20:>8.1f} MiB per "
+            f"member, {p['members_per_chunk']} of {cfg.members} members at a time")
+
+
+def check_memory(cfg: EnsembleConfig, input_shape: tuple[int, ...], out_dim: int) -> None:
+    """One ConfigError line, before anything is allocated, for the first width whose single member does not
+    fit one device's usable memory (:func:`studylib.devices.check_fits`; ``--max-memory`` caps it)."""
+    from studylib import devices
+
+    for w in cfg.widths:
+        p = member_plan(cfg, w, input_shape, out_dim)
+        devices.check_fits(f"width {w}", p["bytes_per_member"], " ".join(plan_line(cfg, w, p).split()))
 
 
 def member_chunk(cfg: EnsembleConfig, width: int, input_shape: tuple[int, ...], out_dim: int = 1) -> int:
@@ -195,7 +225,7 @@ def train_chunk(fns: dict[str, Callable], p, aux, xs, lr, steps: np.ndarray, out
     x_train, y_train, x_test = xs
     if measure_kernels:
         gram0 = np.asarray(fns["gram"](p, aux), np.float64)
-        out["lambda_init"][idx] = np.linalg.eigvalsh(gram0)
+        out["lambda_init"][idx] = eigvalsh_finite(gram0)
     prev = 0
     for i, t in enumerate(steps):
         if t > prev:
@@ -207,8 +237,31 @@ def train_chunk(fns: dict[str, Callable], p, aux, xs, lr, steps: np.ndarray, out
         prev = t
     if measure_kernels and final_kernel:
         gram_t = np.asarray(fns["gram"](p, aux), np.float64)
-        out["lambda_final"][idx] = np.linalg.eigvalsh(gram_t)
-        out["kernel_change"][idx] = Mx.rel_change(gram_t, gram0, axis=(1, 2))
+        out["lambda_final"][idx] = eigvalsh_finite(gram_t)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out["kernel_change"][idx] = Mx.rel_change(gram_t, gram0, axis=(1, 2))
+
+
+def eigvalsh_finite(grams: np.ndarray) -> np.ndarray:
+    """Eigenvalues (members, N) of symmetric matrices (members, N, N); NaN rows for members whose matrix is
+    not finite (a diverged network's kernel: LAPACK cannot decompose it)."""
+    out = np.full(grams.shape[:-1], np.nan)
+    ok = np.isfinite(grams).all(axis=(-2, -1))
+    if ok.any():
+        out[ok] = np.linalg.eigvalsh(grams[ok])
+    return out
+
+
+def first_diverged(train_out: np.ndarray, y_train: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """(members,) the first checkpoint step at which a member's training outputs (T, members, N k) are
+    non-finite or beyond :data:`DIVERGENCE_SCALE` x (max |y| + 1) from the targets (compare's rule), -1 for
+    members that never diverged."""
+    with np.errstate(invalid="ignore"):
+        far = np.abs(train_out - np.asarray(y_train).reshape(1, 1, -1)).max(axis=-1) > DIVERGENCE_SCALE * (
+            np.abs(y_train).max() + 1.0)
+    bad = far | ~np.isfinite(train_out).all(axis=-1)  # (T, members)
+    first = np.argmax(bad, axis=0)
+    return np.where(bad.any(axis=0), np.asarray(steps)[first], -1)
 
 
 def train_width(cfg: EnsembleConfig, width: int, data, *, lrs: dict[str, float], steps: np.ndarray,
@@ -276,6 +329,7 @@ def run_cell(cfg: EnsembleConfig, cell: Cell, ctx: Context, progress: Callable[[
                       progress=lambda frac: progress(setup + (1.0 - setup) * frac))
     for mode in cfg.modes:
         res[mode]["unstable"] = unstable_members(res[mode]["train"], ctx.dataset.y_train)
+        res[mode]["diverged_step"] = first_diverged(res[mode]["train"], ctx.dataset.y_train, gp["steps"])
     return {"width": w, **res}
 
 
@@ -283,10 +337,17 @@ def notes(cfg: EnsembleConfig, cell: Cell, res: dict) -> list[str]:
     """Unstable members of one width, per mode (left out of the statistics)."""
     out = []
     for mode in cfg.modes:
-        bad = int(np.sum(res[mode]["unstable"]))
+        steps = np.asarray(res[mode].get("diverged_step", []))
+        gone = np.flatnonzero(steps >= 0)
+        if gone.size:
+            out.append(f"warning: width {cell.spec['width']}, {mode}: {gone.size} of {cfg.members} members diverged "
+                       f"(non-finite or exploding outputs), the first by step {int(steps[gone].min())} (members "
+                       f"{gone.tolist()}); kept as NaN, left out of the statistics")
+        bad = int(np.sum(res[mode]["unstable"])) - gone.size
         if bad:
-            out.append(f"note: width {cell.spec['width']}, {mode}: {bad} of {cfg.members} members unstable (final "
-                       "loss above the initial one, or non-finite); left out of the statistics")
+            more = "more " if gone.size else ""
+            out.append(f"note: width {cell.spec['width']}, {mode}: {bad} {more}of {cfg.members} members unstable "
+                       "(final loss above the initial one, or non-finite); left out of the statistics")
     return out
 
 
@@ -299,6 +360,8 @@ def plan(cfg: EnsembleConfig) -> str:
     lines = [devices.plan_header()]
     for w in cfg.widths:
         p = member_plan(cfg, w, shape, n_out)
-        lines.append(f"width {w:>6}: {p['params']:>12,} parameters, {p['bytes_per_member'] / 2**20:>8.1f} MiB per "
-                     f"member, {p['members_per_chunk']} of {cfg.members} members at a time")
+        lines.append(plan_line(cfg, w, p))
+        if not p["fits"]:
+            lines.append(f"warning: width {w} needs more than the {devices.memory_bytes() / 2**30:.1f} GiB of "
+                         f"{devices.memory_source()} for one member: a run refuses it")
     return "\n".join(lines)

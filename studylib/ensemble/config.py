@@ -76,7 +76,7 @@ class EnsembleConfig:
 
     def __post_init__(self):
         validate(self)
-        check_pair(self.data, self.model)  # e.g. cnn with 1-D data: one line now, not a traceback later
+        check_pair(self.data, self.model, widths=self.widths)  # e.g. cnn with 1-D data: one line, not a traceback
         if not isinstance(self.readout, bool):
             raise ConfigError(f"readout: expected true or false, got {self.readout!r}")
         if self.model.parameterization != "ntk":

@@ -22,8 +22,8 @@ from studylib.predict.config import (
 )
 
 #: Face names loaded on first use -> the submodule that defines them.
-_LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "summarise": "summary", "format_table": "report",
-         "section": "report", "figures": "plots"}
+_LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "plan": "cell", "summarise": "summary",
+         "format_table": "report", "section": "report", "figures": "plots"}
 __getattr__ = runner.lazy_attributes(__name__, _LAZY)
 run = runner.study_run(__name__)
 

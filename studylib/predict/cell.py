@@ -141,9 +141,65 @@ def run_cell(cfg: PredictConfig, cell: Cell, ctx: Context, progress: Callable[[f
     }
 
 
+#: Parameter-sized buffers per seed: theta_0, and the expansion's and the gradient's temporaries.
+BUFFERS_PER_SEED = 4
+
+
+def memory_plan(cfg: PredictConfig, width: int, input_shape: tuple[int, ...], outputs: int) -> dict[str, Any]:
+    """Parameters P at ``width`` for inputs ``input_shape`` (N, ...) and ``outputs`` = k, the estimated
+    device bytes of one seed (:data:`BUFFERS_PER_SEED` x P numbers) and of the expansion tensors of all
+    seeds (:func:`studylib.predict.config.modelled_costs`), and whether one seed fits the device."""
+    from studylib import devices, models
+    from studylib.predict.config import modelled_costs
+
+    n_params = models.count_params(models.build(cfg.model, width, out_dim=outputs), tuple(input_shape))
+    per_seed = BUFFERS_PER_SEED * n_params * (8 if cfg.dtype == "float64" else 4)
+    tensors = modelled_costs(cfg)["expansion_bytes"]
+    return {"width": width, "params": n_params, "bytes_per_seed": per_seed, "expansion_bytes": tensors,
+            "fits": devices.fits(per_seed + tensors / cfg.seeds)}
+
+
+def plan_line(p: dict) -> str:
+    """One width of :func:`memory_plan` in words (``--plan`` and the refusal of a width that does not fit)."""
+    return (f"width {p['width']:>6}: {p['params']:>12,} parameters, {p['bytes_per_seed'] / 2**20:>8.1f} MiB per seed "
+            f"(+{p['expansion_bytes'] / 2**20:.0f} MiB of expansion tensors, all seeds)")
+
+
+def check_memory(cfg: PredictConfig, input_shape: tuple[int, ...], outputs: int) -> None:
+    """One ConfigError line, before anything is allocated, for the first width whose single seed does not
+    fit one device's usable memory (:func:`studylib.devices.check_fits`; ``--max-memory`` caps it)."""
+    from studylib import devices
+
+    for w in cfg.widths:
+        p = memory_plan(cfg, w, input_shape, outputs)
+        devices.check_fits(f"width {w}", p["bytes_per_seed"] + p["expansion_bytes"] / cfg.seeds,
+                           " ".join(plan_line(p).split()))
+
+
+def plan(cfg: PredictConfig) -> str:
+    """Devices, parameters and memory of each width (``--plan``)."""
+    from studylib import devices
+
+    shape, k = D.input_shape(cfg.data, cfg.model), D.n_outputs(cfg.data)
+    lines = [devices.plan_header()]
+    for w in cfg.widths:
+        p = memory_plan(cfg, w, shape, k)
+        lines.append(plan_line(p))
+        if not p["fits"]:
+            lines.append(f"warning: width {w} needs more than the {devices.memory_bytes() / 2**30:.1f} GiB of "
+                         f"{devices.memory_source()} for one seed: a run refuses it")
+    return "\n".join(lines)
+
+
 def prepare(cfg: PredictConfig, dataset, log) -> dict:
-    """Nothing is shared between widths (each builds and compiles its own expansion)."""
-    return {}
+    """Before anything is computed: a width that cannot fit is refused (:func:`check_memory`), and the
+    network is described by what it is (:func:`studylib.models.describe` at the narrowest width: a user
+    builder by its name, stax layers and parameter count). Nothing else is shared between widths (each
+    builds and compiles its own expansion)."""
+    from studylib import models
+
+    check_memory(cfg, dataset.x_train.shape, dataset.y_train.shape[1])
+    return {"network": models.describe(cfg.model, cfg.widths[0], dataset.x_train.shape, dataset.y_train.shape[1])}
 
 
 def notes(cfg: PredictConfig, cell: Cell, res: dict) -> list[str]:

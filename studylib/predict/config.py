@@ -12,7 +12,7 @@ import dataclasses
 from typing import Any
 
 from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
-from studylib.data import DataConfig
+from studylib.data import DataConfig, check_pair
 from studylib.flags import int_list, option
 from studylib.models import FAST_ARCHS, ModelConfig
 from studylib.runner import Cell
@@ -88,6 +88,7 @@ class PredictConfig:
         set_frozen(self, "widths", tuple(sorted(set(self.widths))))
         if len(self.widths) < 2:
             raise ConfigError(f"widths: need at least 2 distinct widths to fit a rate, got {list(self.widths)}")
+        check_pair(self.data, self.model, widths=self.widths)  # a user builder: checked at the narrowest width
         check_size(self)
 
 

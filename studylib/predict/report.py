@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from studylib.tables import figure_links, fmt, setup_block, table
+from studylib.tables import ci, figure_links, fmt, n_seeds, setup_block, table
 
 
-def _ci(ci) -> str:
-    lo, hi = ci
-    return f"[{fmt(lo)}, {fmt(hi) if hi is not None else '∞'}]"
+def _ci(interval, seeds: int = 2) -> str:
+    """A 95% bootstrap interval over seeds (:func:`studylib.tables.ci`: 'n/a (1 seed)' with one seed)."""
+    return ci(*interval, seeds, digits=3)
 
 
 def width_rows(summary: dict) -> list[list[str]]:
@@ -21,12 +21,23 @@ def width_rows(summary: dict) -> list[list[str]]:
     for i, w in enumerate(summary["widths"]):
         c = summary["cost"][i]
         ratio = [v for v in summary["lr_over_critical_emp"][i] if v is not None]
-        rows.append([str(w), f"{fmt(g['mean'][i])} {_ci(g['ci95'][i])}", fmt(g["median"][i]), fmt(gt["mean"][i]),
+        rows.append([str(w), f"{fmt(g['mean'][i])} {_ci(g['ci95'][i], n_seeds(summary))}", fmt(g["median"][i]),
+                     fmt(gt["mean"][i]),
                      fmt(gs["mean"][i]),
                      fmt(max(ratio) if ratio else None, 3),
                      f"{fmt(c['expansion_seconds'] + c['recursion_seconds'], 2)} (+{fmt(c['compile_seconds'], 2)})",
                      fmt(c["training_seconds_model"], 2)])
     return rows
+
+
+def network_text(summary: dict) -> str:
+    """What the network is: ``summary['network']['text']`` (:func:`studylib.models.describe`: a user builder by
+    its name, stax layers and parameter count), or for summaries without it the registered family's fields."""
+    net = summary.get("network") or {}
+    if net.get("text"):
+        return net["text"]
+    m = summary["config"]["model"]
+    return f"{m['arch']} depth {m['depth']} {m['activation']} ({m['parameterization']} parameterization)"
 
 
 HEAD = ["width", "predicted gap: mean [95% CI]", "median", "on training inputs", "stalled-mode gap",
@@ -42,7 +53,7 @@ def crossover_line(summary: dict, which: str = "first-order") -> str:
     if fit.get("slope") is None:
         return "no fit: fewer than two widths with a finite positive predicted gap"
     name = "predicted gap" if which == "first-order" else "stalled-mode gap"
-    rate = f"{name} ~ n^{fit['slope']:+.2f} {_ci(fit['ci95'])} over widths {fit['fit_widths'][0]}…" \
+    rate = f"{name} ~ n^{fit['slope']:+.2f} {_ci(fit['ci95'], n_seeds(summary))} over widths {fit['fit_widths'][0]}…" \
            f"{fit['fit_widths'][-1]}"
     thr = fmt(x["threshold"])
     if x["below_at_narrowest"]:
@@ -53,7 +64,7 @@ def crossover_line(summary: dict, which: str = "first-order") -> str:
         where = f"the fit does not fall: no width reaches {thr}"
     else:
         beyond = " (extrapolated beyond the widest width)" if x["beyond_widest"] else ""
-        where = f"{name} < {thr} from n ≈ {fmt(x['width'])} {_ci(x['ci95'])}{beyond}"
+        where = f"{name} < {thr} from n ≈ {fmt(x['width'])} {_ci(x['ci95'], n_seeds(summary))}{beyond}"
     return f"{rate}; {where}"
 
 
@@ -66,8 +77,8 @@ def _console(header: list[str], rows: list[list[str]]) -> str:
 def format_table(summary: dict) -> str:
     """Console: the predicted gap per width, the fitted rate, the predicted crossover and the caveats."""
     cfg = summary["config"]
-    head = (f"first-order predicted gap (studylib.perturb) of {cfg['model']['arch']} depth {cfg['model']['depth']} "
-            f"{cfg['model']['activation']} on {cfg['data']['name']} (N = {cfg['data']['n_train']}, k = "
+    head = (f"first-order predicted gap (studylib.perturb) of {network_text(summary)} on {cfg['data']['name']} "
+            f"(N = {cfg['data']['n_train']}, k = "
             f"{summary['outputs']}), {cfg['steps']} GD steps at {fmt(cfg['lr_fraction'])} x critical; route: "
             f"{summary['route']}; nothing trained")
     parts = [head, _console(HEAD, width_rows(summary)), "", crossover_line(summary)]
@@ -80,8 +91,7 @@ def format_table(summary: dict) -> str:
 def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     cfg = summary["config"]
     parts = ["## How wide is wide enough, predicted without training (`study.predict`)\n",
-             f"For {cfg['model']['arch']} (depth {cfg['model']['depth']}, {cfg['model']['activation']}, "
-             f"{cfg['model']['parameterization']} parameterization) on {cfg['data']['name']} (N = "
+             f"For {network_text(summary)} on {cfg['data']['name']} (N = "
              f"{cfg['data']['n_train']}, k = {summary['outputs']} output(s)): per width and seed the first-order "
              f"prediction of the network–linearization gap after {cfg['steps']} full-batch GD steps at "
              f"{fmt(cfg['lr_fraction'])} × the analytic critical rate, from θ₀ alone (docs/predict.md). "

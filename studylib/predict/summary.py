@@ -25,6 +25,8 @@ RELU_CAVEAT = ("ReLU: every Taylor model around theta_0 keeps theta_0's gates, s
                "(Spearman 0.87 over the ReLU runs of the regimes map, docs/regimes.md).")
 ORDER_ONE = ("predicted gap >= 1 at width(s) {widths}: a first-order term cannot describe a deviation as large as "
              "the function; those widths are outside the perturbative regime and left out of the fit")
+UNKNOWN_LAYERS = ("the stax layers of {arch} were not found, so whether it has ReLU-like activations (whose gap "
+                  "the first-order prediction misses, docs/crossover.md) is unknown: no ReLU caveat applied")
 K_NOTE = ("{k} outputs per example: the N k = {rows} flat outputs are the training rows (loss 1/2 mean over all "
           "of them, factor lr / (N k)); study.regimes has compared prediction and measurement for k = 1 only")
 
@@ -43,11 +45,27 @@ def stats(per_seed: np.ndarray) -> dict[str, Any]:
     return {"mean": mean, "median": median, "std": std, "ci95": ci, "per_seed": per_seed}
 
 
-def validity(cfg: PredictConfig, widths: np.ndarray, gap: dict, k: int) -> dict[str, Any]:
+def is_relu(cfg: PredictConfig, network: dict | None) -> bool | None:
+    """Whether the network has ReLU-like (piecewise-linear) activations, to which :data:`RELU_CAVEAT`
+    applies: a registered architecture by its config (fc/res_fc/cnn with activation relu), a user builder
+    by the stax layers found in it (:func:`studylib.models.describe`; its config fields may be ignored by
+    it), None when they cannot be found."""
+    from studylib import models
+
+    if ":" not in cfg.model.arch:
+        return cfg.model.activation == "relu" and cfg.model.arch != "erf_fc"
+    layers = (network or {}).get("layers")
+    return None if not layers else models.is_piecewise_linear(layers)
+
+
+def validity(cfg: PredictConfig, widths: np.ndarray, gap: dict, k: int, network: dict | None = None) -> dict[str, Any]:
     """Where the prediction is not to be trusted: order-one predicted gaps, ReLU nets, k > 1 outputs."""
     big = [int(w) for w, m in zip(widths, gap["mean"], strict=True) if np.isfinite(m) and m >= 1.0]
-    relu = cfg.model.activation == "relu" and cfg.model.arch != "erf_fc"
+    relu_or_unknown = is_relu(cfg, network)
+    relu = bool(relu_or_unknown)
     notes = []
+    if relu_or_unknown is None:
+        notes.append(UNKNOWN_LAYERS.format(arch=cfg.model.arch))
     if big:
         notes.append(ORDER_ONE.format(widths=", ".join(map(str, big))))
     if relu:
@@ -84,6 +102,7 @@ def summarise(cfg: PredictConfig, cells: list[Cell], results: list[dict], ctx: C
     from studylib import results as R
 
     results = sorted(results, key=lambda r: r["width"])
+    network = (ctx.shared or {}).get("network")  # what the network is (studylib.models.describe)
     widths = np.array([r["width"] for r in results], np.float64)
     per_seed = {name: np.stack([r["finals"][name] for r in results]) for name in ("gap_predicted",
                                                                                  "gap_predicted_train", "gap_stalled")}
@@ -112,7 +131,8 @@ def summarise(cfg: PredictConfig, cells: list[Cell], results: list[dict], ctx: C
         "stalled": {"slope": M.fit_rate(widths, per_seed["gap_stalled"], fit_widths=widths.astype(int)),
                     "crossover": M.extrapolate_crossing(widths, per_seed["gap_stalled"], cfg.gap_threshold)},
         "published_rates": PUBLISHED_RATES,
-        "validity": validity(cfg, widths, gap, k),
+        "network": network,
+        "validity": validity(cfg, widths, gap, k, network),
         "cost": cost(results, cfg.steps),
         "conventions": {
             "loss": "L = 1/2 mean((f - y)^2) over the N k training outputs (NT's); GD theta -= lr grad L; "

@@ -161,9 +161,30 @@ class RegimesConfig:
                                   f"(got {list(getattr(self, field))})")
         if "plain" not in self.options:
             raise ConfigError(f"options: must contain 'plain' (the reference), got {list(self.options)}")
-        check_pair(self.data, self.model)
+        check_pair(self.data, self.model, widths=self.widths)
+        if ":" in self.model.arch:
+            self._check_builder_axes()
         if not is_1d(self.data):
             self._fit_nd_data()
+
+    def _check_builder_axes(self) -> None:
+        """A user builder may ignore ``cfg.depth`` and ``cfg.activation`` (it is called with the whole
+        ModelConfig): each value of the depth and activation axes is built at the first width and compared
+        with the base cell's network (:func:`studylib.models.same_network`); an axis whose value gives the
+        same network is refused in one line, since the map would report one network under several labels."""
+        from studylib import data as D
+        from studylib import models
+
+        shape, k = (2, *D.input_shape(self.data, self.model)[1:]), n_outputs(self.data)
+        for axis, field in (("depths", "depth"), ("activations", "activation")):
+            base = getattr(self.model, field)
+            for value in getattr(self, axis):
+                other = dataclasses.replace(self.model, **{field: value})
+                if value == base or not models.same_network(self.model, other, self.widths[0], shape, k):
+                    continue
+                raise ConfigError(f"{axis}: {self.model.arch!r} builds the same network at model.{field} {base!r} and "
+                                  f"{value!r} (it ignores model.{field}), so this axis would repeat one network under "
+                                  f"different labels; accepted for this builder: {axis} = {base} only (--{axis} {base})")
 
     def _fit_nd_data(self) -> None:
         """Data of more than one input dimension (digits, diabetes, sphere, files): the input-scale axis
