@@ -13,10 +13,10 @@ from pathlib import Path
 from studylib.results import read_json
 
 #: The studies (wings of ``studylib``) whose results folders can be drawn and reported.
-STUDIES = ("compare", "dynamics", "ensemble", "regimes", "controls", "predict")
+STUDIES = ("compare", "dynamics", "ensemble", "regimes", "controls", "predict", "coordcheck")
 #: Where each study writes by default; ``python -m study.figures`` with no folder uses these.
 DEFAULT_FOLDERS = ("results/compare", "results/dynamics_seed", "results/dynamics", "results/ensemble",
-                   "results/regimes", "results/controls", "results/predict")
+                   "results/regimes", "results/controls", "results/predict", "results/coordcheck")
 
 
 def study_of(folder: str | Path) -> str:

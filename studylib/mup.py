@@ -233,7 +233,7 @@ def coordinate_sizes(layers: Sequence[Any], params: Sequence[Any], params0: Sequ
 
     now = layer_outputs(layers, params, x)
     then = layer_outputs(layers, params0, x) if outputs0 is None else outputs0
-    picks = list(range(1, len(layers) - 1, 2)) + [len(layers) - 1]
+    picks = [*range(1, len(layers) - 1, 2), len(layers) - 1]
     rms = lambda a: jnp.sqrt(jnp.mean(jnp.square(a)))  # noqa: E731
     return {"size": jnp.stack([rms(now[i]) for i in picks]),
             "update": jnp.stack([rms(now[i] - then[i]) for i in picks])}

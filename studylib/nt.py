@@ -168,7 +168,8 @@ def _patch_empirical(E: types.ModuleType) -> list[str]:
         # NT asks ``type(aval) is core.DShapedArray`` (dynamic shapes, removed from JAX): never true now.
         E.core = _Namespace(jax.core, DShapedArray=type("NoDShapedArray", (), {}))
         applied.append("nt.empirical.core")
-    if not hasattr(src_core.Primitive, "map_primitive"):  # pmap's primitive attribute, removed
+    # pmap's primitive attribute, removed; transposes JAX now keeps only in accumulating form.
+    if not hasattr(src_core.Primitive, "map_primitive") or hasattr(src_ad, "fancy_transposes"):
         E._eqn_vjp_fn = _eqn_vjp_fn_compat(E)
         applied.append("nt.empirical._eqn_vjp_fn")
     if "primals_ft" in inspect.signature(src_ad.linearize).parameters:
@@ -179,10 +180,32 @@ def _patch_empirical(E: types.ModuleType) -> list[str]:
     return applied
 
 
+def _plain_transpose(prim):
+    """JAX's transpose rule of ``prim`` in the form NT calls, ``rule(ct, *invals, **params)`` returning
+    one cotangent per input (None for inputs that are not linear). JAX >= 0.10 keeps some rules only
+    as "fancy" transposes (``slice``, ``dynamic_slice``, ...) that add each input's cotangent into an
+    accumulator instead of returning it; for those, the rule runs with a ``ValAccum`` per linear input
+    (what JAX's own ``backward_pass3`` passes) and the accumulated cotangents are returned."""
+    from jax._src.interpreters import ad as src_ad
+
+    fancy = getattr(src_ad, "fancy_transposes", {})
+    if prim in src_ad.primitive_transposes or prim not in fancy:
+        return src_ad.get_primitive_transpose(prim)
+    rule = fancy[prim]
+
+    def plain(ct, *invals, **params):
+        accums = [src_ad.ValAccum(x.aval.to_ct_aval()) if isinstance(x, src_ad.UndefinedPrimal) else x for x in invals]
+        rule(ct, *accums, **params)
+        return [a.freeze() if isinstance(a, src_ad.ValAccum) else None for a in accums]
+
+    return plain
+
+
 def _eqn_vjp_fn_compat(E: types.ModuleType) -> Callable:
-    """NT 0.6.5's ``empirical._eqn_vjp_fn`` line for line, except that a primitive without the
+    """NT 0.6.5's ``empirical._eqn_vjp_fn`` line for line, except that (a) a primitive without the
     ``map_primitive`` attribute (all of them on JAX >= 0.10, which removed it with pmap's old
-    primitive) counts as not a map primitive."""
+    primitive) counts as not a map primitive, and (b) the transpose rule comes from
+    :func:`_plain_transpose` (the same rule, also for primitives JAX now transposes by accumulation)."""
 
     def _eqn_vjp_fn(eqn, cts_in, *invals):
         if eqn is None:  # identity function
@@ -199,7 +222,7 @@ def _eqn_vjp_fn_compat(E: types.ModuleType) -> Callable:
             elif eqn.primitive in ad.reducing_transposes:
                 cts_out = ad.reducing_transposes[eqn.primitive]((), (cts_in,), *invals, **eqn.params)
             else:
-                cts_out = ad.get_primitive_transpose(eqn.primitive)(cts_in, *invals, **eqn.params)
+                cts_out = _plain_transpose(eqn.primitive)(cts_in, *invals, **eqn.params)
         return cts_out
 
     return _eqn_vjp_fn

@@ -134,6 +134,7 @@ def centred_width():
     from studylib.compare import cell
 
     cfg = compare.CompareConfig(**DIGITS, data=DataConfig(name="digits", n_train=20, n_test=12))
+    assert cfg.centred and cfg.lr_rule == "emp"
     ds = D.load_for(cfg.data, cfg.model)
     return cfg, ds, {f: cell.run_width(cfg, 8, ds, fast=f) for f in (True, False)}
 
@@ -145,10 +146,16 @@ def test_centred_network_starts_at_zero_and_both_trainers_agree(centred_width):
         for where in ("train", "test"):
             f = fast[f"predictions_{where}"][name]
             assert np.all(f[:, 0] == 0), (name, where)  # g(theta_0) = 0 exactly, every model
+    lam = fast["k0_eigenvalues"]
+    # K_0 of a width-8 net on N k = 200 outputs is ill-conditioned (its smallest eigenvalues near rounding)
+    cond = float(np.max(lam[:, -1] / np.maximum(np.abs(lam[:, 0]), 1e-12 * lam[:, -1])))
     for name, a in generic["curves"].items():
-        # float64, 6 steps: per-seed shifted targets vs the centred function differ by rounding only
+        # float64, 6 steps: per-seed shifted targets vs the centred function differ by rounding only; the
+        # t = inf form with K_0 solves K_0 c = y, which amplifies the two kernels' rounding (sgd.full_ntk vs
+        # NT's) by K_0's condition number
         scale = np.nanmax(np.abs(a)) if np.isfinite(a).any() else 1.0
-        np.testing.assert_allclose(fast["curves"][name], a, rtol=0, atol=1e-9 * max(scale, 1e-300), err_msg=name)
+        tol = max(1e-9, 1e-14 * cond) if "closed_emp_limit" in name else 1e-9
+        np.testing.assert_allclose(fast["curves"][name], a, rtol=0, atol=tol * max(scale, 1e-300), err_msg=name)
     # the network did train: its centred outputs moved and its loss fell below the targets' own 1/2 mean(y^2)
     assert np.abs(fast["predictions_test"]["net"][:, -1]).max() > 1e-3
     assert np.all(fast["curves"]["loss_net"][:, -1] < 0.5 * np.mean(ds.y_train**2))

@@ -38,16 +38,29 @@ def _env(*paths: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, paths), str(ROOT)]), **extra}
 
 
-def test_a_plugin_in_nt_form_runs_through_compare(tmp_path):
-    """``--arch mod:build`` whose module says ``from neural_tangents import stax`` (it used to stop with
-    "cannot import name 'Jaxpr' from 'jax.core'" on JAX >= 0.6: the plugin was imported before the shims)."""
+def _run_compare(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess:
     (tmp_path / "ntform_plugin.py").write_text(NT_FORM_PLUGIN)
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "study.compare", "--preset", "tiny", "--arch", "ntform_plugin:build",
-                           "--widths", "8,16", "--steps", "5", "--out", str(out), "--no-progress"],
+    return subprocess.run([sys.executable, "-m", "study.compare", "--preset", "tiny", "--arch", "ntform_plugin:build",
+                           "--widths", "8,16", "--steps", "5", "--out", str(tmp_path / "out"), "--no-progress", *flags],
                           capture_output=True, text=True, timeout=300, cwd=tmp_path, env=_env(tmp_path))
+
+
+def test_a_plugin_in_nt_form_is_built_by_compare(tmp_path):
+    """``--arch mod:build`` whose module says ``from neural_tangents import stax`` (it used to stop with
+    "cannot import name 'Jaxpr' from 'jax.core'" on JAX >= 0.6: the plugin was imported before the shims).
+    ``--plan`` imports it and builds the net at each width: Dense(w) with bias on 1-D inputs, Dense(1)
+    without (NT's default b_std=None) has w + w + w parameters."""
+    proc = _run_compare(tmp_path, "--plan")
     assert proc.returncode == 0, proc.stderr[-2000:]
-    summary = json.loads((out / "summary.json").read_text())
+    assert "24 parameters" in proc.stdout and "48 parameters" in proc.stdout, proc.stdout
+
+
+@pytest.mark.slow
+def test_a_plugin_in_nt_form_runs_through_compare(tmp_path):
+    """The same plugin through a whole (tiny) compare run: training, kernels, closed forms."""
+    proc = _run_compare(tmp_path, "--seeds", "1", "--checkpoints", "2", "--no-figures")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary["widths"]) == [8, 16]
     loss = np.asarray(summary["metrics"]["loss_net"]["mean"], float)
     assert loss.shape[0] == 2 and np.isfinite(loss).all()
@@ -56,48 +69,28 @@ def test_a_plugin_in_nt_form_runs_through_compare(tmp_path):
 def test_import_studylib_is_enough_for_import_neural_tangents(tmp_path):
     """A user's own script: ``import studylib`` first, then NT as NT documents it. The NNGP of
     Dense(1, W_std, b_std) is W_std^2 x.x'/d + b_std^2 (Lee et al. 2018 eq. 4), computed in NumPy;
-    TensorFlow stays out of the process (the ``experimental`` stand-in)."""
+    TensorFlow stays out of the process (the ``experimental`` stand-in), and ``import studylib`` alone
+    imports neither JAX nor NT (the hook waits for NT's import; --help stays JAX-free)."""
     code = (
-        "import sys, json, numpy as np\n"
+        "import sys, json\n"
         "import studylib\n"
+        "lazy = not any(m in sys.modules for m in ('jax', 'neural_tangents', 'numpy'))\n"
+        "import numpy as np\n"
         "import neural_tangents as nt\n"
         "from neural_tangents import stax\n"
         "x = np.random.default_rng(0).normal(size=(5, 3))\n"
-        "_, _, kernel_fn = stax.serial(stax.Dense(1, W_std=1.5, b_std=0.3))\n"
+        "assert stax is nt.stax\n"
+        "_, _, kernel_fn = nt.stax.serial(stax.Dense(1, W_std=1.5, b_std=0.3))\n"
         "k = np.asarray(kernel_fn(x, None, 'nngp'))\n"
         "want = 1.5 ** 2 * x @ x.T / 3 + 0.3 ** 2\n"
         "print(json.dumps({'err': float(np.abs(k - want).max()), 'scale': float(np.abs(want).max()),\n"
-        "                  'tf': 'tensorflow' in sys.modules, 'lr': hasattr(nt.predict, 'max_learning_rate')}))\n")
+        "                  'tf': 'tensorflow' in sys.modules, 'lazy': lazy}))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
                           env=_env())
     assert proc.returncode == 0, proc.stderr[-2000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["err"] <= 1e-6 * got["scale"]  # float32 in that process: rounding ~1e-7 of the kernel's scale
-    assert not got["tf"] and got["lr"]
-
-
-def test_without_studylib_the_stand_in_is_not_forced(tmp_path):
-    """The hook acts only where ``studylib`` was imported: a plain ``import neural_tangents`` process is
-    NT's own (on JAX >= 0.6 it fails as NT 0.6.5 does; on 0.5.x it imports) and never gets the
-    ``experimental`` stand-in from us."""
-    code = ("import sys\ntry:\n    import neural_tangents\nexcept ImportError as e:\n    print('IMPORT-ERROR', e)\n"
-            "m = sys.modules.get('neural_tangents.experimental')\n"
-            "print('STUB', type(m).__name__ == '_DisabledExperimental')\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                          env={**_env(), "PYTHONPATH": ""})
-    assert "STUB False" in proc.stdout, proc.stdout + proc.stderr[-2000:]
-    if JAX_MINOR >= (0, 6):
-        assert "IMPORT-ERROR" in proc.stdout
-
-
-def test_studylib_nt_is_lazy(tmp_path):
-    """``import studylib.nt`` (as ``import studylib`` does) imports neither JAX nor NT until ``nt``,
-    ``stax`` or ``SHIMS`` is read (--help stays JAX-free; tests/test_cli.py checks the entry points)."""
-    code = ("import sys\nimport studylib.nt as m\n"
-            "print('BEFORE', 'jax' in sys.modules, 'neural_tangents' in sys.modules)\nm.stax\n"
-            "print('AFTER', 'neural_tangents' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
-    assert "BEFORE False False" in proc.stdout and "AFTER True" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert not got["tf"] and got["lazy"]
 
 
 # --- implementations 3 (structured derivatives) and 0 (auto) --------------------------------------------------
@@ -107,25 +100,46 @@ def _small_nets():
     conv = stax.serial(stax.Conv(3, (3, 3), padding="SAME", W_std=1.4, b_std=0.1), stax.Relu(),
                        stax.Conv(3, (2, 2), strides=(2, 2), W_std=1.4, b_std=0.1), stax.Erf(), stax.Flatten(),
                        stax.Dense(2, W_std=1.4, b_std=0.1))
-    fc = models.fully_connected(6, depth=2, out_dim=2)
-    return {"fc": (fc[:2], (4, 5)), "conv": (conv[:2], (3, 6, 6, 1))}
+    fc = models.fully_connected(6, depth=1, out_dim=2)
+
+    def sliced_init(key, shape):  # slices of hidden units: JAX >= 0.10 transposes `slice` only by accumulation
+        k1, k2 = jax.random.split(key)
+        return (shape[0], 2), (jax.random.normal(k1, (shape[1], 6)), jax.random.normal(k2, (3, 2)))
+
+    def sliced_apply(params, x, **kwargs):
+        w1, w2 = params
+        h = jnp.tanh(x @ w1)
+        return (h[:, 1:4] + jax.lax.dynamic_slice_in_dim(h, 3, 3, axis=1)) @ w2
+
+    return {"fc": (fc[:2], (4, 5)), "conv": (conv[:2], (3, 6, 6, 1)), "sliced": ((sliced_init, sliced_apply), (4, 5))}
 
 
-@pytest.mark.parametrize("name", ["fc", "conv"])
-def test_structured_derivatives_and_auto_equal_the_jacobian_contraction(name):
+@pytest.mark.parametrize("name", ["fc", "conv", "sliced"])
+def test_structured_derivatives_equal_the_jacobian_contraction(name):
+    """Implementation 3 (NT's structured derivatives: Dense and Conv Jacobians kept in factored form)
+    against implementation 1 (the plain Jacobian contraction), full and output-traced kernels."""
     (init_fn, apply_fn), shape = _small_nets()[name]
+    x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float64)
+    x2 = x[:2] + 0.5
+    _, params = init_fn(jax.random.PRNGKey(0), shape)
+    params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
+    # Full kernel on both nets; the output-traced kernel between two batches on the dense one.
+    for trace_axes, second in (((), None),) + ((((-1,), x2),) if name == "fc" else ()):
+        want, got = (np.asarray(jax.jit(nt.empirical_ntk_fn(apply_fn, trace_axes=trace_axes, implementation=impl))(
+            x, second, params)) for impl in (1, 3))
+        # float64 sums of the same products in another order: rounding ~1e-15 of the kernel's scale.
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max(), err_msg=str(trace_axes))
+
+
+def test_auto_implementation_picks_one_that_agrees():
+    """Implementation 0 compiles 1, 2 and 3, ranks them by XLA's FLOP count and runs the cheapest
+    (it failed with KeyError: 0 since cost_analysis() became a dict)."""
+    (init_fn, apply_fn), shape = _small_nets()["fc"]
     x = jax.random.normal(jax.random.PRNGKey(1), shape, jnp.float64)
     _, params = init_fn(jax.random.PRNGKey(0), shape)
     params = jax.tree_util.tree_map(lambda a: jnp.asarray(a, jnp.float64), params)
     want = np.asarray(nt.empirical_ntk_fn(apply_fn, trace_axes=(), implementation=1)(x, None, params))
-    scale = np.abs(want).max()
-    for impl in (3, 0):
-        got = np.asarray(nt.empirical_ntk_fn(apply_fn, trace_axes=(), implementation=impl)(x, None, params))
-        # float64 sums of the same products in another order: rounding ~1e-15 of the kernel's scale.
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * scale, err_msg=f"implementation {impl}")
-    x2 = x[:2] + 0.5
-    got = np.asarray(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=3)(x, x2, params))
-    want = np.asarray(nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,), implementation=1)(x, x2, params))
+    got = np.asarray(nt.empirical_ntk_fn(apply_fn, trace_axes=(), implementation=0)(x, None, params))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
 
 

@@ -275,7 +275,8 @@ def fast_measure(points: int) -> Callable:
     """The record of :func:`fast_network_records` at a checkpoint, for ``sgd.full_batch_checkpoints``:
     f on the training and test inputs (N, k), (M, k); the squared change of all parameters and of
     each weight matrix (L,); the empirical NTK on the first ``points`` training inputs, traced over
-    the k outputs (P, P): sum over outputs a of J_a J_a^T, one backward pass per output. One function
+    the k outputs (P, P): (1/k) sum over outputs a of J_a J_a^T (NT's ``trace_axes=(-1,)``, as the generic
+    path records it), one backward pass per output. One function
     object per ``points``, so that the runner's compile cache (keyed on it) is hit."""
     if points not in _MEASURES:
         import jax.numpy as jnp
@@ -294,6 +295,7 @@ def fast_measure(points: int) -> Callable:
                 d = sgd.backward_t(net, dense, ck, jnp.broadcast_to(eye[a], (xk.shape[0], net.sizes[-1])))
                 kw, kb = sgd.feature_kernel_parts(net, ck[0], d, ck[0], d)
                 k_traced = k_traced + jnp.sum(kw, 0) + jnp.sum(kb, 0)
+            k_traced = k_traced / net.sizes[-1]
             return {"f_net_train": f_train, "f_net_test": sgd.forward(net, dense, x_test)[0],
                     "dsq_net": sum(a + b for a, b in sq), "wdsq_net": jnp.stack([a for a, _ in sq]),
                     "k_net_train": k_traced}

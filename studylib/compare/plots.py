@@ -60,6 +60,29 @@ def _where(summary: dict) -> str:
     return "on test inputs"
 
 
+def _centred(summary: dict) -> str:
+    """Title suffix saying what the models are: centred f(theta) - f(theta_0) (studylib.centring) or not."""
+    return "; centred: f(θ) − f(θ₀)" if summary.get("centred") else ""
+
+
+def _time_axis(summary: dict, curves: dict) -> tuple[np.ndarray, str]:
+    """The x values (W, T) of curves over training and their label: GD steps where every width shares one
+    rate (lr_rule analytic), the absolute time lr·t where each width has its own (lr_rule emp)."""
+    steps = np.asarray(curves["steps"], np.float64)
+    if summary.get("lr_rule") == "emp" and "times" in curves:
+        return np.asarray(curves["times"], np.float64), "time lr·t (each width at its own rate, equal times)"
+    lr = [pw["learning_rate"] for pw in summary["per_width"]]
+    label = f"GD step t (time = lr·t; lr = {lr[0]:.3g})" if len(set(lr)) == 1 else "GD step t"
+    return np.broadcast_to(steps, (len(summary["per_width"]), len(steps))), label
+
+
+def _horizon(summary: dict) -> str:
+    """'step 1000' or, under lr_rule emp, 'time 1.5e+03' (every width's final lr·t)."""
+    if summary.get("lr_rule") == "emp":
+        return f"time lr·t = {summary['per_width'][0]['train_time']:.4g}"
+    return f"step {summary['config']['steps']}"
+
+
 def _width_axis(ax, widths) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(widths)
@@ -118,8 +141,8 @@ def gaps_vs_width(summary: dict, stem) -> list[Path]:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, -0.01))
     cfg = summary["config"]
-    fig.suptitle(f"Final-time gaps vs width (step {cfg['steps']}, {cfg['model']['parameterization']} param., "
-                 f"depth {cfg['model']['depth']}, {len(summary['seeds'])} seeds)")
+    fig.suptitle(f"Final-time gaps vs width ({_horizon(summary)}, {cfg['model']['parameterization']} param., "
+                 f"depth {cfg['model']['depth']}, {len(summary['seeds'])} seeds{_centred(summary)})")
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return style.save(fig, stem)
 
@@ -148,20 +171,21 @@ def layer_change_vs_width(summary: dict, stem) -> list[Path]:
 
 
 def _width_bands(ax, steps, widths, curve) -> None:
-    """A line per width (seed mean of ``curve`` (W, S, T) over the steps) with a band min..max over seeds."""
+    """A line per width (seed mean of ``curve`` (W, S, T) over ``steps``, (T,) or per width (W, T)) with a
+    band min..max over seeds."""
+    steps = np.broadcast_to(np.asarray(steps, np.float64), (len(widths), curve.shape[-1]))
     for i, w in enumerate(widths):
         with np.errstate(all="ignore"):
             mean = np.nanmean(curve[i], axis=0)
             lo, hi = np.nanmin(curve[i], axis=0), np.nanmax(curve[i], axis=0)
         col = style.width_color(w)
-        ax.plot(steps, mean, color=col, lw=1.3, label=f"n={w}")
-        ax.fill_between(steps, lo, hi, color=col, alpha=0.15, lw=0)
+        ax.plot(steps[i], mean, color=col, lw=1.3, label=f"n={w}")
+        ax.fill_between(steps[i], lo, hi, color=col, alpha=0.15, lw=0)
 
 
 def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
     widths = np.asarray(curves["widths"])
-    steps = np.asarray(curves["steps"], np.float64)
-    lr = [pw["learning_rate"] for pw in summary["per_width"]]
+    steps, xlabel = _time_axis(summary, curves)
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
     for ax, (name, label) in zip(axes.flat, TIME_PANELS, strict=True):
         c = curves.get(f"curve/{name}")
@@ -171,10 +195,10 @@ def gaps_over_time(summary: dict, curves: dict, stem) -> list[Path]:
         _width_bands(ax, steps, widths, c)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_yscale("log")
-        ax.set_xlabel(f"GD step t (time = lr·t; lr = {lr[0]:.3g})" if len(set(lr)) == 1 else "GD step t")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(label.replace("{where}", _where(summary)))
     style.legend_outside(axes[0, 2], title="width (mean, band = min..max over seeds)", fontsize=7)
-    fig.suptitle("Gaps and losses over training")
+    fig.suptitle(f"Gaps and losses over training{_centred(summary)}")
     fig.tight_layout()
     return style.save(fig, stem)
 
@@ -222,7 +246,8 @@ def predictions(summary: dict, curves: dict, stem, seed_index: int = 0) -> list[
 
 #: Display names of the predictors.
 PREDICTOR_LABELS = {"net": "network", "lin": "linearization", "closed_inf": "closed form, analytic Θ",
-                    "closed_emp": "closed form, empirical K₀", "quad": "quadratic model"}
+                    "closed_emp": "closed form, empirical K₀", "quad": "quadratic model",
+                    "closed_inf_limit": "closed form, analytic Θ, t = ∞"}
 
 
 def test_over_time(summary: dict, curves: dict, stem) -> list[Path]:
@@ -234,8 +259,8 @@ def test_over_time(summary: dict, curves: dict, stem) -> list[Path]:
     if not rows:
         return []
     widths = np.asarray(curves["widths"])
-    steps = np.asarray(curves["steps"], np.float64)
-    preds = [p for p in PREDICTOR_LABELS if f"curve/{rows[0][0]}_{p}" in curves]
+    steps, xlabel = _time_axis(summary, curves)
+    preds = [p for p in PREDICTOR_LABELS if f"curve/{rows[0][0]}_{p}" in curves and not p.endswith("_limit")]
     fig, axes = plt.subplots(len(rows), len(preds), figsize=(3.4 * len(preds) + 1.5, 3.1 * len(rows)),
                              squeeze=False, sharey="row")
     for r, (metric, label) in enumerate(rows):
@@ -247,13 +272,13 @@ def test_over_time(summary: dict, curves: dict, stem) -> list[Path]:
             if metric == "test_loss":
                 ax.set_yscale("log")
             ax.set_title(PREDICTOR_LABELS[p], fontsize=9)
-            ax.set_xlabel("GD step t")
+            ax.set_xlabel(xlabel if r == len(rows) - 1 else "")
             if c == 0:
                 ax.set_ylabel(label)
     style.legend_outside(axes[0, -1], title="width", fontsize=7)
     data = summary["config"]["data"]
     fig.suptitle(f"Held-out test set over training ({data['name']}, {data['n_test']} test inputs, "
-                 f"{len(summary['seeds'])} seeds)")
+                 f"{len(summary['seeds'])} seeds{_centred(summary)})")
     fig.tight_layout()
     return style.save(fig, stem)
 
@@ -287,7 +312,8 @@ def test_vs_width(summary: dict, stem) -> list[Path]:
         ax.set_ylabel("fraction of test inputs, same class (final)")
     for ax in axes[0]:
         ax.legend(fontsize=7)
-    fig.suptitle("Held-out test set at the last step against width (seed mean, bars: min..max)")
+    fig.suptitle(f"Held-out test set at the end ({_horizon(summary)}) against width (seed mean, bars: min..max)"
+                 f"{_centred(summary)}")
     fig.tight_layout()
     return style.save(fig, stem)
 

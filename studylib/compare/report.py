@@ -80,19 +80,25 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     gaps = list(TABLE_ROWS)
     slope_names = [m for m in summary.get("slopes", {}) if summary["slopes"][m].get("reference")]
     pw = summary["per_width"]
-    lr_rows = [[str(p["width"]), fmt(p["learning_rate"]), fmt(p["lr_critical_inf"]),
+    lr_rows = [[str(p["width"]), fmt(p["learning_rate"]), str(p.get("train_steps", cfg["steps"])),
+                fmt(p.get("train_time", p["learning_rate"] * cfg["steps"])), fmt(p["lr_critical_inf"]),
                 ", ".join(fmt(r, 2) for r in p["lr_over_critical_emp"]),
                 ", ".join(str(s) for s in p["diverged_net_step"] if s >= 0) or "none",
                 ", ".join(str(s) for s in p["diverged_lin_step"] if s >= 0) or "none"] for p in pw]
     conv = summary.get("conventions", {})
+    centred = "centred f(θ) − f(θ₀)" if summary.get("centred") else "uncentred"
+    rule = summary.get("lr_rule", "analytic")
+    training = (f"full-batch GD to the absolute time lr·t = {fmt(pw[0]['train_time'])} at every width, each at its own "
+                f"rate (lr rule `emp`: {fmt(cfg['lr_fraction'])} × its seeds' smallest 2Nk/λmax(K₀))"
+                if rule == "emp" else f"full-batch GD for {cfg['steps']} steps")
     parts = [
         "## Finite network vs linearization vs infinite width (`study.compare`: "
         f"{cfg['data']['name']}, {cfg['model']['arch']} depth {cfg['model']['depth']}, "
-        f"{cfg['model']['activation']})\n",
+        f"{cfg['model']['activation']}, {centred})\n",
         f"Depth-{cfg['model']['depth']} `{cfg['model']['arch']}` network ({cfg['model']['activation']}, "
         f"{cfg['model']['parameterization']} parameterization, W_std = {fmt(cfg['model']['W_std'])}, "
         f"b_std = {fmt(cfg['model']['b_std'])}), data `{cfg['data']['name']}` with {cfg['data']['n_train']} "
-        f"training points; full-batch GD for {cfg['steps']} steps, {cfg['seeds']} seeds per width. "
+        f"training points; {training}, {cfg['seeds']} seeds per width; {centred} models. "
         + " ".join(f"{k.capitalize()}: {v}." for k, v in conv.items()),
         "",
         setup_block(summary),
@@ -105,8 +111,8 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
         "the fit range (its widths are in the table above).\n",
         local_slopes_table(summary, slope_names),
         "\n### Learning rate against the critical rates\n",
-        table(["width", "learning rate", "2N/λmax(Θ)", "lr / (2N/λmax(K₀)) per seed", "network diverged at",
-               "linearization diverged at"], lr_rows),
+        table(["width", "learning rate", "steps", "time lr·t", "2Nk/λmax(Θ)", "lr / (2Nk/λmax(K₀)) per seed",
+               "network diverged at", "linearization diverged at"], lr_rows),
         "",
         figure_links(figs, report_dir),
     ]

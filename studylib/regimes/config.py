@@ -184,7 +184,8 @@ class RegimesConfig:
                     continue
                 raise ConfigError(f"{axis}: {self.model.arch!r} builds the same network at model.{field} {base!r} and "
                                   f"{value!r} (it ignores model.{field}), so this axis would repeat one network under "
-                                  f"different labels; accepted for this builder: {axis} = {base} only (--{axis} {base})")
+                                  f"different labels; accepted for this builder: {axis} = {base} only "
+                                  f"(--{axis} {base})")
 
     def _fit_nd_data(self) -> None:
         """Data of more than one input dimension (digits, diabetes, sphere, files): the input-scale axis
