@@ -25,7 +25,8 @@ things around NT's own import, which then proceeds as usual:
     ``empirical._get_primals_out_and_pullback``: ``empirical_ntk_fn(..., implementation=3)``
     (structured derivatives) on JAX's current internal ``ad.linearize`` signature, without the
     attributes JAX removed (``ad.source_info_util``, ``ad.config``, ``ad.reducing_transposes``,
-    ``core.DShapedArray``, ``Primitive.map_primitive``);
+    ``core.DShapedArray``, ``Primitive.map_primitive``), and with the transposes JAX now keeps only
+    in accumulating form (``slice``, ``dynamic_slice``);
   - ``empirical._get_flops``: ``implementation=0`` (auto); ``cost_analysis()`` is a dict now;
   - ``predict.sp``: ``predict.max_learning_rate`` on SciPy >= 1.14 (``eigvalsh(eigvals=...)``
     became ``subset_by_index=...``);

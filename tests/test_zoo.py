@@ -116,13 +116,17 @@ def from_config(width, cfg, out_dim=1):
     return stax.serial(*layers, stax.Dense(out_dim, W_std=cfg.W_std, b_std=cfg.b_std))
 '''
 
-#: name -> (input shape of one example, slow): flat vectors, 4x4 grey images (NHWC), sequences (length 5, 3 channels).
+#: name -> (input shape of one example, slow): flat vectors, 4x4 grey images (NHWC), sequences (length 5, 3
+#: channels). One compare run per architecture costs 12-70 s here (mostly compilation; measured on 2 cores
+#: shared with other jobs), so three stay in the default suite (a numerical activation, standard
+#: parameterization, an Elementwise layer with its own closed form) and the rest run with -m slow.
 ZOO = {
-    "dense_nobias": ((3,), False), "nested": ((3,), False), "residual": ((3,), False), "layernorm": ((3,), False),
-    "concat": ((3,), False), "standard": ((3,), False), "gelu": ((3,), False), "sin": ((3,), False),
-    "abrelu": ((3,), False), "square": ((3,), False), "numerical": ((3,), False), "repeated": ((3,), False),
-    "from_config": ((3,), False), "conv_flatten": ((4, 4, 1), False), "conv_gap_stride": ((4, 4, 1), False),
-    "conv_avgpool": ((4, 4, 1), True), "conv1d": ((5, 3), False), "attention": ((5, 3), True),
+    "sin": ((3,), False), "standard": ((3,), False), "square": ((3,), False),
+    "dense_nobias": ((3,), True), "nested": ((3,), True), "residual": ((3,), True), "layernorm": ((3,), True),
+    "concat": ((3,), True), "gelu": ((3,), True), "abrelu": ((3,), True), "numerical": ((3,), True),
+    "repeated": ((3,), True), "from_config": ((3,), True), "conv_flatten": ((4, 4, 1), True),
+    "conv_gap_stride": ((4, 4, 1), True), "conv_avgpool": ((4, 4, 1), True), "conv1d": ((5, 3), True),
+    "attention": ((5, 3), True),
 }
 
 
@@ -144,6 +148,13 @@ def zoo_dir(tmp_path_factory):
     sys.path.remove(str(root))
 
 
+def conv_dtype(name: str) -> list[str]:
+    """float64 for NT's Conv layers here: the tests run with 64-bit mode on, where NT 0.6.5's Conv turns a
+    float32 input into a float64 output (it scales by a NumPy float64) and the float32 linearization then
+    fails; the command line (64-bit mode off for float32 runs) is not affected."""
+    return ["--dtype", "float64"] if name.startswith("conv") else []
+
+
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if slow else n
                                   for n, (_, slow) in ZOO.items()])
 def test_zoo_runs_through_compare(name, zoo_dir, capsys):
@@ -155,7 +166,7 @@ def test_zoo_runs_through_compare(name, zoo_dir, capsys):
     compare.main(["--preset", "tiny", "--arch", f"zoo_archs:{name}", "--data", "file", "--data-path",
                   str(zoo_dir / f"data_{'x'.join(map(str, shape))}.npz"), "--widths", "8,16", "--steps", "5",
                   "--checkpoints", "2", "--seeds", "1", "--quad-max-width", "0", "--out", str(out),
-                  "--no-progress", "--no-figures"])
+                  "--no-progress", "--no-figures", *conv_dtype(name)])
     table = capsys.readouterr().out
     s = read_json(out / "summary.json")
     assert s["widths"] == [8, 16] and s["config"]["model"]["arch"] == f"zoo_archs:{name}"

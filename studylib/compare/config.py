@@ -92,7 +92,7 @@ SWEEP_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
                             "lr_rule": "analytic", "quad_max_width": 256},
     ("*", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096, 8192), "steps": 10000, "lr_fraction": 0.5,
                           "lr_rule": "analytic", "quad_max_width": 1024},
-    ("digits", "*", "default"): {"widths": (32, 64, 128, 256, 512, 1024), "steps": 400, "lr_fraction": 0.5,
+    ("digits", "*", "default"): {"widths": (32, 64, 128, 256, 512, 1024), "steps": 500, "lr_fraction": 0.5,
                                  "lr_rule": "emp", "quad_max_width": 0},
     ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 2000, "lr_fraction": 0.5,
                                "lr_rule": "emp", "quad_max_width": 0, "n_train": 1024},
@@ -161,7 +161,7 @@ class CompareConfig:
         "with cnn 4..16; --preset large: 64..8192, 64..4096, 16..512)", parse=int_list, check=optional(integers()))
     seeds: int = option(3, "number of initialisations per width", check=integer())
     steps: int | None = option(None, "full-batch GD steps (with --lr-rule emp: at the analytic rate, setting the "
-                               "time lr x steps every width trains to); none: the dataset's (1000; digits 400, cnn "
+                               "time lr x steps every width trains to); none: the dataset's (1000; digits 500, cnn "
                                "100; --preset large: 10000, digits 2000, cnn 5000)", parse=int,
                                check=optional(integer()))
     sweep: str = option("default", "which per-data defaults fill --widths/--steps: default (this CPU) or large "
