@@ -32,9 +32,10 @@ this module for ``--help``).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # NumPy is imported inside the functions: configs import this module for --help
+    import numpy as np
 
 #: Values of a config's ``centre`` field.
 CENTRE_MODES = ("auto", "on", "off")
@@ -54,18 +55,24 @@ def resolve(mode: str, targets: str) -> bool:
 def shifted_targets(y: np.ndarray, f0_train: np.ndarray) -> np.ndarray:
     """Per-seed targets Y + f_0(X) (S, N, k) for y (N, k) and f0_train (S, N, k): GD of the uncentred
     network on these is GD of the centred one on y (same gradients, same theta_t)."""
+    import numpy as np
+
     return np.asarray(y)[None] + np.asarray(f0_train)
 
 
 def initial_outputs(f0: np.ndarray, centred: bool) -> np.ndarray:
     """The outputs a closed form or linearization starts from: f_0 itself, or zeros when centred
     (g(theta_0) = 0). Same shape as ``f0``."""
+    import numpy as np
+
     return np.zeros_like(f0) if centred else f0
 
 
 def centre_records(f: np.ndarray) -> np.ndarray:
     """Outputs recorded at checkpoints, (S, T, ...) with checkpoint 0 at step 0, minus each seed's own
     step-0 value: f(theta_t) - f(theta_0) computed by the same function, so exactly 0 at step 0."""
+    import numpy as np
+
     f = np.asarray(f)
     return f - f[:, :1]
 

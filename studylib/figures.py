@@ -13,10 +13,11 @@ from pathlib import Path
 from studylib.results import read_json
 
 #: The studies (wings of ``studylib``) whose results folders can be drawn and reported.
-STUDIES = ("compare", "dynamics", "ensemble", "regimes", "controls", "predict", "coordcheck")
+STUDIES = ("compare", "dynamics", "ensemble", "regimes", "controls", "predict", "coordcheck", "datasize")
 #: Where each study writes by default; ``python -m study.figures`` with no folder uses these.
 DEFAULT_FOLDERS = ("results/compare", "results/dynamics_seed", "results/dynamics", "results/ensemble",
-                   "results/regimes", "results/controls", "results/predict", "results/coordcheck")
+                   "results/regimes", "results/controls", "results/predict", "results/coordcheck",
+                   "results/datasize")
 
 
 def study_of(folder: str | Path) -> str:

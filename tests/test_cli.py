@@ -16,7 +16,7 @@ from studylib import cli
 from studylib.config import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ("compare", "controls", "dynamics", "ensemble", "regimes", "predict", "coordcheck")
+STUDIES = ("compare", "controls", "dynamics", "ensemble", "regimes", "predict", "coordcheck", "datasize")
 
 
 def documented_commands() -> list[tuple[str, list[str], str]]:

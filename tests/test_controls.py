@@ -97,6 +97,7 @@ def test_tiny_run_summary_and_verdicts(tiny_controls):
         flips = np.array(e["metrics"]["gate_flips_train"]["mean"])
         assert flips.shape == (3, 2) and ((flips >= 0) & (flips <= 1)).all()
     c = s["closing"]
+    assert s["centred"] is False and c["setting"]["centred"] is False  # --centre auto on the 1-D toy: uncentred
     assert c["widths"] == [8, 32] and "rmse_net_vs_lin_early" in c["slopes"]
     assert (np.array(c["lr_over_critical_emp"]) < 1).all()  # the rate is below every seed's own limit
 
@@ -114,3 +115,37 @@ def test_tiny_run_report_and_figures_without_jax(tiny_controls, tmp_path):
 
     for name in ("controls_lazy_gap_vs_alpha.png", "controls_lazy_gate_flips.png", "controls_closing_gap_vs_width.png"):
         assert (tmp_path / copy_name(tiny_controls, "controls", name)).is_file()
+
+
+@pytest.mark.parametrize("centre", ["on", "auto"])
+def test_closing_cell_centred_and_auto(centre):
+    """The closing cell (float64, width 8, 2 seeds, 10 steps) against independent computations. Centred
+    (--centre on): the network's test outputs at step 0 are exactly 0 and its linearization equals the
+    exact discrete-GD closed form from f_0 = 0 with K_0 = J J^T of jax.jacobian; --centre auto on the 1-D
+    toy is uncentred: step 0 is the network's own f(theta_0), and the linearization starts from it."""
+    from studylib import data as D
+
+    cfg = ControlsConfig(centre=centre, steps=10, n_checkpoints=3, closing_depth=2, seeds=2)
+    assert cfg.centred is (centre == "on")
+    res = C.run_closing(cfg, 8, [0, 1], lambda _k: None)
+    assert res["centred"] is cfg.centred
+    data = D.load(C.closing_data(cfg))
+    net = build(C.closing_model(cfg), 8)
+    p0 = training.init_params(net.init_fn, [0, 1], data.x_train.shape, dtype="float64")
+    x, xt, y = jnp.asarray(data.x_train), jnp.asarray(data.x_test), np.asarray(data.y_train, np.float64)
+    for s in range(2):
+        p = jax.tree_util.tree_map(lambda a, i=s: a[i], p0)
+        flat, unravel = jax.flatten_util.ravel_pytree(p)
+        jac = lambda xx, unravel=unravel, flat=flat: np.asarray(  # noqa: E731
+            jax.jacobian(lambda v: net.apply_fn(unravel(v), xx)[:, 0])(flat), np.float64)
+        j_tr, j_te = jac(x), jac(xt)
+        f0_tr, f0_te = (np.asarray(net.apply_fn(p, xx), np.float64) for xx in (x, xt))
+        if cfg.centred:
+            f0_tr, f0_te = np.zeros_like(f0_tr), np.zeros_like(f0_te)
+            assert np.all(res["pred_test"][s, 0] == 0.0)  # g(theta_0) - computed as f(theta_0) - f(theta_0)
+        else:
+            np.testing.assert_allclose(res["pred_test"][s, 0], f0_te[:, 0], rtol=0, atol=1e-12)
+        _, lin_te = closed_form.discrete(j_tr @ j_tr.T, j_te @ j_tr.T, y, f0_tr, f0_te,
+                                         learning_rate=res["learning_rate"], steps=res["steps"])
+        scale = np.max(np.abs(lin_te))  # float64: agreement to ~1e-9 of the curve's scale
+        np.testing.assert_allclose(res["pred_lin_test"][s], lin_te[..., 0], rtol=0, atol=1e-9 * scale)

@@ -226,6 +226,22 @@ def test_config_errors_name_the_field():
         E.EnsembleConfig(model=ModelConfig(parameterization="standard"))
     with pytest.raises(ConfigError, match="readout"):
         E.EnsembleConfig(readout="yes")
+    with pytest.raises(ConfigError, match=r"^centre: 'on' is not available here: .*accepted: auto, off$"):
+        E.EnsembleConfig(centre="on")  # centring removes the prior spread the study compares (docs/ensemble.md)
+    with pytest.raises(ConfigError, match="centre"):
+        E.EnsembleConfig(centre="yes")
+
+
+def test_centre_auto_and_off_are_the_same_uncentred_run():
+    """'auto' runs uncentred even for class targets (digits), and 'auto' / 'off' share every cell's key."""
+    from studylib import runner
+    from studylib.data import DataConfig
+
+    digits = E.EnsembleConfig(data=DataConfig(name="digits", n_train=20, n_test=15))
+    assert not digits.centred and not E.EnsembleConfig(centre="off").centred
+    cell = E.cells(digits)[0]
+    off = dataclasses.replace(digits, centre="off")
+    assert runner.cell_key(E, digits, cell) == runner.cell_key(E, off, cell)
 
 
 def test_cells_and_keys():
@@ -299,6 +315,7 @@ def test_cli_tiny_run_writes_summary_and_figures(tmp_path, capsys):
                 "checkpoint_steps", "learning_rate", "per_width", "gp_flow_vs_discrete", "kernel_eigenvalues"):
         assert key in summary, key
     assert summary["study"] == "ensemble" and summary["widths"] == [4, 16]
+    assert summary["centred"] is False
     n_t = len(summary["checkpoint_steps"])
     for mode in ("ntk", "readout"):
         for k in E.STATS:

@@ -117,6 +117,7 @@ def test_tiny_run_writes_summary_and_figure(tiny_predict):
     s = read_json(tiny_predict / "summary.json")
     assert s["study"] == "predict" and s["widths"] == [8, 16, 32] and s["outputs"] == 1
     assert s["route"] == "fc features"
+    assert s["centred"] is False  # --centre auto on the 1-D toy: uncentred (its numbers: the next tests)
     for key in ("gap_predicted", "gap_predicted_train", "slope", "crossover", "validity", "cost", "conventions"):
         assert key in s
     g = s["gap_predicted"]
@@ -238,3 +239,47 @@ def test_stalled_gap_from_the_expansion_equals_the_linearization_in_the_slow_mod
     # float64; 400 steps of a contraction: rounding far below 1e-8 of the value.
     np.testing.assert_allclose(got, [expect], rtol=1e-8)
     assert 0 < slow.sum() < 6  # both kinds of modes are present, so the cut is exercised
+
+
+def test_centred_prediction_is_the_uncentred_one_on_shifted_targets(tmp_path):
+    """A centred tiny run (--centre on, 1-D toy, float64) against two independent computations: (1) its
+    linearization at the last step equals the exact discrete-GD closed form from f_0 = 0 with the empirical
+    kernel K_0 = J J^T of jax.jacobian; (2) its predicted delta f equals perturb's uncentred recursion on the
+    targets Y + f_0(X) (GD of f - f(theta_0) on Y is GD of f on Y + f_0(X)), which differs from the
+    uncentred prediction on Y."""
+    from studylib import closed_form, models, perturb, predict, runner, training
+
+    cfg = PredictConfig(widths=(8, 16), seeds=2, steps=20, n_checkpoints=3, predict_rows=3, centre="on",
+                        model=ModelConfig(depth=2))
+    s = runner.run(predict, cfg, tmp_path, progress=False)
+    assert s["centred"] is True
+    arrays = np.load(tmp_path / "curves.npz")
+    data = D.load_for(cfg.data, cfg.model)
+    rows = arrays["width16/predict_rows"]
+    x = jnp.asarray(data.x_train)
+    xe = jnp.asarray(data.x_test[rows])
+    net = models.build(cfg.model, 16)
+    params = training.init_params(net.init_fn, [0, 1], data.x_train.shape, dtype="float64")
+    lr = s["learning_rate"][1]
+    y = np.asarray(data.y_train, np.float64)
+    for seed in range(2):
+        p = jax.tree_util.tree_map(lambda a, i=seed: a[i], params)
+        flat, unravel = jax.flatten_util.ravel_pytree(p)
+        jac = lambda xx, unravel=unravel, flat=flat: np.asarray(  # noqa: E731
+            jax.jacobian(lambda v: net.apply_fn(unravel(v), xx)[:, 0])(flat), np.float64)
+        j_tr, j_ev = jac(x), jac(xe)
+        _, lin_ev = closed_form.discrete(j_tr @ j_tr.T, j_ev @ j_tr.T, y, np.zeros_like(y), np.zeros((len(rows), 1)),
+                                         learning_rate=lr, steps=np.array([cfg.steps]))
+        got = arrays["width16/f_lin_final"][seed]  # (N + P,): training rows, then the evaluated test rows
+        scale = np.max(np.abs(lin_ev))  # float64 end to end: agreement to ~1e-9 of the curve's scale
+        np.testing.assert_allclose(got[len(y):], lin_ev[-1, :, 0], rtol=0, atol=1e-9 * scale)
+
+    exp = jax.vmap(lambda p: perturb.expansion(lambda q, xx: net.apply_fn(q, xx)[:, 0], p, x, xe))(params)
+    f0 = np.asarray(exp.f0, np.float64)[:, :len(y)]  # (S, N)
+    shifted = [perturb.predict(jax.tree_util.tree_map(lambda a, i=i: a[i:i + 1], exp), y[:, 0] + f0[i],
+                               learning_rate=lr, checkpoints=np.array([0, cfg.steps]))[0][0, -1] for i in range(2)]
+    want = np.stack(shifted)  # (S, N + P)
+    scale = np.max(np.abs(want))
+    np.testing.assert_allclose(arrays["width16/delta_final"], want, rtol=0, atol=1e-8 * scale)
+    plain, _ = perturb.predict(exp, y, learning_rate=lr, checkpoints=np.array([0, cfg.steps]))
+    assert np.max(np.abs(plain[:, -1] - want)) > 1e-3 * scale  # centring changes the prediction

@@ -329,6 +329,7 @@ def test_tiny_run_writes_results_and_figures(tiny_run):
     assert all(p.is_file() for p in paths)
     s = read_json(out / "summary.json")
     assert s["study"] == "regimes" and s["config"]["steps"] == 8
+    assert s["centred"] is False  # --centre auto on the 1-D toy: uncentred
     assert len(s["cells"]) == 5  # base, depth 2 for relu and erf, doubled at one width
     for key in ("versions", "wall_seconds", "conventions", "heatmaps", "gap_vs_laziness", "wide_enough",
                 "options", "modes_base", "gap_prediction", "crossover", "timing"):
@@ -533,3 +534,36 @@ def test_widest_measured_width_per_depth_respects_max_width():
 
     rows = {"values": [2, 5], "gap_median": [[0.3, 0.2, 0.1], [0.4, 0.3, None]]}
     assert RSum.widest_measured(np.array([64.0, 128.0, 256.0]), rows) == {"2": 256.0, "5": 128.0}
+
+
+def test_centred_tiny_map_starts_at_zero_and_its_linearization_is_the_closed_form(tmp_path):
+    """--centre on (1-D toy, float64, one cell): the network's outputs at step 0 are exactly 0 (f(theta_0) -
+    f(theta_0)), and the stored linearization equals the exact discrete-GD closed form from f_0 = 0 with
+    K_0 = J J^T of jax.jacobian (an independent kernel), to 1e-9 of its scale (float64 end to end)."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import closed_form, models, training
+    from studylib.regimes import cell as RC
+
+    cfg = regimes.RegimesConfig(**(TINY | dict(depths=(1,), activations=("relu",), options=("plain",),
+                                                n_checkpoints=3, dtype="float64", centre="on")))
+    s = regimes.run(cfg, tmp_path, progress=False)
+    assert s["centred"] is True and len(s["cells"]) == 1
+    a = read_npz(tmp_path / "curves.npz")
+    net_test, lin_test = a["cell0/pred_test/net"], a["cell0/pred_test/lin"]  # (S, T, M)
+    assert np.all(net_test[:, 0] == 0.0)
+    data = RC.cell_data(cfg, 5.0)
+    net = models.build(cfg.model, 8)
+    p0 = training.init_params(net.init_fn, [0, 1], data.x_train.shape, dtype="float64")
+    x, xt = jnp.asarray(data.x_train), jnp.asarray(data.x_test)
+    y = np.asarray(data.y_train, np.float64)
+    for seed in range(2):
+        flat, unravel = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda q, i=seed: q[i], p0))
+        jac = lambda xx, unravel=unravel, flat=flat: np.asarray(  # noqa: E731
+            jax.jacobian(lambda v: net.apply_fn(unravel(v), xx)[:, 0])(flat), np.float64)
+        j_tr, j_te = jac(x), jac(xt)
+        _, want = closed_form.discrete(j_tr @ j_tr.T, j_te @ j_tr.T, y, np.zeros_like(y), np.zeros((len(xt), 1)),
+                                       learning_rate=s["cells"][0]["learning_rate"],
+                                       steps=np.asarray(s["checkpoint_steps"]))
+        np.testing.assert_allclose(lin_test[seed], want[..., 0], rtol=0, atol=1e-9 * np.abs(want).max())

@@ -292,7 +292,7 @@ def test_full_batch_checkpoints_rejects_other_archs():
         sgd.full_batch_checkpoints(cfg, 4, None, jnp.zeros((2, 1)), jnp.zeros((2, 1)), 0.1, [0, 1])
 
 
-@pytest.mark.parametrize("param,act", [("ntk", "relu"), ("standard", "erf")])
+@pytest.mark.parametrize("param,act", [("ntk", "relu"), pytest.param("standard", "erf", marks=pytest.mark.slow)])
 def test_full_ntk_with_k_outputs_matches_nt(param, act):
     """sgd.full_ntk (per-output features, one batched backward pass) against NT's full empirical kernel
     (trace_axes=(), implementation 2) made flat, k = 3 outputs, float64; and f(x) from the same pass."""

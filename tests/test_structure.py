@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "studylib"
-WINGS = ("compare", "controls", "dynamics", "ensemble", "regimes", "predict", "coordcheck")
+WINGS = ("compare", "controls", "dynamics", "ensemble", "regimes", "predict", "coordcheck", "datasize")
 
 
 def _modules() -> dict[str, Path]:

@@ -85,7 +85,8 @@ TABLE_METRICS = (
 #: nets (``centre='auto'``) with the 'emp' rule: each width at half the smallest critical rate
 #: 2Nk/lambda_max(K_0) of its seeds, to the absolute time T = steps x 0.5 x 2Nk/lambda_max(Theta) (the
 #: narrowest nets, whose lambda_max(K_0) is up to ~3x the analytic one at width 32, take ~3x the steps).
-#: Sized for ``sweep='default'`` to run in ~10 min on this 2-core CPU (docs/real-data.md has the times),
+#: Sized for ``sweep='default'`` to run in ~10 min on this 2-core CPU (measured: 11.4 min with the machine shared
+#: by other jobs, load ~7, 7.4 min of CPU time; docs/real-data.md),
 #: ``sweep='large'`` for one GPU (``--plan``): N = 1024 training images, widths to 4096.
 SWEEP_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
     ("*", "*", "default"): {"widths": (8, 16, 32, 64, 128, 256, 512, 1024), "steps": 1000, "lr_fraction": 0.5,

@@ -9,7 +9,12 @@ f_0 = 0 -- the same for every alpha -- so any alpha-dependence of ||g_alpha - g_
 nonlinearity of f seen at displacement ~ 1/alpha.
 
 Closing cell: the network and its linearization (exact, in function space) trained as
-``study.compare`` trains them, at the closing setting (``closing_*`` fields).
+``study.compare`` trains them, at the closing setting (``closing_*`` fields). Centred
+(``cfg.centred``, :mod:`studylib.centring`; Lee et al. 2020, arXiv 2007.15801): the network trained and
+measured is g(theta) = f(theta) - f(theta_0) (:func:`studylib.centring.centred_model`, aux = theta_0:
+f's gradients, so the same kernel and critical rate) and its linearization J_0 (theta - theta_0) starts
+from 0 (the closed form with f_0 = 0 and each seed's K_0). The lazy cells' model is centred whatever
+``centre`` says.
 
 Both record, at every checkpoint, the fraction of activation gates (signs of the pre-activations
 of each hidden layer) that differ from theta_0's (:mod:`studylib.gates`), on the training inputs
@@ -182,25 +187,29 @@ def run_lazy(cfg: ControlsConfig, activation: str, width: int, data, seeds: list
 
 
 def run_closing(cfg: ControlsConfig, width: int, seeds: list[int], progress: Callable[[int], Any]) -> dict[str, Any]:
-    """Network vs linearization over one width at the closing setting: curves (S, T[, L])."""
+    """Network vs linearization over one width at the closing setting: curves (S, T[, L]); centred
+    (``cfg.centred``): g = f - f(theta_0) against J_0 (theta - theta_0), both exactly 0 at step 0."""
     import jax
     import jax.numpy as jnp
 
-    from studylib import closed_form, kernels, training
+    from studylib import centring, closed_form, kernels, training
     from studylib import data as D
 
     data = D.load(closing_data(cfg))
     model_cfg = closing_model(cfg)
     dtype, net, x_train, y_train, x_test, y64, steps, p0, k_tt, k_te, lr = _setup(cfg, model_cfg, width, data, seeds)
-    f0_tr = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_train), np.float64)
-    f0_te = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x_test), np.float64)
+    centred = cfg.centred
+    model = training.network_model(net.apply_fn)
+    model = centring.centred_model(model) if centred else model  # aux = theta_0 (the trainer's and measure's)
+    f0_tr, f0_te = (centring.initial_outputs(np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x), np.float64),
+                                             centred) for x in (x_train, x_test))
     flips = gate_flip_fn(model_cfg, width, x_train.shape[-1])
 
     def measure_one(p, base, xt, xs):
-        return {"f_train": net.apply_fn(p, xt), "f_test": net.apply_fn(p, xs), "flips_train": flips(base, p, xt)}
+        return {"f_train": model(p, base, xt), "f_test": model(p, base, xs), "flips_train": flips(base, p, xt)}
 
     measure = jax.jit(jax.vmap(measure_one, in_axes=(0, 0, None, None)))
-    trainer = _member_trainer(training.network_model(net.apply_fn))
+    trainer = _member_trainer(model)
     lrs = jnp.full((len(seeds),), lr, dtype)
     rec, bad = _train_checkpoints(trainer, measure, jax.tree_util.tree_map(jnp.copy, p0), p0, lrs, x_train, y_train,
                                   x_test, steps, y64, progress)
@@ -215,7 +224,7 @@ def run_closing(cfg: ControlsConfig, width: int, seeds: list[int], progress: Cal
         "loss_lin": 0.5 * np.mean((lin_train - y64) ** 2, axis=(-2, -1)),
         "gate_flips_train": rec["flips_train"],
     }
-    return {"control": "closing", "width": width, "steps": steps, "learning_rate": lr,
+    return {"control": "closing", "width": width, "centred": centred, "steps": steps, "learning_rate": lr,
             "lr_critical_emp": kernels.critical_learning_rate(k_tt), "diverged_step": bad, "curves": curves,
             "pred_test": rec["f_test"][..., 0], "pred_lin_test": lin_test[..., 0]}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from studylib import centring
 from studylib.config import DTYPES, ConfigError, check_float, integer, integers, number, one_of, validate
 from studylib.data import DataConfig
 from studylib.flags import float_list, option, str_list
@@ -89,6 +90,7 @@ class ControlsConfig:
                                 check=integer(2))
     dtype: str = option("float64", "float32 or float64 (float64 by default: at alpha = 64 a GD step moves the "
                         "parameters by ~1e-8 of their size, below float32's resolution)", check=one_of(DTYPES))
+    centre: str = option("auto", centring.CENTRE_HELP, check=one_of(centring.CENTRE_MODES))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
@@ -100,6 +102,13 @@ class ControlsConfig:
         if self.closing_x_range >= self.closing_test_range:
             raise ConfigError(f"closing_x_range: must be below closing_test_range={self.closing_test_range}, got "
                               f"{self.closing_x_range}")
+
+    @property
+    def centred(self) -> bool:
+        """Whether the closing control trains f(theta) - f(theta_0) (``centre`` resolved for the data's
+        targets, :func:`studylib.centring.resolve`); the lazy control's model alpha (f - f(theta_0)) is
+        centred by construction whatever this says."""
+        return centring.resolve(self.centre, self.data.targets)
 
 
 Config = ControlsConfig
@@ -136,6 +145,8 @@ def cells(cfg: ControlsConfig, dataset=None) -> list[Cell]:
                 for a in cfg.activations for w in cfg.lazy_widths]
     if "closing" in cfg.controls:
         spec = {"control": "closing", **{k: getattr(cfg, k) for k in CLOSING_FIELDS}}
+        if cfg.centred:  # only then: uncentred closing cells keep the keys they had before centring existed
+            spec["centred"] = True
         out += [Cell(name=f"closing-width{w}", spec=spec | {"width": w}, cost=closing_cost(cfg, w),
                      label=f"closing n={w}") for w in cfg.closing_widths]
     return out
@@ -150,6 +161,6 @@ def key_config(cfg: ControlsConfig) -> dict[str, Any]:
     and the data. The alphas (lazy cells) and the closing setting (closing cells) are in the cells'
     specs, so changing one control's axes leaves the other control's stored cells valid."""
     d = dataclasses.asdict(cfg)
-    for f in (*SWEEP_FIELDS, "alphas", *CLOSING_FIELDS):
+    for f in (*SWEEP_FIELDS, "alphas", *CLOSING_FIELDS, "centre"):  # centring: in the closing cells' specs
         d.pop(f, None)
     return d

@@ -124,7 +124,7 @@ def closing_gap_vs_width(summary: dict, stem) -> list[Path]:
     r = s.get("test_range", float("nan"))
     fig.suptitle(f"Closing control: x in [-{s['x_range']:g}, {s['x_range']:g}] (test grid [-{r:g}, {r:g}]), "
                  f"depth {s['depth']}, "
-                 f"b_std {s['b_std']:g}, {s['activation']}")
+                 f"b_std {s['b_std']:g}, {s['activation']}{'; centred: f(θ) − f(θ₀)' if s.get('centred') else ''}")
     fig.tight_layout()
     return style.save(fig, stem)
 

@@ -81,6 +81,11 @@ def _console(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "-" * len(line(header))] + [line(r) for r in rows])
 
 
+def centring_text(setting: dict) -> str:
+    """The closing control's models: 'centred f(θ) − f(θ₀)' or 'uncentred' (older summaries: uncentred)."""
+    return "centred f(θ) − f(θ₀)" if setting.get("centred") else "uncentred"
+
+
 def format_table(summary: dict) -> str:
     """Console: the lazy control's exponents in alpha and the closing control's in width, with verdicts."""
     parts = []
@@ -96,7 +101,8 @@ def format_table(summary: dict) -> str:
         s = c["setting"]
         parts += ["", f"closing control: x_range {fmt(s['x_range'])}, test grid on [-{fmt(s.get('test_range'))}, "
                   f"{fmt(s.get('test_range'))}], depth {s['depth']}, b_std {fmt(s['b_std'])}, "
-                  f"{s['activation']}; early = step {c['early_step']}", _console(CLOSING_HEAD, closing_rows(summary))]
+                  f"{s['activation']}, {centring_text(s)}; early = step {c['early_step']}",
+                  _console(CLOSING_HEAD, closing_rows(summary))]
     return "\n".join(parts)
 
 
@@ -123,7 +129,8 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
         parts += ["\n### A width sweep that closes the gap\n",
                   f"Inputs on [−{fmt(s['x_range'])}, {fmt(s['x_range'])}] (test grid on [−{fmt(s.get('test_range'))}, "
                   f"{fmt(s.get('test_range'))}]), depth {s['depth']}, b_std = "
-                  f"{fmt(s['b_std'])}, {s['activation']}; network and linearization trained as in `study.compare`; "
+                  f"{fmt(s['b_std'])}, {s['activation']}; network and linearization trained as in `study.compare`, "
+                  f"{centring_text(s)}; "
                   f"early = step {c['early_step']}.\n",
                   table(CLOSING_HEAD, closing_rows(summary)), "", closing_values(summary)]
     parts += ["", figure_links(figs, report_dir)]

@@ -90,7 +90,8 @@ def closing_summary(cfg: ControlsConfig, results: list[dict]) -> dict:
     metrics["gate_flips_train"] = {"mean": M.nanmean_std(flips, axis=1)[0], "per_seed": flips}
     return {"widths": widths, "setting": {"x_range": cfg.closing_x_range, "test_range": cfg.closing_test_range,
                                           "depth": cfg.closing_depth,
-                                          "b_std": cfg.closing_b_std, "activation": cfg.model.activation},
+                                          "b_std": cfg.closing_b_std, "activation": cfg.model.activation,
+                                          "centred": cfg.centred},
             "early_step": int(steps[early]), "learning_rate": [r["learning_rate"] for r in results],
             "lr_over_critical_emp": [r["learning_rate"] / np.asarray(r["lr_critical_emp"]) for r in results],
             "diverged_step": [r["diverged_step"] for r in results], "metrics": metrics, "slopes": slopes,
@@ -110,6 +111,7 @@ def summarise(cfg: ControlsConfig, cells: list[Cell], results: list[dict], ctx: 
         "wall_seconds": wall_seconds,
         "seeds": runner.seed_list(cfg),
         "checkpoint_steps": results[0]["steps"],
+        "centred": cfg.centred,  # the closing control's models; the lazy control's are centred by construction
         "conventions": {
             "loss": "L = 1/2 mean((f - y)^2) over the N x k training outputs (NT's); time = lr * steps",
             "learning_rate": "lr_fraction x the smallest critical rate 2N/lambda_max of the analytic NTK and of every "
@@ -119,6 +121,10 @@ def summarise(cfg: ControlsConfig, cells: list[Cell], results: list[dict], ctx: 
                     "gap = RMSE(g_alpha - g_lin) on the test grid (_train: training inputs; _interp: |x| <= range)",
             "closing": "network and linearization (exact, function space) as study.compare trains them, at the "
                        "closing setting",
+            "centring": ("centred (summary key centred): the closing control trains and measures g = f(theta) - "
+                         "f(theta_0) (studylib.centring) against J_0 (theta - theta_0) from 0; " if cfg.centred else
+                         "uncentred (summary key centred): the closing control's network and linearization start "
+                         "from f(theta_0); ") + "the lazy control's g_alpha is centred by construction",
             "slopes": "log-log fit of the seed mean against alpha (lazy; alphas >= fit_alpha_min, at least the 3 "
                       "largest) or width (closing; widths >= 64, at least the 3 largest); ci95: bootstrap over "
                       "seeds; theory_in_ci95: the reference exponent inside ci95",

@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
+from studylib import centring
 from studylib.config import (
     DTYPES,
     ConfigError,
@@ -26,7 +27,15 @@ NAME = "ensemble"
 ARRAYS_FILE = "ensemble.npz"
 #: Config fields left out of cell keys: the list of widths chooses which cells run, and the
 #: Monte-Carlo floor (``mc_repeats``) is computed after the cells, in the summary.
-SWEEP_FIELDS = ("widths", "mc_repeats")
+SWEEP_FIELDS = ("widths", "mc_repeats", "centre")  # centre: never changes a number (every run is uncentred)
+
+#: Why the ensemble study does not centre (docs/ensemble.md, "Centring"): its comparison is the spread of the
+#: ensemble against the GP's, and centring removes that spread.
+CENTRE_REFUSAL = ("the ensemble study compares the spread of networks with NT's gradient_descent_mse_ensemble "
+                  "covariance, which at infinite width is all prior f(theta_0) (the kernel is deterministic); "
+                  "centring each member removes it, leaving a GP of zero covariance, so std_err, calibration and "
+                  "the Monte-Carlo floor would have nothing to compare with (docs/ensemble.md); use study.compare "
+                  "for centred networks")
 
 #: Training modes: name -> the GP kernel ``get`` it is compared with.
 MODES = {"ntk": "ntk", "readout": "nngp"}
@@ -71,18 +80,28 @@ class EnsembleConfig:
     dtype: str = option("float32", "float32 or float64 for the networks (the GP is always float64)",
                         check=one_of(DTYPES))
     first_seed: int = option(0, "first PRNG seed", check=integer(0))
+    centre: str = option("auto", "train f(theta) - f(theta_0) (Lee et al. 2020): in this study auto and off run "
+                         "uncentred for every data set (the GP spread it compares with is the prior's, which "
+                         "centring removes: docs/ensemble.md); on is refused", check=one_of(centring.CENTRE_MODES))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
     def __post_init__(self):
         validate(self)
         check_pair(self.data, self.model, widths=self.widths)  # e.g. cnn with 1-D data: one line, not a traceback
+        if self.centre == "on":
+            raise ConfigError(f"centre: 'on' is not available here: {CENTRE_REFUSAL}; accepted: auto, off")
         if not isinstance(self.readout, bool):
             raise ConfigError(f"readout: expected true or false, got {self.readout!r}")
         if self.model.parameterization != "ntk":
             raise ConfigError(
                 f"model.parameterization: the ensemble study needs 'ntk' (a width-independent GP limit, "
                 f"and readout-only training follows the NNGP only there), got {self.model.parameterization!r}")
+
+    @property
+    def centred(self) -> bool:
+        """Always False: the ensemble study runs uncentred (``centre`` 'on' is refused, :data:`CENTRE_REFUSAL`)."""
+        return False
 
     @property
     def modes(self) -> tuple[str, ...]:

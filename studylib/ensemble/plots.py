@@ -81,7 +81,7 @@ def bands_figure(summary: dict, arrays: dict, mode: str, fig_dir: Path) -> list[
             if r == len(t_idx) - 1:
                 ax.set_xlabel("input x (training inputs in [−5, 5])")
     style.legend_outside(axes[0, -1])
-    fig.suptitle(f"Ensembles of {summary['members']} networks, {MODE_TITLE[mode]}", fontsize=10)
+    fig.suptitle(f"Ensembles of {summary['members']} networks, {MODE_TITLE[mode]} (uncentred)", fontsize=10)
     fig.tight_layout()
     return style.save(fig, fig_dir / f"ensemble_bands_{mode}")
 
@@ -141,7 +141,8 @@ def errors_vs_width_figure(summary: dict, mode_list: list[str], fig_dir: Path) -
             if c == 0:
                 ax.set_title(MODE_TITLE[mode], fontsize=9, loc="left")
         _row_legend(axes[r])
-    fig.suptitle(f"Ensemble ({summary['members']} networks per width) vs the infinite-width GP", fontsize=10)
+    fig.suptitle(f"Ensemble ({summary['members']} networks per width) vs the infinite-width GP (uncentred)",
+                 fontsize=10)
     fig.tight_layout()
     return style.save(fig, fig_dir / "ensemble_errors_vs_width")
 
@@ -175,7 +176,7 @@ def errors_vs_time_figure(summary: dict, mode_list: list[str], fig_dir: Path) ->
             if c == 0:
                 ax.set_title(MODE_TITLE[mode], fontsize=9, loc="left")
         _row_legend(axes[r])
-    fig.suptitle("Ensemble vs GP over training time", fontsize=10)
+    fig.suptitle("Ensemble vs GP over training time (uncentred)", fontsize=10)
     fig.tight_layout()
     return style.save(fig, fig_dir / "ensemble_errors_vs_time")
 

@@ -59,7 +59,8 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
         f"parameterization), full-batch GD for {cfg['steps']} steps; ensemble mean and standard deviation over the "
         f"test grid against `gradient_descent_mse_ensemble` (NTK-GP when all layers train, NNGP-GP when only the "
         f"readout trains). Errors are in units of the GP's RMS σ; the floor is what {summary['members']} exact GP "
-        f"draws give (mean, 95% quantile). {summary['reference']}",
+        f"draws give (mean, 95% quantile). Uncentred: each network starts from its own f(θ₀), whose spread is "
+        f"the GP's prior part (centring would remove what is compared; docs/ensemble.md). {summary['reference']}",
         "",
         setup_block(summary),
     ]

@@ -201,6 +201,8 @@ def conventions(cfg: EnsembleConfig) -> dict[str, str]:
         "time": "t counts GD steps; absolute time = learning_rate * t (NT's gradient_descent_mse_ensemble)",
         "parameterization": cfg.model.parameterization,
         "modes": "ntk: all layers trained vs get='ntk'; readout: last layer only vs get='nngp'",
+        "centring": "uncentred (summary key centred: false): each member starts from its own f(theta_0), whose "
+                    "spread is the GP's prior part; --centre on is refused (docs/ensemble.md, 'Centring')",
         "gp": "metrics without suffix: NT gradient flow (gradient_descent_mse_ensemble, compute_cov=True); "
               "*_discrete: exact discrete-GD GP (I - lr Theta/N)^t, NumPy",
         "mean_err": "RMS_x(ensemble mean - GP mean) / RMS_x(GP std) over the test grid",
@@ -259,6 +261,7 @@ def summarise(cfg: EnsembleConfig, cells: list[Cell], results: list[dict], ctx: 
         "wall_seconds": wall_seconds + (time.perf_counter() - t0),
         "widths": widths,
         "members": cfg.members,
+        "centred": cfg.centred,  # always false here (docs/ensemble.md, "Centring")
         "seeds": runner.seed_list(cfg),
         "checkpoint_steps": steps,
         "learning_rate": gp["lr"],

@@ -10,6 +10,17 @@ the first-order recursion then gives delta f = f_net - f_lin at the checkpoints 
 (:func:`studylib.perturb.predict`), whose RMS over the evaluated test outputs relative to RMS(y_train)
 is the predicted gap (regimes' normalisation). The cost of one full-batch gradient of the loss (what
 each GD step of training would cost, one evaluation, no update) is measured beside it.
+
+Centred runs (``cfg.centred``, :mod:`studylib.centring`; Lee et al. 2020, arXiv 2007.15801) predict the
+gap of g(theta) = f(theta) - f(theta_0) against its linearization J_0 (theta - theta_0). g has f's
+Jacobian and Hessian, so K_0, T and D of the expansion are unchanged; what changes is where the
+linearized run starts and what it fits: g_lin starts from 0 and fits Y, so its residual is
+r^lin_s = K_0 c_s - Y instead of f_0(X) + K_0 c_s - Y (the uncentred one with targets Y + f_0(X): GD of g
+on Y is GD of f on Y + f_0(X), the same theta_t). The recursion for delta f = g_net - g_lin
+(:mod:`studylib.perturb`, delta f_0 = 0) is driven by r^lin_s and Delta K_s = sum_i c_{s,i} D[i], so the
+centred prediction is the same recursion with f_0 set to 0 in the expansion (:func:`centred_expansion`);
+delta f = g_net - g_lin = f_net - f_lin of the network trained on Y + f_0(X). The stalled-mode gap
+likewise starts from r_0 = -Y.
 """
 
 from __future__ import annotations
@@ -34,6 +45,14 @@ def expansion_fn(cfg: PredictConfig, net, width: int, in_dim: int, k: int) -> tu
         mlp = sgd.fast_mlp(cfg.model, width, in_dim=in_dim, out_dim=k)
         return (lambda p, x, xe: perturb.expansion_mlp(mlp, sgd.dense_params(p), x, xe)), "fc features"
     return (lambda p, x, xe: perturb.expansion(net.apply_fn, p, x, xe)), "autodiff"
+
+
+def centred_expansion(exp):
+    """The expansion of g = f - f(theta_0) from that of f: the same K_0, T, D (g has f's derivatives) and
+    g(theta_0) = 0 on every evaluated row (module docstring; any leading seed axis kept)."""
+    import jax.numpy as jnp
+
+    return exp._replace(f0=jnp.zeros_like(exp.f0))
 
 
 def timed_expansion(expand: Callable, params0, x_train, x_eval) -> tuple[Any, dict[str, float]]:
@@ -116,6 +135,8 @@ def run_cell(cfg: PredictConfig, cell: Cell, ctx: Context, progress: Callable[[f
 
     expand, route = expansion_fn(cfg, net, width, int(np.prod(x_train.shape[1:])), k)
     exp, seconds = timed_expansion(expand, params0, x_train, x_eval)
+    if cfg.centred:  # g = f - f(theta_0): the linearized run starts from 0 and fits Y (module docstring)
+        exp = centred_expansion(exp)
     progress(0.7)
     t0 = time.perf_counter()
     delta, f_lin = perturb.predict(exp, data.y_train, learning_rate=lr, checkpoints=steps)  # (S, T, P k)
@@ -131,7 +152,7 @@ def run_cell(cfg: PredictConfig, cell: Cell, ctx: Context, progress: Callable[[f
     curves = predicted_gaps(delta, n_rows, y_scale, diverged)
     stalled = stalled_gaps(exp, data.y_train, n_rows, lr=lr, steps=int(steps[-1]), y_scale=y_scale)
     return {
-        "width": width, "steps": steps, "learning_rate": lr, "lr_critical_inf": lr_critical_inf,
+        "width": width, "centred": cfg.centred, "steps": steps, "learning_rate": lr, "lr_critical_inf": lr_critical_inf,
         "lr_critical_emp": lr_critical_emp, "diverged_lin": diverged, "outputs": k, "n_params": n_params,
         "route": route, "y_scale": y_scale, "predict_rows": rows, "curves": curves,
         "finals": {name: c[:, -1] for name, c in curves.items()} | {"gap_stalled": stalled},

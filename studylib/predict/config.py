@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from studylib import centring
 from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
 from studylib.data import DataConfig, check_pair
 from studylib.flags import int_list, option
@@ -76,6 +77,7 @@ class PredictConfig:
                                "predicted", check=integer())
     gap_threshold: float = option(0.1, "relative gap counted as 'wide enough' (as study.regimes)", check=number())
     dtype: str = option("float64", "float32 or float64", check=one_of(DTYPES))
+    centre: str = option("auto", centring.CENTRE_HELP, check=one_of(centring.CENTRE_MODES))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
 
@@ -90,6 +92,12 @@ class PredictConfig:
             raise ConfigError(f"widths: need at least 2 distinct widths to fit a rate, got {list(self.widths)}")
         check_pair(self.data, self.model, widths=self.widths)  # a user builder: checked at the narrowest width
         check_size(self)
+
+    @property
+    def centred(self) -> bool:
+        """Whether the predicted run trains f(theta) - f(theta_0) (``centre`` resolved for the data's targets:
+        :func:`studylib.centring.resolve`)."""
+        return centring.resolve(self.centre, self.data.targets)
 
 
 def fast_route(cfg: PredictConfig) -> bool:

@@ -70,7 +70,8 @@ def gap_vs_width(summary: dict, stem) -> list[Path]:
     cfg = summary["config"]
     ax.set_title(f"{cfg['model']['arch']} depth {cfg['model']['depth']} {cfg['model']['activation']}, "
                  f"{cfg['data']['name']} (k = {summary['outputs']}), {cfg['steps']} steps at "
-                 f"{cfg['lr_fraction']:g}× critical; nothing trained", fontsize=8.5)
+                 f"{cfg['lr_fraction']:g}× critical; {'centred f(θ) − f(θ₀); ' if summary.get('centred') else ''}"
+                 "nothing trained", fontsize=8.5)
     style.legend_outside(ax, fontsize=7.5)
     return style.save(fig, stem)
 

@@ -74,13 +74,18 @@ def _console(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "-" * len(line(header))] + [line(r) for r in rows])
 
 
+def centring_text(summary: dict) -> str:
+    """How the predicted run treats f(theta_0): 'centred f(θ) − f(θ₀)' or 'uncentred' (older summaries: uncentred)."""
+    return "centred f(θ) − f(θ₀)" if summary.get("centred") else "uncentred"
+
+
 def format_table(summary: dict) -> str:
     """Console: the predicted gap per width, the fitted rate, the predicted crossover and the caveats."""
     cfg = summary["config"]
     head = (f"first-order predicted gap (studylib.perturb) of {network_text(summary)} on {cfg['data']['name']} "
             f"(N = {cfg['data']['n_train']}, k = "
             f"{summary['outputs']}), {cfg['steps']} GD steps at {fmt(cfg['lr_fraction'])} x critical; route: "
-            f"{summary['route']}; nothing trained")
+            f"{summary['route']}; {centring_text(summary)}; nothing trained")
     parts = [head, _console(HEAD, width_rows(summary)), "", crossover_line(summary)]
     if summary["validity"]["relu"] and "stalled" in summary:
         parts.append(crossover_line(summary, "stalled") + " (ReLU: the diagnostic that tracks the measured gap)")
@@ -94,7 +99,8 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
              f"For {network_text(summary)} on {cfg['data']['name']} (N = "
              f"{cfg['data']['n_train']}, k = {summary['outputs']} output(s)): per width and seed the first-order "
              f"prediction of the network–linearization gap after {cfg['steps']} full-batch GD steps at "
-             f"{fmt(cfg['lr_fraction'])} × the analytic critical rate, from θ₀ alone (docs/predict.md). "
+             f"{fmt(cfg['lr_fraction'])} × the analytic critical rate, from θ₀ alone, {centring_text(summary)} "
+             "(docs/predict.md). "
              "No network is trained.\n", setup_block(summary), "",
              table(HEAD, width_rows(summary)), "", "**" + crossover_line(summary) + "**"]
     if summary["validity"]["relu"] and "stalled" in summary:

@@ -118,6 +118,7 @@ def summarise(cfg: PredictConfig, cells: list[Cell], results: list[dict], ctx: C
         "widths": widths.astype(int),
         "checkpoint_steps": results[0]["steps"],
         "outputs": k,
+        "centred": cfg.centred,
         "route": results[0]["route"],
         "learning_rate": [float(r["learning_rate"]) for r in results],
         "lr_critical_inf": [float(r["lr_critical_inf"]) for r in results],
@@ -152,6 +153,10 @@ def summarise(cfg: PredictConfig, cells: list[Cell], results: list[dict], ctx: C
             "crossover": "width where the fitted power law reaches gap_threshold (studylib.metrics."
                          "extrapolate_crossing); ci95: the same bootstrap over seeds, a non-falling draw counting "
                          "as unbounded (null)",
+            "centring": ("centred: the predicted run trains g = f(theta) - f(theta_0) (studylib.centring); its "
+                         "linearization starts from 0 and fits Y, so the expansion's f_0 is set to 0 and delta f = "
+                         "g_net - g_lin (docs/predict.md)" if cfg.centred else
+                         "uncentred: the linearization starts from the network's own f_0 = f(theta_0)"),
             "cost": "seconds on this machine; training_seconds_model = steps x one measured full-batch gradient "
                     "(all seeds): the GD run the prediction replaces, at that width",
         },

@@ -18,6 +18,14 @@ gap from theta_0 alone (:mod:`studylib.perturb`: first order in the network's cu
 linearized trajectory, on the training inputs and ``predict_rows`` test inputs of the interpolation
 range) and, for ReLU nets, counts the gates that flip during training (:mod:`studylib.gates`).
 
+Centred runs (``cfg.centred``, :mod:`studylib.centring`; Lee et al. 2020, arXiv 2007.15801): every option of
+one network (plain, out_scale, float64) trains and measures alpha (f(theta) - f(theta_0)) by the generic
+trainer (:func:`variant_model`; its gradients and kernel are the uncentred model's), so the outputs at
+step 0 are exactly 0 and the linearization and the infinite-width closed form, which start from the
+network's own step-0 outputs (:func:`linear_predictions`), are the closed forms with f_0 = 0; the
+first-order prediction takes the expansion with f_0 = 0 (:func:`studylib.perturb.scaled`). Option
+'centred' is then the plain model, and 'doubled' is unchanged (it is 0 at init by construction).
+
 Model options: centred (f - f(theta_0)), doubled ((f(theta_a) - f(theta_b))/sqrt 2 with
 theta_a = theta_b at init, so f(theta_0) = 0 and the NTK at init is that of the plain net), a
 smaller output scale (alpha f, with the rate scaled by 1/alpha^2 through the analytic kernel, so
@@ -41,13 +49,14 @@ from studylib.regimes.config import RegimesConfig, compile_key, is_1d, setting_l
 from studylib.runner import Cell, Context
 
 
-def variant_model(apply_fn, option: str, scale: float):
+def variant_model(apply_fn, option: str, scale: float, centred: bool = False):
     """``model_fn(params, aux, x)`` and ``make_params(p0) -> (params, aux)`` for an option.
 
     plain / out_scale / float64: scale * f(params); centred: scale * (f(params) - f(aux)),
     aux = theta_0; doubled: scale * (f(pa) - f(pb)) / sqrt 2 with params = (pa, pb) = (theta_0, theta_0).
+    ``centred`` (a centred run): every option of one network takes the centred form.
     """
-    if option == "centred":
+    if option == "centred" or (centred and option != "doubled"):
         return (lambda p, aux, x: scale * (apply_fn(p, x) - apply_fn(aux, x))), (lambda p0: (p0, p0))
     if option == "doubled":
         r = 1.0 / math.sqrt(2.0)
@@ -80,7 +89,7 @@ class Compiled:
     recorded for ReLU FC nets of one network (every option but doubled)."""
 
     def __init__(self, model_cfg: ModelConfig, width: int, option: str, scale: float, implementation: int,
-                 input_shape: tuple[int, ...] = (1,), out_dim: int = 1):
+                 input_shape: tuple[int, ...] = (1,), out_dim: int = 1, centred: bool = False):
         import jax
 
         from studylib import gates, kernels, models, perturb, sgd, training
@@ -88,11 +97,12 @@ class Compiled:
 
         self.net = models.build(model_cfg, width, out_dim=out_dim)
         self.model_cfg, self.width, self.out_dim = model_cfg, width, out_dim
-        self.model_fn, self.make_params = variant_model(self.net.apply_fn, option, scale)
+        self.model_fn, self.make_params = variant_model(self.net.apply_fn, option, scale, centred)
+        centre_exp = option == "centred" or centred  # the expansion of alpha (f - f(theta_0)): f_0 = 0
         # the hand-written FC trainer and expansion: flat inputs (N, d), one output
         flat_scalar = len(input_shape) == 1 and out_dim == 1
         self.mlp = sgd.fast_mlp(model_cfg, width, in_dim=int(input_shape[0])) if flat_scalar else None
-        self.fast = self.mlp is not None and option in FAST_OPTIONS
+        self.fast = self.mlp is not None and option in FAST_OPTIONS and not centred
         self.gated = self.mlp is not None and self.mlp.activation == "relu" and option != "doubled"
         #: whether the first-order prediction (studylib.perturb: scalar outputs) can run
         self.predicts = out_dim == 1
@@ -119,7 +129,7 @@ class Compiled:
         def expand(p0, aux, x_train, x_eval):
             if mlp is not None and option != "doubled":  # alpha f or alpha (f - f(theta_0)) of one FC net
                 exp = perturb.expansion_mlp(mlp, sgd.dense_params(aux), x_train, x_eval)
-                return perturb.scaled(exp, scale, centred=option == "centred")
+                return perturb.scaled(exp, scale, centred=centre_exp)
             return perturb.expansion(lambda q, x: model_fn(q, aux, x)[:, 0], p0, x_train, x_eval)
 
         self.expand = jax.jit(jax.vmap(expand, in_axes=(0, 0, None, None))) if self.predicts else None
@@ -157,7 +167,7 @@ def compiled_for(cfg: RegimesConfig, spec: dict[str, Any], cache: dict) -> tuple
                                         activation=spec["activation"])
         shape = D.input_shape(cfg.data, model_cfg)[1:]
         cache[key] = Compiled(model_cfg, spec["width"], spec["option"], spec["output_scale"], cfg.ntk_implementation,
-                              input_shape=shape, out_dim=D.n_outputs(cfg.data))
+                              input_shape=shape, out_dim=D.n_outputs(cfg.data), centred=spec.get("centred", False))
     return cache[key], fresh
 
 
@@ -415,7 +425,8 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     curves |= kernel_curves(k_t, k_finite, k0)
     curves |= prediction_curves(pred, rec.get("gate_flips"), diverged_lin)
     return {
-        "width": spec["width"], "dtype": spec["dtype"], "output_scale": scale, "steps": steps,
+        "width": spec["width"], "centred": bool(spec.get("centred", False)), "dtype": spec["dtype"],
+        "output_scale": scale, "steps": steps,
         "learning_rate": lr, "lr_critical_inf": lr_critical_inf, "y_scale": float(np.sqrt(np.mean(y64**2))),
         "diverged_net": diverged_net, "diverged_lin": diverged_lin,
         "theta_lambda": lam_theta, "k0_lambda": lam_k0,

@@ -11,6 +11,7 @@ import dataclasses
 import itertools
 from typing import Any
 
+from studylib import centring
 from studylib.config import (
     DTYPES,
     ConfigError,
@@ -116,6 +117,7 @@ class RegimesConfig:
                                 check=number())
     dtype: str = option("float32", "float32 or float64", check=one_of(DTYPES))
     ntk_implementation: int = option(2, "NT's empirical NTK implementation: 1 or 2")
+    centre: str = option("auto", centring.CENTRE_HELP, check=one_of(centring.CENTRE_MODES))
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     sweep: str = option("one_at_a_time", "one_at_a_time (width x each axis around the base cell) or product",
@@ -204,6 +206,12 @@ class RegimesConfig:
                               f"checkpoint; N k = {self.data.n_train} x {n_outputs(self.data)} = {rows} exceeds "
                               f"{MAX_KERNEL_ROWS}: use --n-train <= {MAX_KERNEL_ROWS // n_outputs(self.data)}")
 
+    @property
+    def centred(self) -> bool:
+        """Whether every cell trains and measures f(theta) - f(theta_0) (``centre`` resolved for the data's
+        targets, :func:`studylib.centring.resolve`); option 'centred' is then the same model as 'plain'."""
+        return centring.resolve(self.centre, self.data.targets)
+
     def base(self) -> dict[str, Any]:
         return {"lr_fraction": self.lr_fraction, "depth": self.model.depth, "x_range": self.data.train_range,
                 "parameterization": self.model.parameterization, "activation": self.model.activation,
@@ -244,7 +252,7 @@ def key_config(cfg: RegimesConfig) -> dict[str, Any]:
     """The part of the config a cell's numbers depend on besides its own spec (:func:`cell_spec`):
     seeds, steps, checkpoints, NTK implementation, departure thresholds, and the model and data
     less what the setting replaces (depth, parameterization, input and test range). The sweep (the
-    other settings and widths), ``dtype``/``output_scale`` (in the spec, where they apply) and
+    other settings and widths), ``dtype``/``output_scale``/``centre`` (in the spec, where they apply) and
     ``gap_threshold`` are left out, so that a sweep sharing cells with an earlier one reuses them."""
     model = dataclasses.asdict(cfg.model)
     data = dataclasses.asdict(cfg.data)
@@ -302,14 +310,17 @@ def cell_spec(cfg: RegimesConfig, setting: dict[str, Any], width: int) -> dict[s
     """What determines a cell's numbers besides :func:`key_config`: the setting, the width, and the
     dtype and output scale it runs with (float64 for option 'float64', alpha for 'out_scale')."""
     option_ = setting["option"]
-    return {**setting, "width": width, "dtype": "float64" if option_ == "float64" else cfg.dtype,
+    spec = {**setting, "width": width, "dtype": "float64" if option_ == "float64" else cfg.dtype,
             "output_scale": cfg.output_scale if option_ == "out_scale" else 1.0}
+    if cfg.centred:  # only then: uncentred cells keep the keys they had before centring existed
+        spec["centred"] = True
+    return spec
 
 
 def compile_key(spec: dict[str, Any]) -> tuple:
     """Cells with the same compile key share their jitted functions (lr and x_range are traced)."""
     return (spec["width"], spec["depth"], spec["parameterization"], spec["activation"], spec["option"], spec["dtype"],
-            spec["output_scale"])
+            spec["output_scale"], spec.get("centred", False))
 
 
 # --------------------------------------------------------------------------- cost model

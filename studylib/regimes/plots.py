@@ -151,7 +151,7 @@ def fig_modes(summary, arrays, fig_dir) -> list[Path]:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 0.93), frameon=False, fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
-    return style.save(fig, Path(fig_dir) / "regimes_modes")
+    return _save(fig, summary, Path(fig_dir) / "regimes_modes")
 
 
 def fig_departure(summary, arrays, fig_dir) -> list[Path]:
@@ -189,7 +189,7 @@ def fig_departure(summary, arrays, fig_dir) -> list[Path]:
     style.legend_outside(axes[1], fontsize=8)
     fig.suptitle("When does each mode leave the constant-kernel prediction? (base cell, all seeds)", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(fig_dir) / "regimes_departure")
+    return _save(fig, summary, Path(fig_dir) / "regimes_departure")
 
 
 def _motion_panel(ax, base, arrays, steps) -> None:
@@ -258,7 +258,7 @@ def fig_kernel_motion(summary, arrays, fig_dir) -> list[Path]:
     fig.suptitle(f"Kernel motion of the network (base cell: depth {c['depth']}, {c['parameterization']}, "
                  f"lr = {c['lr_fraction']:g} x critical); K = empirical NTK on the N training inputs", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(fig_dir) / "regimes_kernel_motion")
+    return _save(fig, summary, Path(fig_dir) / "regimes_kernel_motion")
 
 
 def fig_heatmaps(summary, fig_dir) -> list[Path]:
@@ -293,7 +293,7 @@ def fig_heatmaps(summary, fig_dir) -> list[Path]:
     fig.suptitle(f"Network vs linearization: {GAP_LABEL}\nother settings at the base cell (depth {c['depth']}, "
                  f"{c['parameterization']}, lr {c['lr_fraction']:g} x critical, r = {c['x_range']:g}); "
                  "grey 'div.': every seed diverged", fontsize=9)
-    return style.save(fig, Path(fig_dir) / "regimes_heatmaps")
+    return _save(fig, summary, Path(fig_dir) / "regimes_heatmaps")
 
 
 def _all_runs(summary):
@@ -342,7 +342,7 @@ def fig_gap_vs_laziness(summary, fig_dir) -> list[Path]:
     ax.set_ylabel(GAP_LABEL, fontsize=8)
     ax.set_title("Every run of the map (colour = width, viridis: dark narrow … yellow wide)", fontsize=9)
     style.legend_outside(ax, fontsize=7)
-    return style.save(fig, Path(fig_dir) / "regimes_gap_vs_laziness")
+    return _save(fig, summary, Path(fig_dir) / "regimes_gap_vs_laziness")
 
 
 def fig_wide_enough(summary, fig_dir) -> list[Path]:
@@ -374,7 +374,7 @@ def fig_wide_enough(summary, fig_dir) -> list[Path]:
     ax.set_title(f"How wide is wide enough? (seed median; {c['parameterization']}, lr {c['lr_fraction']:g} x "
                  f"critical, r = {c['x_range']:g}, {summary['checkpoint_steps'][-1]} steps)", fontsize=9)
     style.legend_outside(ax, fontsize=8)
-    return style.save(fig, Path(fig_dir) / "regimes_wide_enough")
+    return _save(fig, summary, Path(fig_dir) / "regimes_wide_enough")
 
 
 def fig_options(summary, fig_dir) -> list[Path]:
@@ -402,7 +402,7 @@ def fig_options(summary, fig_dir) -> list[Path]:
     style.legend_outside(axes[2], fontsize=8)
     fig.suptitle("Options used to get closer to the limit, at the base cell (seed medians)", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(fig_dir) / "regimes_options")
+    return _save(fig, summary, Path(fig_dir) / "regimes_options")
 
 
 def _runs(summary, metrics):
@@ -532,7 +532,7 @@ def fig_gap_prediction(summary, fig_dir) -> list[Path]:
     axes[5].set_title(title, fontsize=9)
     axes[5].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    return style.save(fig, Path(fig_dir) / "regimes_gap_prediction")
+    return _save(fig, summary, Path(fig_dir) / "regimes_gap_prediction")
 
 
 def fig_crossover(summary, fig_dir) -> list[Path]:
@@ -591,7 +591,16 @@ def fig_crossover(summary, fig_dir) -> list[Path]:
     fig.suptitle(f"Crossover width: ★ measured (gap < {thr:g} from there on), ✚ predicted (fit of the prediction "
                  "over the narrowest widths, extrapolated)", fontsize=10)
     fig.tight_layout()
-    return style.save(fig, Path(fig_dir) / "regimes_crossover")
+    return _save(fig, summary, Path(fig_dir) / "regimes_crossover")
+
+
+def _save(fig, summary: dict, stem: Path) -> list[Path]:
+    """:func:`studylib.style.save`, the figure title saying when the run is centred (every model is
+    f(theta) - f(theta_0), :mod:`studylib.centring`; older summaries: uncentred)."""
+    if summary.get("centred"):
+        title = fig.get_suptitle()
+        fig.suptitle(f"{title}\n(centred: f(θ) − f(θ₀))" if title else "centred: f(θ) − f(θ₀)", fontsize=9)
+    return style.save(fig, stem)
 
 
 def figures(out_dir, fig_dir=None) -> list[Path]:

@@ -105,10 +105,19 @@ def _crossover_lines(summary: dict) -> list[str]:
     return lines
 
 
+def centring_line(summary: dict) -> str:
+    """Whether the run's models are centred f(θ) − f(θ₀) (:mod:`studylib.centring`; older summaries: uncentred)."""
+    if summary.get("centred"):
+        return ("Centred: every model is trained and measured as f(θ) − f(θ₀), so it starts from 0 "
+                "(the linearization and the closed form with f₀ = 0).")
+    return "Uncentred: the models start from the network's own f(θ₀) (options centred and doubled apart)."
+
+
 def format_table(summary: dict) -> str:
     """Console report: heat-map rows, correlation, wide-enough widths, base-cell modes."""
     widths = summary["widths"]
-    lines = _gap_rows(summary) + _correlation_lines(summary) + _prediction_lines(summary) + _crossover_lines(summary)
+    lines = [centring_line(summary), *_gap_rows(summary), *_correlation_lines(summary), *_prediction_lines(summary),
+             *_crossover_lines(summary)]
     we = summary["wide_enough"]
     lines.append(f"\nwide enough (gap < {we['threshold']}): " + ", ".join(
         f"depth {d}: {'> ' + _widest(we, d, widths) if w is None else f'{w:.0f}'}"
@@ -129,7 +138,7 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
         "## Where the theory holds and where it fails (`study.regimes`)\n",
         "Gap = RMSE(network − linearization) on the interpolation range at the last step, divided by RMS(y) "
         f"(median over seeds). Base cell: {', '.join(f'{k} = {v}' for k, v in base.items())}; each map varies "
-        "one axis with the others at the base cell.",
+        f"one axis with the others at the base cell. {centring_line(summary)}",
         "",
         setup_block(summary),
     ]

@@ -351,6 +351,12 @@ def modes_base(results: list[dict], base: dict) -> list[dict]:
 
 def conventions(cfg: RegimesConfig) -> dict[str, str]:
     return {
+        "centring": ("centred (summary key centred): every cell of one network trains and measures alpha "
+                     "(f(theta) - f(theta_0)) (studylib.centring), so its outputs at step 0 are 0 and the "
+                     "linearization and the infinite-width closed form start from f_0 = 0; option 'centred' is "
+                     "the plain model" if cfg.centred else
+                     "uncentred (summary key centred): the models start from the network's own f(theta_0), "
+                     "except options centred and doubled"),
         "loss": "L = 1/2 mean((f - y)^2) over the N training outputs (NT's); full-batch GD",
         "time": "t counts GD steps; absolute time = learning_rate * t",
         "learning_rate": "lr_fraction * 2N/lambda_max(Theta), Theta the analytic NTK of the cell's model "
@@ -406,6 +412,7 @@ def summarise(cfg: RegimesConfig, cells: list[Cell], results: list[dict], ctx: C
         "seeds": runner.seed_list(cfg),
         "checkpoint_steps": results[0]["steps"],
         "base_cell": base,
+        "centred": cfg.centred,
         "conventions": conventions(cfg),
         "cells": entries,
         "heatmaps": heat,
