@@ -806,3 +806,104 @@ def format_table(res: dict) -> str:
         lines.append(f"\npython -m study.compare --help: {res['compare_help_s']:.2f} s")
     lines.append(f"bench wall time: {res['wall_seconds']:.0f} s")
     return "\n".join(lines)
+
+
+#: Per-width phases of a compare run, in the order run_width meets them (studylib.compare.cell).
+WIDTH_PHASES = ("init", "analytic", "at_init", "eigh", "closed", "train", "quad", "predict", "curves")
+#: What each run-level phase wraps (module, attribute) while profiling.
+RUN_HOOKS = {"data": ("studylib.data", "load_for"), "prepare": ("studylib.compare", "prepare"),
+             "cell": ("studylib.compare", "run_cell"), "summary": ("studylib.compare", "summarise"),
+             "table": ("studylib.compare", "format_table"), "figures": ("studylib.compare", "figures"),
+             "write": ("studylib.results", "write_json"), "write_npz": ("studylib.results", "write_npz"),
+             "write_cell": ("studylib.results", "save_cell"), "read_cell": ("studylib.results", "load_cell")}
+
+
+def profile_compare(argv: list[str]) -> dict:
+    """Run ``python -m study.compare`` with ``argv`` in this process and return where its time went
+    (:mod:`studylib.timing`): 'import' (JAX, NT and the compare wing), the run-level phases of
+    :data:`RUN_HOOKS` (data, summary, figures, writes; 'cell' is a width's time outside its phases), the
+    per-width phases of :data:`WIDTH_PHASES`, each as wall seconds (exclusive of nested phases) and the
+    compile seconds in it (tracing + lowering + XLA, on this thread), 'other' (the rest of the total),
+    'background_compile_s' (compiles on other threads, overlapping) and 'total_s', the wall time from
+    before the imports to the end. Without ``--out`` the run goes to a temporary folder (so that no
+    stored cell is reused); the compile cache follows ``NTK_STUDY_COMPILE_CACHE`` as in the entry point."""
+    import importlib
+    import tempfile
+
+    t0 = time.perf_counter()
+    cpu0 = time.process_time()
+    import jax  # noqa: F401  (timed: the import phase)
+
+    from studylib import cli, timing
+    from studylib.nt import nt  # noqa: F401
+
+    importlib.import_module("studylib.compare.cell")
+
+    import_s = time.perf_counter() - t0
+    tmp = None
+    if "--out" not in argv and not any(a.startswith("--out=") for a in argv):
+        tmp = tempfile.TemporaryDirectory(prefix="ntk_profile_")
+        argv = [*argv, "--out", tmp.name]
+    patched = []
+    try:
+        with timing.profiling() as prof:
+            prof.records.append(timing.Record("import", None, import_s, 0.0))
+            for name, (module, attr) in RUN_HOOKS.items():
+                mod = importlib.import_module(module)
+                fn = getattr(mod, attr)
+                patched.append((mod, attr, fn))
+                setattr(mod, attr, _timed(timing, name, fn))
+            cli.main("compare", "python -m study.compare (profiled by study.bench)", argv)
+        total = time.perf_counter() - t0
+    finally:
+        for mod, attr, fn in reversed(patched):
+            setattr(mod, attr, fn)
+        if tmp is not None:
+            tmp.cleanup()
+    widths = sorted({r.width for r in prof.records if r.width is not None})
+    per_width = {str(w): {p: dict(zip(("s", "compile_s"), prof.total(p, w), strict=True)) for p in WIDTH_PHASES}
+                 for w in widths}
+    run_level = {p: dict(zip(("s", "compile_s"), prof.total(p, None), strict=True))
+                 for p in ("import", *RUN_HOOKS)}
+    accounted = sum(r.seconds for r in prof.records)
+    return {"argv": argv if tmp is None else argv[:-2], "total_s": total, "cpu_s": time.process_time() - cpu0,
+            "loadavg": _loadavg(), "run": run_level, "widths": per_width, "other_s": total - accounted,
+            "compile_s": sum(r.compile_seconds for r in prof.records) + prof.loose_compile_s,
+            "loose_compile_s": prof.loose_compile_s, "background_compile_s": prof.background_compile_s}
+
+
+def _timed(timing, name: str, fn):
+    def wrapped(*args, **kwargs):
+        with timing.phase(name):
+            return fn(*args, **kwargs)
+
+    return wrapped
+
+
+def format_profile(res: dict) -> str:
+    """The console report of :func:`profile_compare`: seconds per phase per width, 'total (compile)'."""
+    cols = WIDTH_PHASES
+    head = f"{'width':>6} " + " ".join(f"{c:>13}" for c in cols) + f" {'sum':>13}"
+    lines = ["where `python -m study.compare " + " ".join(res["argv"]) + "` spent its time (wall s; in brackets "
+             "the part spent compiling: trace + lower + XLA, this thread)", head, "-" * len(head)]
+
+    def cellf(s: float, c: float) -> str:
+        return f"{s:6.2f} ({c:4.1f})"
+
+    for w, ph in res["widths"].items():
+        s, c = sum(v["s"] for v in ph.values()), sum(v["compile_s"] for v in ph.values())
+        lines.append(f"{w:>6} " + " ".join(f"{cellf(ph[p]['s'], ph[p]['compile_s']):>13}" for p in cols)
+                     + f" {cellf(s, c):>13}")
+    tot = {p: (sum(ph[p]["s"] for ph in res["widths"].values()),
+               sum(ph[p]["compile_s"] for ph in res["widths"].values())) for p in cols}
+    lines.append(f"{'all':>6} " + " ".join(f"{cellf(*tot[p]):>13}" for p in cols)
+                 + f" {cellf(sum(v[0] for v in tot.values()), sum(v[1] for v in tot.values())):>13}")
+    lines.append("")
+    run = res["run"]
+    lines.append("run: " + ", ".join(f"{p} {v['s']:.2f} s" + (f" ({v['compile_s']:.1f})" if v["compile_s"] >= 0.05
+                                                             else "") for p, v in run.items())
+                 + f", other {res['other_s']:.2f} s")
+    lines.append(f"total {res['total_s']:.1f} s wall (CPU {res['cpu_s']:.1f} s), compiling {res['compile_s']:.1f} s "
+                 f"on this thread + {res['background_compile_s']:.1f} s on others; load average "
+                 f"{', '.join(f'{x:.1f}' for x in res['loadavg'] or [])}")
+    return "\n".join(lines)

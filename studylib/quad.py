@@ -98,14 +98,26 @@ def train_quad(apply_fn: Callable, p0: Any, x_train, y_train, x_test, *, learnin
     steps = np.asarray(steps, np.int64)
     if steps.ndim != 1 or np.any(np.diff(steps) < 0) or (steps.size and steps[0] < 0):
         raise ValueError(f"steps: expected increasing non-negative checkpoint steps, got {steps}")
-    increments = jnp.asarray(np.diff(steps, prepend=0), jnp.int32)
-    limit = divergence_scale * (float(np.max(np.abs(np.asarray(y_train)))) + 1.0)
     run = trainer or make_quad_trainer(apply_fn)
-    dtype = jnp.asarray(x_train).dtype
-    f_train, f_test, bad = run(p0, x_train, y_train, x_test, jnp.asarray(learning_rate, dtype), increments,
-                               jnp.asarray(limit, dtype))
+    f_train, f_test, bad = run(*_quad_args(p0, x_train, y_train, x_test, learning_rate, steps, divergence_scale))
     f_train, f_test, bad = (np.array(f_train, np.float64), np.array(f_test, np.float64), np.asarray(bad))
     later = np.arange(len(steps))[None, :] >= np.where(bad >= 0, bad, len(steps))[:, None]  # (S, T)
     f_train[later] = np.nan
     f_test[later] = np.nan
     return {"f_train": f_train, "f_test": f_test, "diverged_step": np.where(bad >= 0, steps[np.maximum(bad, 0)], -1)}
+
+
+def _quad_args(p0, x_train, y_train, x_test, learning_rate: float, steps: np.ndarray, divergence_scale: float):
+    """The arguments of a :func:`make_quad_trainer` program for :func:`train_quad`."""
+    increments = jnp.asarray(np.diff(steps, prepend=0), jnp.int32)
+    limit = divergence_scale * (float(np.max(np.abs(np.asarray(y_train)))) + 1.0)
+    dtype = jnp.asarray(x_train).dtype
+    return (p0, x_train, y_train, x_test, jnp.asarray(learning_rate, dtype), increments, jnp.asarray(limit, dtype))
+
+
+def precompile_quad(trainer: Callable, p0: Any, x_train, y_train, x_test, n_checkpoints: int) -> None:
+    """Compile, without running, ``trainer``'s (:func:`make_quad_trainer`) program for the arguments
+    :func:`train_quad` will pass it with ``n_checkpoints`` checkpoints (rate, steps and limit are traced),
+    into the trainer's jit cache: a later ``train_quad(..., trainer=trainer)`` finds it compiled."""
+    args = _quad_args(p0, x_train, y_train, x_test, 0.0, np.zeros(n_checkpoints, np.int64), DIVERGENCE_SCALE)
+    trainer.lower(*args).compile()

@@ -765,6 +765,14 @@ def full_batch_checkpoints(model_cfg, width: int, params0, x_train, y_train, lea
     checkpoint steps are traced. Loss 1/2 mean((f - y)^2) (NT's); y_train (N, k) shared by the seeds, or
     (S, N, k) per seed (a centred run's Y + f_0(X), :func:`studylib.centring.shifted_targets`).
     Tests: tests/test_sgd.py (equal to jax.grad of the stax net)."""
+    run, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints,
+                                 x_test=x_test, measure=measure)
+    recs = run(*args)
+    return {k: np.asarray(v) for k, v in recs.items()}
+
+
+def _checkpoint_call(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, *, x_test, measure):
+    """The jitted program of :func:`full_batch_checkpoints` and its arguments."""
     per_seed = np.ndim(y_train) == 3
     net = _fast_net(model_cfg, width, x_train, y_train[0] if per_seed else y_train, "full_batch_checkpoints")
     ck = np.asarray(checkpoints, np.int64)
@@ -772,5 +780,15 @@ def full_batch_checkpoints(model_cfg, width: int, params0, x_train, y_train, lea
     x_test = x_train if x_test is None else x_test
     lr = jnp.asarray(learning_rate, x_train.dtype)
     y = jnp.asarray(y_train, x_train.dtype)
-    recs = _checkpoint_runner(net, measure, per_seed)(dense_params(params0), x_train, y, x_test, lr, gaps)
-    return {k: np.asarray(v) for k, v in recs.items()}
+    return _checkpoint_runner(net, measure, per_seed), (dense_params(params0), x_train, y, x_test, lr, gaps)
+
+
+def precompile_checkpoints(model_cfg, width: int, params0, x_train, y_train, n_checkpoints: int, *, x_test=None,
+                           measure=default_measure) -> None:
+    """Compile, without running, the program :func:`full_batch_checkpoints` runs for these arguments and
+    ``n_checkpoints`` checkpoints (the rate and the steps are traced: their values do not matter), into
+    the same jit's cache, so that the later call finds it compiled (e.g. on a second thread while another
+    width trains: :mod:`studylib.compare.cell`). The same program, so the same numbers."""
+    run, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, 0.0, np.zeros(n_checkpoints, np.int64),
+                                 x_test=x_test, measure=measure)
+    run.lower(*args).compile()

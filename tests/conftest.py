@@ -20,6 +20,14 @@ jax.config.update("jax_enable_x64", True)
 
 import pytest  # noqa: E402
 
+#: The most pytest-xdist workers ``-n auto`` starts: each is a JAX process of ~1-2 GB that compiles on
+#: every core it gets, so more than a few only contend (pyproject.toml's addopts ask for ``-n auto``).
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
+
 
 @pytest.fixture(scope="session")
 def tiny_compare(tmp_path_factory):

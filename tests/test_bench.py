@@ -71,3 +71,90 @@ def test_ntk_impls_agree_in_bench_setup():
     for impl in kernels.NTK_IMPLEMENTATIONS:
         ref = np.asarray(kernels.empirical_ntk_fn(net.apply_fn, implementation=impl)(x, None, params))
         np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-6 * np.abs(ref).max())
+
+
+def test_timing_phases_are_exclusive_and_count_compiles():
+    """studylib.timing: a nested phase's time is taken out of its parent's (the phases sum to the
+    wall time of the outer block), a jit compiled inside a phase is counted there and not in its
+    sibling, and nothing is recorded without an active profile."""
+    import time
+
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import timing
+
+    with timing.phase("ignored"):  # no profile: a no-op
+        pass
+    with timing.profiling() as prof:
+        t0 = time.perf_counter()
+        with timing.phase("outer", 1):
+            time.sleep(0.05)
+            with timing.phase("inner", 1):
+                # a function object of its own: compiled here, whatever ran before
+                jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.25)(jnp.arange(7.0)).block_until_ready()
+            with timing.phase("sibling", 1):
+                time.sleep(0.02)
+        wall = time.perf_counter() - t0
+    assert [r.name for r in prof.records] == ["inner", "sibling", "outer"]
+    total = sum(r.seconds for r in prof.records)
+    # exclusive times add up to the outer block's wall time (only the bookkeeping between the clocks differs)
+    assert abs(total - wall) < 1e-3
+    outer, inner, sibling = (prof.total(n, 1) for n in ("outer", "inner", "sibling"))
+    assert outer[0] >= 0.05 and sibling[0] >= 0.02
+    assert 0.0 < inner[1] <= inner[0]  # the compile happened inside 'inner' and is part of its time
+    assert outer[1] == 0.0 and sibling[1] == 0.0
+    assert timing.active() is None
+
+
+def test_profile_compare_tiny_prints_every_phase_and_keeps_numbers(tmp_path, monkeypatch):
+    """``study.bench --profile-compare`` on a tiny compare: every per-width and run-level phase is
+    printed, the phases sum to the total wall time (what no phase covers, 'other', is argument parsing
+    and the runner's bookkeeping: a small share), and the run -- whose widths start on a second thread
+    (compare.cell.AHEAD) -- writes the same summary and curves, bit for bit, as a run without it."""
+    import json
+
+    import numpy as np
+
+    from studylib import bench, cli
+    from studylib.compare import cell
+
+    flags = ["--widths", "8,16", "--seeds", "2", "--steps", "10", "--checkpoints", "3", "--quad-max-width", "8",
+             "--no-progress", "--no-figures"]
+    res = bench.profile_compare([*flags, "--out", str(tmp_path / "on")])
+    text = bench.format_profile(res)
+    for name in (*bench.WIDTH_PHASES, *res["run"], "other", "total"):
+        assert name in text, name
+    assert set(res["widths"]) == {"8", "16"}
+    for ph in res["widths"].values():
+        assert set(ph) == set(bench.WIDTH_PHASES)
+        assert all(0.0 <= v["compile_s"] <= v["s"] + 1e-6 for v in ph.values())
+    accounted = sum(v["s"] for v in res["run"].values()) + sum(
+        v["s"] for ph in res["widths"].values() for v in ph.values())
+    assert abs(accounted + res["other_s"] - res["total_s"]) < 1e-6  # 'other' is the rest, by definition
+    assert 0.0 <= res["other_s"] < 0.1 * res["total_s"] + 0.5  # ... and small: the phases cover the run
+    assert res["run"]["summary"]["s"] > 0 and res["run"]["write"]["s"] > 0 and res["run"]["data"]["s"] > 0
+    assert res["widths"]["8"]["train"]["s"] > 0 and res["widths"]["8"]["quad"]["s"] > 0
+
+    monkeypatch.setenv(cell.AHEAD_ENV, "off")
+    cli.main("compare", "test", [*flags, "--out", str(tmp_path / "off")])
+    on, off = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("on", "off"))
+
+    def leaves(x, path=""):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                if "seconds" not in k:  # wall times differ, every computed number must not
+                    yield from leaves(v, f"{path}/{k}")
+        elif isinstance(x, list):
+            for i, v in enumerate(x):
+                yield from leaves(v, f"{path}[{i}]")
+        else:
+            yield path, x
+
+    a, b = dict(leaves(on)), dict(leaves(off))
+    assert a.keys() == b.keys()
+    assert [p for p in a if a[p] != b[p] and a[p] == a[p]] == []  # NaN != NaN: NaN leaves compared below
+    assert [p for p in a if (a[p] != a[p]) != (b[p] != b[p])] == []
+    za, zb = (np.load(tmp_path / d / "curves.npz") for d in ("on", "off"))
+    assert za.files == zb.files
+    assert [k for k in za.files if not np.array_equal(za[k], zb[k], equal_nan=True)] == []

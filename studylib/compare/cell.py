@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from studylib import metrics as M
-from studylib import runner
+from studylib import runner, timing
 from studylib.compare.config import AGREEMENTS, GAPS, PREDICTORS, REGIONS, CompareConfig, training_seconds
 from studylib.runner import Cell, Context
 
@@ -203,21 +203,23 @@ def measured_curves(rec: dict, preds: dict, n0_sq, w0_sq, y64, data) -> dict[str
 
 
 def train_quadratic(cfg: CompareConfig, width: int, apply_fn, p0, x_train, y_train, x_test, *, lr: float, steps,
-                    targets=None) -> dict[str, np.ndarray]:
+                    targets=None, trainer: Callable | None = None) -> dict[str, np.ndarray]:
     """The quadratic model f(theta_0) + J_0 d + 1/2 d^T H_0 d (``nt.taylor_expand(apply_fn, theta_0, 2)``,
     :mod:`studylib.quad`) trained by the network's GD, at the checkpoints: 'f_train' (S, T, N, k), 'f_test'
     (S, T, M, k), 'diverged_step' (S,). All NaN (never trained, never diverged) above ``cfg.quad_max_width``:
     it costs 6-30x the network per step (docs/controls.md). ``targets`` (S, N, k): a centred run's per-seed
     Y + f_0(X) (:mod:`studylib.centring`); each seed then trains on its own and its outputs are reported
-    minus its step-0 value (J_0 d + 1/2 d^T H_0 d)."""
+    minus its step-0 value (J_0 d + 1/2 d^T H_0 d). ``trainer``: a :func:`studylib.quad.make_quad_trainer` of
+    this ``apply_fn`` to reuse (its program compiled ahead: :class:`Ahead`)."""
     if width <= cfg.quad_max_width:
         import jax
 
         from studylib import centring, quad
 
         if targets is None:
-            return quad.train_quad(apply_fn, p0, x_train, y_train, x_test, learning_rate=lr, steps=steps)
-        trainer = quad.make_quad_trainer(apply_fn)
+            return quad.train_quad(apply_fn, p0, x_train, y_train, x_test, learning_rate=lr, steps=steps,
+                                   trainer=trainer)
+        trainer = trainer or quad.make_quad_trainer(apply_fn)
         runs = [quad.train_quad(apply_fn, jax.tree_util.tree_map(lambda a, s=s: a[s:s + 1], p0), x_train, targets[s],
                                 x_test, learning_rate=lr, steps=steps, trainer=trainer) for s in range(len(targets))]
         return {"f_train": centring.centre_records(np.concatenate([r["f_train"] for r in runs])),
@@ -619,20 +621,31 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     if seeds is None:
         seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
 
-    net = models.build(cfg.model, width, out_dim=k)
-    p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype), len(seeds))
-    paths = models.weight_paths(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), p0))
-    n_params = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(p0))
+    with timing.phase("init", width):  # drawing theta_0 (NT's init_fn, op by op), or waiting for AHEAD's
+        ahead = AHEAD.take(cfg, width, data, seeds) if fast and lr is None else None
+        if ahead is not None:
+            net, p0 = ahead["net"], ahead["p0"]
+        else:
+            net = models.build(cfg.model, width, out_dim=k)
+            p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype),
+                                     len(seeds))
+        jax.block_until_ready(p0)
+        paths = models.weight_paths(jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), p0))
+        n_params = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(p0))
 
-    theta_train, theta_test = analytic or analytic_kernels(net.kernel_fn, x_train, x_test)
-    lr_critical_inf = float(kernels.critical_learning_rate(theta_train, outputs=k))
+    with timing.phase("analytic", width):
+        theta_train, theta_test = analytic or analytic_kernels(net.kernel_fn, x_train, x_test)
+        lr_critical_inf = float(kernels.critical_learning_rate(theta_train, outputs=k))
 
-    mlp = fast_net(cfg, width, x_train, k) if fast else None
-    at_init = kernels_at_init(cfg, net, mlp, p0, x_train, x_test, k=k, n_params=n_params, itemsize=itemsize)
-    init, k0_flat = at_init["init"], at_init["k0_flat"]
-    k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
-    lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
-    lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr)
+    with timing.phase("at_init", width):
+        mlp = fast_net(cfg, width, x_train, k) if fast else None
+        at_init = ahead["at_init"] if ahead is not None else kernels_at_init(
+            cfg, net, mlp, p0, x_train, x_test, k=k, n_params=n_params, itemsize=itemsize)
+        init, k0_flat = at_init["init"], at_init["k0_flat"]
+    with timing.phase("eigh", width):
+        k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
+        lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
+        lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr)
     above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
     if above and log is not None:  # before training: the linearized model of these seeds will diverge
         log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2Nk/lambda_max(K_0) of "
@@ -645,83 +658,89 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     # the trainers of the uncentred network train the centred one on Y + f_0(X) (studylib.centring)
     targets = jnp.asarray(centring.shifted_targets(y64, f0_train), dtype) if centred else None
 
-    coeffs = closed_coefficients({"inf": (theta_train, np.linalg.eigh(theta_train)),
-                                  "emp": list(zip(k0_flat, k0_eig, strict=True))}, y64, start_train, lr=lr, steps=steps)
-    measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, paths)
-    closed, lin_fn_out = closed_predictions(coeffs, theta_train, theta_test, k0_flat, start_train, start_test, init,
-                                            p0, x_train, x_test, measure_lin_function, len(steps))
+    with timing.phase("closed", width):
+        coeffs = closed_coefficients({"inf": (theta_train, np.linalg.eigh(theta_train)),
+                                      "emp": list(zip(k0_flat, k0_eig, strict=True))}, y64, start_train, lr=lr,
+                                     steps=steps)
+        measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, paths)
+        closed, lin_fn_out = closed_predictions(coeffs, theta_train, theta_test, k0_flat, start_train, start_test,
+                                                init, p0, x_train, x_test, measure_lin_function, len(steps))
 
-    if mlp is not None:
-        rec = fast_network_records(cfg, width, p0, x_train, y_train if targets is None else targets, x_test, lr=lr,
-                                   steps=steps)
-        if centred:
-            rec["f_net_train"], rec["f_net_test"] = (centring.centre_records(rec[key])
-                                                     for key in ("f_net_train", "f_net_test"))
-        rec["dsq_lin"], rec["wdsq_lin"] = lin_fn_out["closed_emp_discrete"]
-        rec["f_lin_train"], rec["f_lin_test"] = closed["closed_emp_discrete"]
-        diverged_net, diverged_lin = (first_diverged(rec[f"f_{m}_train"], y64, steps) for m in ("net", "lin"))
-        if progress is not None:
-            progress(int(steps[-1]))
-    else:
-        rec, diverged_net, diverged_lin = generic_records(
-            cfg, net.apply_fn, p0, x_train, y_train, x_test, y64, lr=lr, steps=steps,
-            lin=(closed["closed_emp_discrete"], lin_fn_out["closed_emp_discrete"]),
-            measure=(measure_net, measure_lin_params), progress=progress,
-            rows=kernel_rows(n_params, k, itemsize, min(cfg.kernel_points, n)))
-    quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps,
-                           targets=targets)
+    with timing.phase("train", width):
+        if mlp is not None:
+            rec = fast_network_records(cfg, width, p0, x_train, y_train if targets is None else targets, x_test, lr=lr,
+                                       steps=steps)
+            if centred:
+                rec["f_net_train"], rec["f_net_test"] = (centring.centre_records(rec[key])
+                                                         for key in ("f_net_train", "f_net_test"))
+            rec["dsq_lin"], rec["wdsq_lin"] = lin_fn_out["closed_emp_discrete"]
+            rec["f_lin_train"], rec["f_lin_test"] = closed["closed_emp_discrete"]
+            diverged_net, diverged_lin = (first_diverged(rec[f"f_{m}_train"], y64, steps) for m in ("net", "lin"))
+            if progress is not None:
+                progress(int(steps[-1]))
+        else:
+            rec, diverged_net, diverged_lin = generic_records(
+                cfg, net.apply_fn, p0, x_train, y_train, x_test, y64, lr=lr, steps=steps,
+                lin=(closed["closed_emp_discrete"], lin_fn_out["closed_emp_discrete"]),
+                measure=(measure_net, measure_lin_params), progress=progress,
+                rows=kernel_rows(n_params, k, itemsize, min(cfg.kernel_points, n)))
+    with timing.phase("quad", width):
+        quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps,
+                               targets=targets, trainer=None if ahead is None else ahead["quad_trainer"])
+    with timing.phase("curves", width):
+        n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
+                    for leaf in jax.tree_util.tree_leaves(p0))  # (S,)
+        leaves = dict(jax.tree_util.tree_flatten_with_path(p0)[0])
+        w0_sq = np.stack([np.sum(np.asarray(leaves[p], np.float64) ** 2, axis=tuple(range(1, leaves[p].ndim)))
+                          for p in paths], axis=-1)  # (S, L), float64 whatever the run's dtype
 
-    n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
-                for leaf in jax.tree_util.tree_leaves(p0))  # (S,)
-    leaves = dict(jax.tree_util.tree_flatten_with_path(p0)[0])
-    w0_sq = np.stack([np.sum(np.asarray(leaves[p], np.float64) ** 2, axis=tuple(range(1, leaves[p].ndim)))
-                      for p in paths], axis=-1)  # (S, L), float64 whatever the run's dtype
+        preds = {"net": (rec["f_net_train"], rec["f_net_test"]), "lin": (rec["f_lin_train"], rec["f_lin_test"])}
+        preds |= closed
+        preds["quad"] = (quad["f_train"], quad["f_test"])
 
-    preds = {"net": (rec["f_net_train"], rec["f_net_test"]), "lin": (rec["f_lin_train"], rec["f_lin_test"])}
-    preds |= closed
-    preds["quad"] = (quad["f_train"], quad["f_test"])
+        expansion = None if init is None else init.get("expansion")
+        with timing.phase("predict", width):
+            delta = predicted_deviation(expansion, net.apply_fn, p0, x_train, x_test, y64 if targets is None else
+                                        np.asarray(targets, np.float64), lr=lr, steps=steps)
+        lam_theta = np.linalg.eigvalsh(theta_train)
+        lam_k0 = np.stack([lam for lam, _ in k0_eig])
+        curves = (measured_curves(rec, preds, n0_sq, w0_sq, y64, data) | predicted_curves(delta, n, data)
+                  | trained_fraction_curves(lr, steps, n * k, lam_theta[0], lam_k0[:, 0]))
+        _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
 
-    expansion = None if init is None else init.get("expansion")
-    delta = predicted_deviation(expansion, net.apply_fn, p0, x_train, x_test, y64 if targets is None else
-                                np.asarray(targets, np.float64), lr=lr, steps=steps)
-    lam_theta = np.linalg.eigvalsh(theta_train)
-    lam_k0 = np.stack([lam for lam, _ in k0_eig])
-    curves = (measured_curves(rec, preds, n0_sq, w0_sq, y64, data) | predicted_curves(delta, n, data)
-              | trained_fraction_curves(lr, steps, n * k, lam_theta[0], lam_k0[:, 0]))
-    _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
-
-    stored = (lambda a: a[..., 0]) if k == 1 else (lambda a: a.astype(np.float32))
-    once = lambda name, a: a[:, -1:] if name.endswith(LIMIT) else a  # noqa: E731  t = infinity: one checkpoint
-    return {
-        "width": width,
-        "steps": steps,
-        "times": lr * np.asarray(steps, np.float64),  # absolute time lr x t of each checkpoint
-        "learning_rate": lr,
-        "lr_rule": cfg.lr_rule,
-        "centred": centred,
-        "lr_critical_inf": lr_critical_inf,
-        "lr_critical_emp": lr_critical_emp,
-        "lr_above_emp_critical": lr > lr_critical_emp,
-        "theta_lambda_min": float(lam_theta[0]),
-        "theta_lambda_max": float(lam_theta[-1]),
-        "k0_lambda_min": lam_k0[:, 0],
-        "k0_lambda_max": lam_k0[:, -1],
-        "ntk_init_error": init_error(k0_flat, theta_train),
-        "diverged_net_step": diverged_net,
-        "diverged_lin_step": diverged_lin,
-        "diverged_quad_step": quad["diverged_step"],
-        "quad_trained": width <= cfg.quad_max_width,
-        "curves": curves,
-        "weight_layers": models.weight_labels(paths),
-        "theta_train": theta_train,  # (N, N) analytic NTK (per output; the full kernel is this (x) I_k)
-        "theta_eigenvalues": lam_theta,  # (N,)
-        "k0_eigenvalues": lam_k0,  # (S, N k) of the full empirical NTK at init
-        "k0_train": kernels.traced_kernel(k0_flat, k),  # (S, N, N) the same, traced over outputs
-        "k_net_train": rec["k_net_train"],  # (S, T, P, P) traced empirical NTK on the first P inputs per checkpoint
-        # (S, T, M[, k]); the t = infinity closed forms (S, 1, M[, k])
-        "predictions_test": {k_: stored(once(k_, v[1])) for k_, v in preds.items()},
-        "predictions_train": {k_: stored(once(k_, v[0])) for k_, v in preds.items()},  # (S, T, N[, k])
-    }
+        stored = (lambda a: a[..., 0]) if k == 1 else (lambda a: a.astype(np.float32))
+        once = lambda name, a: a[:, -1:] if name.endswith(LIMIT) else a  # noqa: E731  t = infinity: one checkpoint
+        result = {
+            "width": width,
+            "steps": steps,
+            "times": lr * np.asarray(steps, np.float64),  # absolute time lr x t of each checkpoint
+            "learning_rate": lr,
+            "lr_rule": cfg.lr_rule,
+            "centred": centred,
+            "lr_critical_inf": lr_critical_inf,
+            "lr_critical_emp": lr_critical_emp,
+            "lr_above_emp_critical": lr > lr_critical_emp,
+            "theta_lambda_min": float(lam_theta[0]),
+            "theta_lambda_max": float(lam_theta[-1]),
+            "k0_lambda_min": lam_k0[:, 0],
+            "k0_lambda_max": lam_k0[:, -1],
+            "ntk_init_error": init_error(k0_flat, theta_train),
+            "diverged_net_step": diverged_net,
+            "diverged_lin_step": diverged_lin,
+            "diverged_quad_step": quad["diverged_step"],
+            "quad_trained": width <= cfg.quad_max_width,
+            "curves": curves,
+            "weight_layers": models.weight_labels(paths),
+            "theta_train": theta_train,  # (N, N) analytic NTK (per output; the full kernel is this (x) I_k)
+            "theta_eigenvalues": lam_theta,  # (N,)
+            "k0_eigenvalues": lam_k0,  # (S, N k) of the full empirical NTK at init
+            "k0_train": kernels.traced_kernel(k0_flat, k),  # (S, N, N) the same, traced over outputs
+            "k_net_train": rec["k_net_train"],  # (S, T, P, P) traced empirical NTK on the first P inputs per checkpoint
+            # (S, T, M[, k]); the t = infinity closed forms (S, 1, M[, k])
+            "predictions_test": {k_: stored(once(k_, v[1])) for k_, v in preds.items()},
+            "predictions_train": {k_: stored(once(k_, v[0])) for k_, v in preds.items()},  # (S, T, N[, k])
+        }
+    return result
 
 
 #: run_width outputs that are the same for every seed (the rest have a leading seed axis).
@@ -784,6 +803,128 @@ def check_memory(cfg: CompareConfig, input_shape: tuple[int, ...], outputs: int)
         devices.check_fits(f"width {w}", p["bytes_per_seed"] + p["fixed_bytes"], " ".join(plan_line(cfg, p).split()))
 
 
+#: Environment variable: 'off' turns off :data:`AHEAD` (each width then compiles on the main thread).
+AHEAD_ENV = "NTK_STUDY_COMPILE_AHEAD"
+
+
+class Ahead:
+    """A width's start, done on a second thread while the previous width trains: theta_0 drawn, the
+    kernels at init computed (:func:`kernels_at_init`), and the programs of its training
+    (:func:`studylib.sgd.precompile_checkpoints`) and of its quadratic model
+    (:func:`studylib.quad.precompile_quad`) compiled into the jit caches the main thread then calls. Nothing
+    else changes: the same functions on the same inputs, the same compiled programs, so the same numbers
+    bit for bit (a default run's summary.json compared before/after: docs/performance.md). Most of a
+    first run's time is compiling a new program per width, and that is serial work the second core can
+    take. Only FC nets with one output whose seeds fit one chunk, in 'function' mode (:func:`eligible`);
+    anything else, or a job that failed, is computed on the main thread as before. One job at a time, on
+    one daemon thread."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.jobs: list[tuple[tuple, Any]] = []  # ((cfg, width, data, seeds), Future)
+        self.lock = threading.Lock()
+        self.executor = None
+
+    def eligible(self, cfg: CompareConfig, width: int, data) -> bool:
+        """Whether a width's start may run ahead (:class:`Ahead`)."""
+        import os
+
+        if os.environ.get(AHEAD_ENV, "").lower() in ("off", "0", "false", "no"):
+            return False
+        x, k = data.x_train, data.y_train.shape[1]
+        if x.ndim != 2 or k != 1 or cfg.lin_mode != "function" or fast_net(cfg, width, x, k) is None:
+            return False
+        return memory_plan(cfg, width, x.shape, k)["seeds_per_chunk"] >= cfg.seeds
+
+    def submit(self, cfg: CompareConfig, widths: list[int], data) -> None:
+        """Queue the start of each of ``widths`` (in order; all of ``cfg``'s seeds) unless queued already or not
+        eligible; jobs of other widths still queued are cancelled (e.g. their cells were reused)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        keys = [(cfg, w, data, tuple(runner.seed_list(cfg))) for w in widths if self.eligible(cfg, w, data)]
+        if keys:
+            fast_measure(min(cfg.kernel_points, data.x_train.shape[0]))  # created here, not raced by two threads
+        with self.lock:
+            for k_, fut in self.jobs:
+                if not any(self._same(k_, key) for key in keys):
+                    fut.cancel()
+            self.jobs = [(k_, f) for k_, f in self.jobs if not f.cancelled()]
+            for key in keys:
+                if any(self._same(k_, key) for k_, _ in self.jobs):
+                    continue
+                if self.executor is None:
+                    self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compare-ahead")
+                self.jobs.append((key, self.executor.submit(start_width, cfg, key[1], data, list(key[3]))))
+
+    @staticmethod
+    def _same(a: tuple, b: tuple) -> bool:
+        return a[0] == b[0] and a[1] == b[1] and a[2] is b[2] and a[3] == b[3]
+
+    def cancel_queued(self) -> None:
+        """Cancel the jobs not yet begun (a run that stops: Ctrl-C, an error); a running one finishes."""
+        with self.lock:
+            for _, fut in self.jobs:
+                fut.cancel()
+            self.jobs = []
+
+    def take(self, cfg: CompareConfig, width: int, data, seeds: list[int]) -> dict | None:
+        """The finished start of this width (waiting for it if it runs), or None: not queued, not begun
+        (then cancelled: the main thread does it now), or failed."""
+        key = (cfg, width, data, tuple(seeds))
+        with self.lock:
+            match = [(k_, f) for k_, f in self.jobs if self._same(k_, key)]
+            self.jobs = [(k_, f) for k_, f in self.jobs if not self._same(k_, key)]
+        if not match:
+            return None
+        fut = match[0][1]
+        if fut.cancel():
+            return None
+        try:
+            return fut.result()
+        except Exception:  # the main thread computes it instead (and meets the error there)
+            return None
+
+
+def start_width(cfg: CompareConfig, width: int, data, seeds: list[int]) -> dict[str, Any]:
+    """What :class:`Ahead` does for one width, exactly as :func:`run_width` would: 'net', 'p0' (S seeds),
+    'at_init' (:func:`kernels_at_init`) and 'quad_trainer' (None above ``cfg.quad_max_width``), with the
+    training and quadratic-model programs compiled for the run's checkpoint count."""
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import centring, devices, models, quad, sgd, training
+
+    dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+    x_train, y_train, x_test = (jnp.asarray(a, dtype) for a in (data.x_train, data.y_train, data.x_test))
+    n, k = data.y_train.shape
+    net = models.build(cfg.model, width, out_dim=k)
+    p0 = devices.shard_seeds(training.init_params(net.init_fn, seeds, x_train.shape, dtype=cfg.dtype), len(seeds))
+    jax.block_until_ready(p0)
+    n_params = sum(int(np.prod(a.shape[1:])) for a in jax.tree_util.tree_leaves(p0))
+    mlp = fast_net(cfg, width, x_train, k)
+    at_init = kernels_at_init(cfg, net, mlp, p0, x_train, x_test, k=k, n_params=n_params,
+                              itemsize=8 if cfg.dtype == "float64" else 4)
+    n_ck = len(training.checkpoint_steps(cfg.steps, cfg.n_checkpoints))  # learning_schedule keeps the count
+    y64 = np.asarray(data.y_train, np.float64)
+    targets = (jnp.asarray(centring.shifted_targets(y64, at_init["f0_train"]), dtype) if cfg.centred else None)
+    sgd.precompile_checkpoints(cfg.model, width, p0, x_train, y_train if targets is None else targets, n_ck,
+                               x_test=x_test, measure=fast_measure(min(cfg.kernel_points, n)))
+    trainer = None
+    if width <= cfg.quad_max_width:
+        trainer = quad.make_quad_trainer(net.apply_fn)
+        if targets is None:
+            quad.precompile_quad(trainer, p0, x_train, y_train, x_test, n_ck)
+        else:  # train_quadratic trains a centred run seed by seed
+            quad.precompile_quad(trainer, jax.tree_util.tree_map(lambda a: a[:1], p0), x_train, targets[0], x_test,
+                                 n_ck)
+    return {"net": net, "p0": p0, "at_init": at_init, "quad_trainer": trainer}
+
+
+#: The process's :class:`Ahead` (run_cell queues, run_width takes).
+AHEAD = Ahead()
+
+
 def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[float], Any]) -> dict[str, Any]:
     """One width: its seeds in chunks that fit the device memory (:func:`memory_plan`), joined."""
     w = cell.spec["width"]
@@ -804,10 +945,18 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
         return update
 
     chunks = [seed_ids[i:i + chunk] for i in range(0, cfg.seeds, chunk)]
-    analytic = shared_analytic(cfg, w, ctx)
+    later = cfg.widths[cfg.widths.index(w) + 1:] if w in cfg.widths else []
+    AHEAD.submit(cfg, [w, *later[:1]], ctx.dataset)  # this width's start (if not begun) and the next one's
+    with timing.phase("analytic", w):
+        analytic = shared_analytic(cfg, w, ctx)
     lr = chunked_emp_rate(cfg, w, ctx.dataset, chunks) if cfg.lr_rule == "emp" and len(chunks) > 1 else None
-    return concat_seed_chunks([run_width(cfg, w, ctx.dataset, seeds=ids, log=ctx.log, progress=chunk_progress(len(ids)),
-                                         analytic=analytic, lr=lr) for ids in chunks])
+    try:
+        return concat_seed_chunks([run_width(cfg, w, ctx.dataset, seeds=ids, log=ctx.log,
+                                             progress=chunk_progress(len(ids)), analytic=analytic, lr=lr)
+                                   for ids in chunks])
+    except BaseException:
+        AHEAD.cancel_queued()
+        raise
 
 
 def chunked_emp_rate(cfg: CompareConfig, width: int, data, chunks: list[list[int]]) -> float:

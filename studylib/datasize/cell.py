@@ -31,28 +31,43 @@ def accuracy(f: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.mean(np.argmax(f, axis=-1) == np.argmax(y, axis=-1), axis=-1)
 
 
+def init_params(init_fn: Callable, seeds: list[int], input_shape: tuple[int, ...], dtype: str) -> Any:
+    """The stax parameter pytree of ``init_fn`` stacked over seeds, every entry N(0, 1) -- the NTK
+    parameterization's initialisation (W, b ~ N(0, 1), NT's ``Dense(parameterization='ntk')``) -- drawn by
+    NumPy's ``default_rng((seed, leaf index))`` in the shapes ``jax.eval_shape`` gives, not by JAX's threefry:
+    the same distribution as :func:`studylib.training.init_params`, other draws, and milliseconds instead of
+    the seconds an eager stax draw compiles for per width here."""
+    import jax
+
+    shapes = jax.eval_shape(lambda key: init_fn(key, input_shape)[1], jax.random.PRNGKey(0))
+    leaves, tree = jax.tree_util.tree_flatten(shapes)
+    stacked = [np.stack([np.random.default_rng((int(s), i)).standard_normal(leaf.shape) for s in seeds])
+               .astype(dtype) for i, leaf in enumerate(leaves)]
+    return jax.tree_util.tree_unflatten(tree, [jax.numpy.asarray(a) for a in stacked])
+
+
 def prepare(cfg: DatasizeConfig, dataset, log) -> dict:
     """Per N: the subset's indices, the analytic NTK Θ(X, X) (N, N) and Θ(x_test, X) (M, N), float64, and
     the eigenvalues of Θ(X, X) (width independent: shared by every width of that N); per width the seeds'
-    initial parameters under 'params' (:func:`studylib.training.init_params`, drawn once: every N trains the
-    same networks, and the eager draw costs seconds a width here)."""
+    initial parameters under 'params' (:func:`init_params`, drawn once: every N trains the same networks)."""
     import jax.numpy as jnp
 
-    from studylib import kernels, models, runner, training
+    from studylib import kernels, models, runner
 
     k = int(dataset.y_train.shape[1])
     kernel_fn = models.build(cfg.model, 8, out_dim=k).kernel_fn
     labels = np.argmax(dataset.y_train, axis=-1)
     d = int(np.prod(dataset.x_train.shape[1:]))
-    out: dict[Any, Any] = {"params": {w: training.init_params(models.build(cfg.model, w, out_dim=k).init_fn,
-                                                               runner.seed_list(cfg), (1, d), dtype=cfg.dtype)
-                                      for w in cfg.widths}}
+    out: dict[Any, Any] = {"params": {w: init_params(models.build(cfg.model, w, out_dim=k).init_fn,
+                                                      runner.seed_list(cfg), (1, d), cfg.dtype) for w in cfg.widths}}
+    pool = len(labels)
+    xs = jnp.asarray(np.concatenate([dataset.x_train, dataset.x_test]).reshape(pool + len(dataset.x_test), d),
+                     jnp.float64)
+    theta_all = np.asarray(kernels.analytic(kernel_fn, xs, xs[:pool]), np.float64)  # one call: (P + M, P)
     for n in cfg.n_trains:
         idx = train_subset(labels, n, cfg.data.seed)
-        x = jnp.asarray(dataset.x_train[idx], jnp.float64)
-        theta = np.asarray(kernels.analytic(kernel_fn, x, None), np.float64)
-        theta_test = np.asarray(kernels.analytic(kernel_fn, jnp.asarray(dataset.x_test, jnp.float64), x), np.float64)
-        out[n] = {"idx": idx, "theta": theta, "theta_test": theta_test, "eig": np.linalg.eigh(theta)}
+        theta = theta_all[np.ix_(idx, idx)]
+        out[n] = {"idx": idx, "theta": theta, "theta_test": theta_all[pool:][:, idx], "eig": np.linalg.eigh(theta)}
     return out
 
 
