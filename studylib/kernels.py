@@ -22,9 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-#: 1 = Jacobian contraction, 2 = NTK-vector products. 3 (structured derivatives)
-#: fails with every jax >= 0.4.28 (see SCIENCE.md section 2), so it is not offered.
-NTK_IMPLEMENTATIONS = (1, 2)
+#: 1 = Jacobian contraction, 2 = NTK-vector products, 3 = structured derivatives (NT's own fails with
+#: every jax >= 0.4.28, SCIENCE.md section 2; :mod:`studylib.nt` repairs it, tests/test_nt_compat.py).
+NTK_IMPLEMENTATIONS = (1, 2, 3)
 #: Implementation 2 was the fastest here for fully connected nets (study.bench measures it).
 DEFAULT_IMPLEMENTATION = 2
 
@@ -39,7 +39,7 @@ def empirical_ntk_fn(apply_fn: Callable, *, implementation: int = DEFAULT_IMPLEM
     from studylib.nt import nt
 
     if implementation not in NTK_IMPLEMENTATIONS:
-        raise ValueError(f"implementation: unknown value {implementation!r}; accepted: 1, 2")
+        raise ValueError(f"implementation: unknown value {implementation!r}; accepted: 1, 2, 3")
     return nt.empirical_ntk_fn(apply_fn, trace_axes=(-1,) if trace_outputs else (), vmap_axes=0,
                                implementation=implementation)
 

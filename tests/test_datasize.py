@@ -99,6 +99,7 @@ def test_discrete_closed_form_equals_gd_step_by_step():
 
 def test_power_iteration_lambda_max_equals_full_empirical_ntk():
     """lambda_max of each seed's (N k, N k) empirical NTK: power iteration against eigvalsh of sgd.full_ntk."""
+    import jax
     import jax.numpy as jnp
 
     from studylib import models, sgd, training
@@ -112,14 +113,20 @@ def test_power_iteration_lambda_max_equals_full_empirical_ntk():
     mlp = sgd.fast_mlp(m, 16, in_dim=5, out_dim=3)
     dense0 = sgd.dense_params(p0)
     got = lambda_max_power(mlp, dense0, x, 200)
-    want = [np.linalg.eigvalsh(np.asarray(sgd.full_ntk(mlp, tuple((w[s], b[s]) for w, b in dense0), x)[0]))[-1]
-            for s in range(2)]
+    full = jax.jit(lambda d: sgd.full_ntk(mlp, d, x)[0])  # one compile, not one per eager operation
+    want = [np.linalg.eigvalsh(np.asarray(full(tuple((w[s], b[s]) for w, b in dense0))))[-1] for s in range(2)]
     # a Rayleigh quotient after 200 iterations: error ~ (lambda_2/lambda_1)^400, far below 1e-8 here
     np.testing.assert_allclose(got, want, rtol=1e-8)
 
 
-def test_smallest_matching_width_and_plateau():
-    from studylib.datasize.summary import plateau_change, smallest_matching_width
+def test_smallest_matching_width_plateau_and_excess_slope():
+    from studylib.datasize.summary import excess_slope, plateau_change, smallest_matching_width
+
+    widths = [64, 128, 256, 512]
+    exact = 1.0 + 3.0 * np.array(widths, float)[:, None] ** -0.5 * np.array([[0.9, 1.0, 1.1]])  # (W, S)
+    # every seed an exact power law: the fitted slope is -1/2 to float rounding
+    assert abs(excess_slope(widths, exact)["slope"] + 0.5) < 1e-9
+    assert excess_slope(widths, np.full((4, 3), 0.95))["slope"] is None
 
     assert smallest_matching_width([64, 128, 256], np.array([1.5, 1.05, 1.2]), 0.1) is None
     assert smallest_matching_width([64, 128, 256], np.array([1.05, 1.2, 1.08]), 0.1) == 256

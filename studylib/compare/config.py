@@ -97,15 +97,29 @@ SWEEP_DEFAULTS: dict[tuple[str, str, str], dict[str, Any]] = {
                                  "lr_rule": "emp", "quad_max_width": 0},
     ("digits", "*", "large"): {"widths": (64, 128, 256, 512, 1024, 2048, 4096), "steps": 2000, "lr_fraction": 0.5,
                                "lr_rule": "emp", "quad_max_width": 0, "n_train": 1024},
-    # XLA's CPU convolutions train slowly (~0.17 s per GD step per seed at width 8 on this CPU), so
-    # the conv net's CPU sweep is short; the large sweep is for a GPU. lr_fraction 0.05 of the analytic
-    # critical rate: a narrow conv net's lambda_max(K_0) is many times the analytic one.
-    ("digits", "cnn", "default"): {"widths": (4, 8, 16), "steps": 100, "lr_fraction": 0.05, "lr_rule": "analytic",
-                                   "quad_max_width": 0},
-    ("digits", "cnn", "large"): {"widths": (16, 32, 64, 128, 256, 512), "steps": 5000, "lr_fraction": 0.05,
-                                 "lr_rule": "analytic", "quad_max_width": 0},
+    # The conv net (``cnn``: depth x [Conv(C, 3x3, SAME), ReLU], flatten, Dense(10)) at depth 3, centred, each
+    # width at 0.5 x its own critical rate to T = 150 x 0.5 x 2Nk/lambda_max(Theta) (~1060 here). Measured per
+    # width (docs/real-data.md, "Conv net"): the fixed costs (three 2560 x 2560 kernels at init and their eigh,
+    # the traced kernel at 16 checkpoints) outweigh the GD steps up to C = 64; C = 128 would add ~4x C = 64's
+    # GD time. 'depth' replaces ModelConfig's default depth (5) only: depth 3 costs 3/5 of depth 5 per step
+    # and per kernel, and its analytic CNTK classifies as well (0.965 vs 0.961, SCIENCE.md section 9).
+    ("digits", "cnn", "default"): {"widths": (8, 16, 32, 64), "steps": 150, "lr_fraction": 0.5, "lr_rule": "emp",
+                                   "quad_max_width": 0, "depth": 3},
+    ("digits", "cnn", "large"): {"widths": (16, 32, 64, 128, 256, 512), "steps": 1000, "lr_fraction": 0.5,
+                                 "lr_rule": "emp", "quad_max_width": 0, "depth": 3},
+    # --preset tiny: the preset sets widths and steps; the sweep keeps each dataset's rate rule and quad width
+    # (the toy's analytic 0.5, digits' emp 0.5); the conv net on digits takes 64 training images (640 x 640
+    # kernels instead of 2560 x 2560: seconds, not minutes).
+    ("*", "*", "tiny"): {"widths": (8, 16, 32), "steps": 30, "lr_fraction": 0.5, "lr_rule": "analytic",
+                         "quad_max_width": 8},
+    ("digits", "*", "tiny"): {"widths": (8, 16, 32), "steps": 30, "lr_fraction": 0.5, "lr_rule": "emp",
+                              "quad_max_width": 8},
+    ("digits", "cnn", "tiny"): {"widths": (8, 16, 32), "steps": 30, "lr_fraction": 0.5, "lr_rule": "emp",
+                                "quad_max_width": 0, "depth": 3, "n_train": 64},
 }
-SWEEPS = ("default", "large")
+SWEEPS = ("default", "large", "tiny")
+#: ModelConfig's depth when not given; a sweep default's 'depth' replaces it (and only it).
+MODEL_DEFAULT_DEPTH = {f.name: f.default for f in dataclasses.fields(ModelConfig)}["depth"]
 
 #: NT's empirical-kernel implementation per architecture when ``ntk_implementation`` is None. Measured
 #: on digits shapes (N = 256, 64 inputs or 8x8x1 images, k = 10, float32, this 2-core CPU, jax 0.10.2):
@@ -113,7 +127,13 @@ SWEEPS = ("default", "large")
 #: 1.8 s (NTK-vector products avoid the 2560 x P Jacobian contraction); cnn depth 5 (flatten): width 16
 #: 1.1 s vs 11.2 s, width 32 3.9 s vs 32 s (implementation 2 re-runs the convolutions for every
 #: output row). So 2 for dense nets, 1 for conv nets and user builders (1 works for any stax net).
-IMPLEMENTATION_BY_ARCH = {"fc": 2, "erf_fc": 2, "res_fc": 2, "cnn": 1}
+#: cnn depth 3 (im2col apply_fn, studylib.conv), the full 2560 x 2560 kernel of one seed: width 32 impl 1 5.8 s
+#: vs impl 3 (structured derivatives, through studylib.nt) 3.5 s of CPU; width 16 2.1 s vs 1.0 s; width 64 17.8 s
+#: vs 14.3 s (docs/real-data.md; docs/versions.md "Implementation 3 against 1 and 2"). So 3 for the conv net.
+IMPLEMENTATION_BY_ARCH = {"fc": 2, "erf_fc": 2, "res_fc": 2, "cnn": 3}
+#: Implementations ``ntk_implementation`` accepts (:data:`studylib.kernels.NTK_IMPLEMENTATIONS`, which this
+#: module cannot import: it imports JAX).
+NTK_IMPLEMENTATIONS = (1, 2, 3)
 #: Implementation for architectures not in IMPLEMENTATION_BY_ARCH (user builders).
 OTHER_IMPLEMENTATION = 1
 
@@ -150,7 +170,9 @@ class CompareConfig:
 
     ``widths``, ``steps``, ``lr_fraction``, ``lr_rule`` and ``quad_max_width`` left None take the defaults
     of the dataset, architecture and ``sweep`` (:data:`SWEEP_DEFAULTS`), resolved here (the large sweep
-    also sets digits' ``data.n_train`` where it is the dataset's default); ``ntk_implementation`` None takes the
+    also sets digits' ``data.n_train`` where it is the dataset's default, and the conv net on digits takes
+    depth 3 where ``model.depth`` is ModelConfig's default 5: :data:`MODEL_DEFAULT_DEPTH`; an explicit
+    ``--depth 5`` reads the same and also becomes 3); ``ntk_implementation`` None takes the
     fastest measured for the architecture (:data:`IMPLEMENTATION_BY_ARCH`). ``kernel_points``:
     the network's kernel during training (``rel_ntk_change``, ``ntk_x0_change``,
     ``ntk_lambda_*``) is measured on the first that many training inputs, traced over outputs;
@@ -159,30 +181,30 @@ class CompareConfig:
 
     widths: tuple[int, ...] | None = option(
         None, "comma-separated hidden widths; none: the dataset's (cubic etc. 8..1024, digits 32..1024, digits "
-        "with cnn 4..16; --preset large: 64..8192, 64..4096, 16..512)", parse=int_list, check=optional(integers()))
+        "with cnn 8..64; --preset large: 64..8192, 64..4096, 16..512)", parse=int_list, check=optional(integers()))
     seeds: int = option(3, "number of initialisations per width", check=integer())
     steps: int | None = option(None, "full-batch GD steps (with --lr-rule emp: at the analytic rate, setting the "
                                "time lr x steps every width trains to); none: the dataset's (1000; digits 500, cnn "
-                               "100; --preset large: 10000, digits 2000, cnn 5000)", parse=int,
+                               "150; --preset large: 10000, digits 2000, cnn 1000)", parse=int,
                                check=optional(integer()))
-    sweep: str = option("default", "which per-data defaults fill --widths/--steps: default (this CPU) or large "
-                        "(a GPU; --preset large sets it)", check=one_of(SWEEPS))
+    sweep: str = option("default", "which per-data defaults fill --widths/--steps: default (this CPU), large "
+                        "(a GPU; --preset large sets it) or tiny (--preset tiny sets it; digits cnn: 64 training "
+                        "images)", check=one_of(SWEEPS))
     lr: float | None = option(None, "absolute learning rate; none: --lr-fraction of the critical rate", parse=float,
                               check=optional(number()))
     lr_fraction: float | None = option(None, "learning rate as a fraction of 2Nk/lambda_max of the analytic NTK "
-                                       "(--lr-rule emp: also of each width's empirical one); none: the dataset's (0.5; "
-                                       "digits cnn 0.05)", parse=float, check=optional(number()))
+                                       "(--lr-rule emp: also of each width's empirical one); none: the dataset's (0.5)", parse=float, check=optional(number()))
     lr_rule: str | None = option(None, "analytic (one rate for all widths) or emp (each width at --lr-fraction of its "
                                  "seeds' smallest 2Nk/lambda_max(K_0), trained to the same time lr x steps); none: "
-                                 "the dataset's (analytic; digits fc emp)", parse=str,
+                                 "the dataset's (analytic; digits emp)", parse=str,
                                  check=optional(one_of(LR_RULES)))
     centre: str = option("auto", centring.CENTRE_HELP, check=one_of(centring.CENTRE_MODES))
     n_checkpoints: int = option(16, "number of log-spaced checkpoints, step 0 and the last included",
                                 flags=("--checkpoints",), check=integer(2))
     kernel_points: int = option(64, "training inputs (the first ones) on which the network's kernel is measured "
                                 "at every checkpoint", check=integer(2))
-    ntk_implementation: int | None = option(None, "NT's empirical NTK implementation: 1 or 2; none: 2 for dense "
-                                            "nets, 1 for conv nets and user builders (measured)", parse=int)
+    ntk_implementation: int | None = option(None, "NT's empirical NTK implementation: 1, 2 or 3; none: 2 for dense "
+                                            "nets, 3 for conv nets, 1 for user builders (measured)", parse=int)
     lin_mode: str = option("function", "function (exact function-space GD) or params (train nt.linearize)",
                            check=one_of(LIN_MODES))
     dtype: str = option("float32", "float32 or float64", check=one_of(DTYPES))
@@ -205,11 +227,12 @@ class CompareConfig:
                 set_frozen(self, name, defaults[name])
         if "n_train" in defaults and self.data.n_train == DEFAULT_SIZES[self.data.name][0]:
             set_frozen(self, "data", dataclasses.replace(self.data, n_train=defaults["n_train"]))
+        if "depth" in defaults and self.model.depth == MODEL_DEFAULT_DEPTH:
+            set_frozen(self, "model", dataclasses.replace(self.model, depth=defaults["depth"]))
         if self.ntk_implementation is None:
             set_frozen(self, "ntk_implementation", IMPLEMENTATION_BY_ARCH.get(self.model.arch, OTHER_IMPLEMENTATION))
-        if self.ntk_implementation not in (1, 2):
-            raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
-                              "(3 fails with every jax since 0.4.28)")
+        if self.ntk_implementation not in NTK_IMPLEMENTATIONS:
+            raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2, 3")
         if self.fit_widths is not None and (len(self.fit_widths) < 2 or set(self.fit_widths) - set(self.widths)):
             raise ConfigError(f"fit_widths: {list(self.fit_widths)} must be >= 2 of the swept widths "
                               f"{list(self.widths)}")
@@ -224,7 +247,7 @@ class CompareConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # A few seconds: for smoke tests and a first look.
-    "tiny": {"widths": (8, 16, 32), "seeds": 2, "steps": 30, "n_checkpoints": 5, "quad_max_width": 8},
+    "tiny": {"widths": (8, 16, 32), "seeds": 2, "steps": 30, "n_checkpoints": 5, "sweep": "tiny"},
     # Meant for a GPU: the dataset's large sweep (SWEEP_DEFAULTS; 1-D: widths 64...8192, 10 000 steps).
     "large": {"sweep": "large", "seeds": 8, "n_checkpoints": 24},
 }

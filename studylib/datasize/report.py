@@ -13,7 +13,8 @@ def ratio_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
     test loss and accuracy (same time / t = ∞), the smallest matching width and N² (Atanasov et al. 2023)."""
     ws = summary["widths"]
     head = ["N"] + [f"n={w}" for w in ws] + ["loss ∞-width (t / ∞)", "acc ∞-width (t / ∞)", "acc net (widest)",
-                                             f"matching width (≤ +{fmt(summary['tolerance'])})", "N² (expected)"]
+                                             f"matching width (≤ +{fmt(summary['tolerance'])})", "N² (expected)",
+                                             "excess ∝ n^s: s [95% CI]"]
     rows = []
     for i, e in enumerate(summary["per_n"]):
         w_match = e["smallest_matching_width"]
@@ -21,8 +22,14 @@ def ratio_rows(summary: dict) -> tuple[list[str], list[list[str]]]:
                     + [f"{summary['loss_inf'][i][-1]:.4f} / {e['loss_inf_t_inf']:.4f}",
                        f"{summary['accuracy_inf'][i][-1]:.3f} / {e['accuracy_inf_t_inf']:.3f}",
                        f"{summary['accuracy_net'][i][-1]:.3f}",
-                       f"> {ws[-1]}" if w_match is None else str(w_match), str(e["expected_width_n_squared"])])
+                       f"> {ws[-1]}" if w_match is None else str(w_match), str(e["expected_width_n_squared"]),
+                       slope_text(e["excess_vs_width"])])
     return head, rows
+
+
+def slope_text(fit: dict) -> str:
+    lo, hi = fit["ci95"]
+    return "n/a" if fit["slope"] is None else f"{fit['slope']:+.2f} [{fmt(lo, 3)}, {fmt(hi, 3)}]"
 
 
 def plateau_line(summary: dict) -> str:

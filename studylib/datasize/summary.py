@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from studylib import metrics as M
 from studylib import runner
 from studylib.datasize.config import DatasizeConfig
 from studylib.runner import Cell, Context
@@ -25,6 +26,17 @@ def smallest_matching_width(widths: list[int], ratio: np.ndarray, tolerance: flo
         if ok[i:].all():
             return int(widths[i])
     return None
+
+
+def excess_slope(widths: list[int], ratio_per_seed: np.ndarray) -> dict:
+    """Log-log slope over width of the excess net / infinite-width test loss − 1 (seed mean; ratio_per_seed
+    (W, S)), 95% bootstrap interval over seeds (:func:`studylib.metrics.fit_rate`); slope None when a seed
+    mean is not positive (the net at or below infinite width)."""
+    excess = np.asarray(ratio_per_seed, np.float64) - 1.0
+    if not (excess.mean(-1) > 0).all():
+        return {"slope": None, "ci95": [None, None]}
+    fit = M.fit_rate(np.asarray(widths), excess, fit_widths=list(widths))
+    return {"slope": fit["slope"], "ci95": fit["ci95"]}
 
 
 def plateau_change(loss: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -58,6 +70,7 @@ def summarise(cfg: DatasizeConfig, cells: list[Cell], results: list[dict], ctx: 
         per_n.append({
             "n_train": n,
             "smallest_matching_width": matching[i],
+            "excess_vs_width": excess_slope(ws, ratio_seed[i]),
             "expected_width_n_squared": n * n,
             "sqrt_widest": math.sqrt(ws[-1]),
             "loss_inf_t_inf": float(loss_inf_end[i, 0]),
