@@ -496,3 +496,48 @@ def dataclasses_replace(cfg, **kw):
     import dataclasses
 
     return dataclasses.replace(cfg, **kw)
+
+
+def test_cnn_digits_defaults_and_tiny_sweep():
+    """The conv net on digits: depth 3 where ModelConfig's default 5 was left (an explicit other depth is kept;
+    FC keeps 5), widths 8..64, each width at 0.5 x its own critical rate (emp), NT implementation 3; --preset tiny
+    runs the 'tiny' sweep, whose conv net on digits takes 64 training images, while the 1-D toy's and digits FC's
+    tiny runs resolve as before (widths 8, 16, 32, 30 steps, quadratic model at width 8, their rate rules)."""
+    from studylib import cli
+
+    tiny = lambda **flags: cli.assemble(compare.CompareConfig, presets=compare.PRESETS, preset="tiny",  # noqa: E731
+                                        config_file=None, flags=flags)
+    cnn = compare.CompareConfig(data=DataConfig(name="digits"), model=ModelConfig(arch="cnn"))
+    assert (cnn.model.depth, cnn.widths, cnn.lr_rule, cnn.lr_fraction, cnn.ntk_implementation, cnn.centred) == (
+        3, (8, 16, 32, 64), "emp", 0.5, 3, True)
+    assert cnn.data.n_train == 256 and cnn.seeds >= 3 and cnn.model.options.get("readout", "flatten") == "flatten"
+    assert compare.CompareConfig(data=DataConfig(name="digits"), model=ModelConfig(arch="cnn", depth=2)).model.depth == 2
+    assert compare.CompareConfig(data=DataConfig(name="digits")).model.depth == 5  # FC unchanged
+    gap = compare.CompareConfig(data=DataConfig(name="digits"), model=ModelConfig(arch="cnn", options={"readout": "gap"}))
+    assert gap.model.depth == 3 and gap.model.options["readout"] == "gap"
+    t = tiny(**{"data.name": "digits", "model.arch": "cnn"})
+    assert (t.sweep, t.data.n_train, t.model.depth, t.quad_max_width, t.widths, t.steps, t.lr_rule) == (
+        "tiny", 64, 3, 0, (8, 16, 32), 30, "emp")
+    toy, fc = tiny(), tiny(**{"data.name": "digits"})
+    assert (toy.widths, toy.steps, toy.quad_max_width, toy.lr_rule, toy.lr_fraction, toy.model.depth) == (
+        (8, 16, 32), 30, 8, "analytic", 0.5, 5)
+    assert (fc.quad_max_width, fc.lr_rule, fc.data.n_train, fc.model.depth) == (8, "emp", 256, 5)
+    with pytest.raises(ConfigError, match=r"^ntk_implementation: unknown value 4; accepted: 1, 2, 3$"):
+        compare.CompareConfig(ntk_implementation=4)
+
+
+def test_implementation_3_full_kernel_of_the_conv_net_equals_the_jacobian_product():
+    """kernels.empirical_ntk_fn with NT's implementation 3 (the conv net's default, through studylib.nt) on the
+    im2col cnn, full kernel over k = 3 outputs, against J J^T from jax.jacrev (kernels.jacobian_ntk), float64."""
+    import jax
+
+    from studylib import kernels, models
+
+    net = models.build(ModelConfig(arch="cnn", depth=2), 4, out_dim=3)
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (5, 4, 4, 1)), np.float64)
+    _, params = net.init_fn(jax.random.PRNGKey(1), x.shape)
+    got = kernels.flat_kernel(np.asarray(kernels.empirical_ntk_fn(net.apply_fn, implementation=3,
+                                                                  trace_outputs=False)(x, x[:2] * 0.5, params)))
+    want = np.asarray(kernels.jacobian_ntk(net.apply_fn, x, x[:2] * 0.5, params))
+    # float64: the same sums of ~1e3 products in another order; 1e-10 of the kernel's scale is rounding.
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * np.abs(want).max())
