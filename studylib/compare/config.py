@@ -193,7 +193,8 @@ class CompareConfig:
     lr: float | None = option(None, "absolute learning rate; none: --lr-fraction of the critical rate", parse=float,
                               check=optional(number()))
     lr_fraction: float | None = option(None, "learning rate as a fraction of 2Nk/lambda_max of the analytic NTK "
-                                       "(--lr-rule emp: also of each width's empirical one); none: the dataset's (0.5)", parse=float, check=optional(number()))
+                                       "(--lr-rule emp: also of each width's empirical one); none: the dataset's "
+                                       "(0.5)", parse=float, check=optional(number()))
     lr_rule: str | None = option(None, "analytic (one rate for all widths) or emp (each width at --lr-fraction of its "
                                  "seeds' smallest 2Nk/lambda_max(K_0), trained to the same time lr x steps); none: "
                                  "the dataset's (analytic; digits emp)", parse=str,
@@ -267,37 +268,89 @@ FIRST_CELL_SECONDS = 5.0
 
 
 def cell_cost(cfg: CompareConfig, width: int, *, first: bool = False, shape: tuple[int, ...] = (10, 1),
-              outputs: int = 1) -> float:
+              outputs: int = 1, n_test: int = 0) -> float:
     """Modelled seconds of one width on this 2-core CPU with jax 0.10: ~5 s of compilation, kernels
     and closed forms (+5 s for the first width), plus GD steps x seeds at ~4e-9 s x width^2 +
     1e-4 s each (fitted to the default 1-D run: width 8 took 11 s, 16-256 5-6 s, 512 7 s and 1024
     19 s; jax 0.5.3 trains the widest nets ~3x slower, so there the early ETA is ~0.7x the total),
-    plus for larger data the kernels (:func:`kernel_seconds`). ``shape``: the training inputs' (N, ...)."""
-    return (SETUP_SECONDS + FIRST_CELL_SECONDS * first + training_seconds(cfg, width, shape[0])
-            + kernel_seconds(cfg, width, shape, outputs))
+    plus for larger data the kernels (:func:`kernel_seconds`); for image inputs the conv net's GD steps
+    (:func:`training_seconds`) and, in the first width, the analytic CNTK (:func:`analytic_seconds`, ``n_test``
+    test images). ``shape``: the training inputs' (N, ...)."""
+    spatial = int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
+    analytic = analytic_seconds(cfg, shape, n_test) if first else 0.0
+    return (SETUP_SECONDS + FIRST_CELL_SECONDS * first + analytic
+            + training_seconds(cfg, width, shape[0], spatial=spatial) + kernel_seconds(cfg, width, shape, outputs))
 
 
-def training_seconds(cfg: CompareConfig, width: int, n: int = 10) -> float:
-    """The GD part of :func:`cell_cost` (its width^2 term grows with the N training inputs beyond 10)."""
+#: The conv net's GD steps under the 'emp' rule per step of the analytic rule (``steps``): measured 1.9-4.0x on
+#: digits (depth 3, widths 8-64: 599, 457, 444, 281 steps for 150; the narrow nets' lambda_max(K_0) is larger).
+EMP_STEP_FACTOR = 2.5
+#: Flop rate of the conv net's GD steps (im2col matmuls, float32) and seconds of per-step overhead per seed,
+#: fitted on digits (N = 256, depth 3, 3 seeds, this CPU shared): 0.11 s a step per seed at width 64, 0.019 at 16.
+CONV_FLOPS, CONV_STEP_OVERHEAD = 1e11, 0.013
+
+
+def training_seconds(cfg: CompareConfig, width: int, n: int = 10, *, spatial: int = 1) -> float:
+    """The GD part of :func:`cell_cost` (its width^2 term grows with the N training inputs beyond 10).
+    ``spatial`` > 1 (the H W pixels of image inputs): the conv net's 3x3 convolutions, ~6 N H W 9 depth
+    width^2 flops a step (forward and backward matmuls of the im2col form, :mod:`studylib.conv`)."""
+    if spatial > 1:
+        steps = cfg.steps * (EMP_STEP_FACTOR if cfg.lr_rule == "emp" else 1.0)
+        flops = 6.0 * n * spatial * 9 * cfg.model.depth * width * width
+        return steps * cfg.seeds * (flops / CONV_FLOPS + CONV_STEP_OVERHEAD)
     quad = 1.5e-7 * width * width if width <= cfg.quad_max_width else 0.0  # measured: 6-30x the network's step
     return cfg.steps * cfg.seeds * ((4e-9 * width * width + quad) * max(1.0, n / 10) + 1e-4)
 
 
+def n_params(cfg: CompareConfig, width: int, shape: tuple[int, ...], outputs: int) -> int:
+    """Parameters of the registered net for training inputs of ``shape`` (N, ...) and ``outputs`` = k outputs,
+    without building it (``models.count_params`` builds it: JAX): image inputs (N, H, W, C): ``cnn``'s ``depth``
+    3x3 convolutions with biases and the readout Dense over the flattened H W width features ('flatten') or
+    width pooled ones ('gap'); flat inputs: ``fc``'s ``depth`` Dense layers and the readout."""
+    if len(shape) > 2:
+        hw, c = int(math.prod(shape[1:-1])), shape[-1]
+        readin = 1 if cfg.model.options.get("readout", "flatten") == "gap" else hw
+        return (9 * c * width + 9 * (cfg.model.depth - 1) * width * width + cfg.model.depth * width
+                + readin * width * outputs + outputs)
+    d = int(math.prod(shape[1:]))
+    return d * width + (cfg.model.depth - 1) * width * width + cfg.model.depth * width + width * outputs + outputs
+
+
 def kernel_seconds(cfg: CompareConfig, width: int, shape: tuple[int, ...], outputs: int) -> float:
     """Modelled seconds of the empirical kernels and their eigendecompositions per width: the full
-    (N k)^2 kernel at init (~4 N^2 k P flops at ~5e10 flop/s) and its eigh (~3e-10 s x (N k)^3) per
-    seed, and the traced kernel on ``kernel_points`` inputs at every checkpoint; P ~ depth x width^2
-    (x9 for 3x3 convolutions over the H W positions of image inputs). Zero-ish for the 1-D toy."""
+    (N k)^2 kernel at init and the traced kernel on ``kernel_points`` inputs at every checkpoint (~4 k P
+    flops per pair of inputs at ~5e10 flop/s; conv nets 2e10, measured with NT's implementation 3 on digits:
+    ~14 s a seed for the full kernel at width 64) and the eigh (~3e-10 s x (N k)^3) per seed. Zero-ish for
+    the 1-D toy."""
     n, k = shape[0], outputs
-    spatial = 9 * int(math.prod(shape[1:-1])) if len(shape) > 2 else 1
-    p = (cfg.model.depth * width * width + width * (int(math.prod(shape[1:])) + k)) * spatial
+    # flat inputs: the model fitted for FC nets, ~depth x width^2 + width x (d + k) (kept as it was)
+    p = (n_params(cfg, width, shape, outputs) if len(shape) > 2
+         else cfg.model.depth * width * width + width * (int(math.prod(shape[1:])) + k))
     kp = min(cfg.kernel_points, n)
     flops = 4.0 * k * p * (n * n + cfg.n_checkpoints * kp * kp)
-    return cfg.seeds * (flops / 5e10 + 3e-10 * (n * k) ** 3)
+    return cfg.seeds * (flops / (2e10 if len(shape) > 2 else 5e10) + 3e-10 * (n * k) ** 3)
+
+
+#: Seconds per (train or test input, train input, spatial covariance entry, layer) of NT's analytic CNTK,
+#: float64, fitted on digits: depth 3 flatten, 256 x (256 + 512) pairs x 64 pixels, ~13 s here.
+ANALYTIC_PAIR_SECONDS = 3.4e-7
+
+
+def analytic_seconds(cfg: CompareConfig, shape: tuple[int, ...], n_test: int) -> float:
+    """Modelled seconds of the analytic kernels Theta(X, X) and Theta(x_test, X) of image inputs, computed once
+    per run: NT keeps one covariance per pixel for a Flatten readout, every pixel pair's ((H W)^2) for global
+    average pooling (measured: --preset tiny, 64 training images, ~2 min more with 'gap'). 0 for flat inputs."""
+    if len(shape) <= 2:
+        return 0.0
+    hw = int(math.prod(shape[1:-1]))
+    cov = hw * hw if cfg.model.options.get("readout", "flatten") == "gap" else hw
+    return ANALYTIC_PAIR_SECONDS * shape[0] * (shape[0] + n_test) * cov * cfg.model.depth
 
 
 def cells(cfg: CompareConfig, dataset=None) -> list[Cell]:
     """One cell per width: all seeds of one width train together (vmapped)."""
     shape, k = ((10, 1), 1) if dataset is None else (dataset.x_train.shape, dataset.y_train.shape[1])
-    return [Cell(name=f"width{w}", spec={"width": w}, cost=cell_cost(cfg, w, first=i == 0, shape=shape, outputs=k),
-                 label=f"width {w}") for i, w in enumerate(cfg.widths)]
+    m = 0 if dataset is None or dataset.x_test is None else dataset.x_test.shape[0]
+    return [Cell(name=f"width{w}", spec={"width": w}, label=f"width {w}",
+                 cost=cell_cost(cfg, w, first=i == 0, shape=shape, outputs=k, n_test=m))
+            for i, w in enumerate(cfg.widths)]
