@@ -394,7 +394,7 @@ def test_cnn_on_digit_images():
     run has x64 off.)"""
     cfg = compare.CompareConfig(widths=(4,), seeds=1, steps=3, n_checkpoints=2, kernel_points=8, dtype="float64",
                                 data=_digits(), model=ModelConfig(arch="cnn", depth=2))
-    assert cfg.ntk_implementation == 1
+    assert cfg.ntk_implementation == 3
     summary = compare.run(cfg, progress=False)
     assert sorted(k for k in summary["metrics"] if re.fullmatch(r"rel_weight_change_l\d+", k)) == [
         "rel_weight_change_l1", "rel_weight_change_l2", "rel_weight_change_l3"]

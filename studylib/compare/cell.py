@@ -936,7 +936,9 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
                 f"vmapping {chunk} seeds at a time")
     done = [0]  # seed-steps trained so far
     # The first report comes after compilation: the modelled set-up counts as done then.
-    setup = 1.0 - training_seconds(cfg, w, ctx.dataset.x_train.shape[0]) / cell.cost
+    shape = ctx.dataset.x_train.shape
+    spatial = int(np.prod(shape[1:-1])) if len(shape) > 2 else 1  # image inputs: the conv net's cost model
+    setup = 1.0 - training_seconds(cfg, w, shape[0], spatial=spatial) / cell.cost
 
     def chunk_progress(n_seeds: int) -> Callable[[int], None]:
         def update(k: int) -> None:
