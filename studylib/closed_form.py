@@ -97,16 +97,25 @@ def decay(lam, learning_rate: float, n: int, steps, *, discrete: bool = True) ->
         return np.sign(1.0 - a) ** t * np.abs(1.0 - a) ** t
 
 
-def gain(lam, learning_rate: float, n: int, steps, *, discrete: bool = True) -> np.ndarray:
+#: Modes with |lambda| <= NULL_RCOND lambda_max count as numerically null (a float64 kernel).
+NULL_RCOND = 1e-12
+
+
+def gain(lam, learning_rate: float, n: int, steps, *, discrete: bool = True, rcond: float = NULL_RCOND) -> np.ndarray:
     """(1 - decay) / lambda per mode, shape (T, R): the coefficient map of GD on the linearized model,
     c_t = V diag(gain_t) V^T (Y - f_0(X)); its lambda -> 0 limit lr t / n for numerically null modes
-    (|lambda| <= 1e-12 lambda_max); ``n`` = N k as in :func:`decay`. The one discrete-GD / flow gain
+    (|lambda| <= rcond lambda_max); ``n`` = N k as in :func:`decay`. The one discrete-GD / flow gain
     of every study. A step t = inf gives the t -> infinity limit of the flow (and of GD below the
     critical rate): 1 / lambda, and 0 on null modes (the pseudo-inverse: GD never moves them, and
-    K(x, X) c does not see them) -- NT's ``gradient_descent_mse`` at ``t=None``."""
+    K(x, X) c does not see them) -- NT's ``gradient_descent_mse`` at ``t=None``.
+
+    ``rcond``: a kernel computed in float32 knows its eigenvalues only to ~R eps32 lambda_max, and 1 / lambda
+    of one below that is rounding noise amplified (the t = inf limit of a numerically singular empirical
+    kernel would differ between two CPUs by O(1)); pass :func:`null_rcond` of its dtype. Finite t is
+    unaffected in practice (the gain of a tiny mode is ~ lr t / n either way)."""
     lam = np.asarray(lam, np.float64)
     t = np.asarray(steps, np.float64).reshape(-1)
-    tiny = np.abs(lam) <= 1e-12 * max(np.abs(lam).max(), 1e-300)
+    tiny = np.abs(lam) <= rcond * max(np.abs(lam).max(), 1e-300)
     safe = np.where(tiny, 1.0, lam)
     finite = np.where(np.isinf(t), 0.0, t)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -115,8 +124,14 @@ def gain(lam, learning_rate: float, n: int, steps, *, discrete: bool = True) -> 
     return np.where(np.isinf(t)[:, None], np.where(tiny, 0.0, 1.0 / safe)[None, :], out)
 
 
+def null_rcond(n_rows: int, dtype) -> float:
+    """The relative size below which an eigenvalue of an (n_rows, n_rows) kernel computed in ``dtype`` is
+    rounding noise (~ n_rows eps lambda_max), never below :data:`NULL_RCOND`."""
+    return max(NULL_RCOND, n_rows * float(np.finfo(np.dtype(dtype)).eps))
+
+
 def coefficients(k_train_train, y_train, fx_train_0, *, learning_rate: float, steps, discrete: bool = True,
-                 eig: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 eig: tuple[np.ndarray, np.ndarray] | None = None, rcond: float = NULL_RCOND) -> np.ndarray:
     """Coefficients c_t (T, N, k) with f_t(x) = f_0(x) + K(x, X) c_t (:func:`kernel_apply`) and, for
     the linearized model, theta_t - theta_0 = J_0(X)^T c_t.
 
@@ -130,7 +145,7 @@ def coefficients(k_train_train, y_train, fx_train_0, *, learning_rate: float, st
     k = np.asarray(k_train_train, np.float64)
     r0 = _as_2d(y_train) - _as_2d(fx_train_0)  # (N, k)
     lam, v = np.linalg.eigh(k) if eig is None else eig
-    g = gain(lam, learning_rate, r0.size, steps, discrete=discrete)  # (T, R)
+    g = gain(lam, learning_rate, r0.size, steps, discrete=discrete, rcond=rcond)  # (T, R)
     if layout(k, r0) == "per_output":
         return np.einsum("in,tn,nk->tik", v, g, v.T @ r0)
     c = np.einsum("in,tn,n->ti", v, g, v.T @ r0.reshape(-1))

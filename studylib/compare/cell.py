@@ -104,20 +104,25 @@ FORMS = {"": False, "_discrete": True}
 LIMIT = "_limit"
 
 
-def closed_coefficients(kernels_, y64, f0_train, *, lr: float, steps) -> dict[str, np.ndarray]:
+def closed_coefficients(kernels_, y64, f0_train, *, lr: float, steps,
+                        emp_dtype: str = "float64") -> dict[str, np.ndarray]:
     """Coefficients c_t (S, T, N, k) of every closed form (:func:`studylib.closed_form.coefficients`):
     'closed_<inf|emp>[_discrete]', and 'closed_<inf|emp>_limit' (S, 1, N, k) at t = infinity.
     ``kernels_``: {'inf': (kernel (N, N), its eigh), 'emp': [(flat kernel (N k, N k), its eigh) per seed]};
-    f_0 (the outputs the forms start from: zeros when centred) differs by seed, so every form is per seed."""
+    f_0 (the outputs the forms start from: zeros when centred) differs by seed, so every form is per seed.
+    ``emp_dtype``: the precision the empirical kernels were computed in; their modes below its rounding level
+    (:func:`studylib.closed_form.null_rcond`) count as null (the analytic kernel is float64)."""
     from studylib import closed_form
 
     out = {}
     forms = [(suffix, disc, steps) for suffix, disc in FORMS.items()] + [(LIMIT, False, np.array([np.inf]))]
     for suffix, disc, ts in forms:
         for kind in ("inf", "emp"):
+            rcond = (closed_form.null_rcond(len(kernels_["emp"][0][0]), emp_dtype) if kind == "emp" and suffix == LIMIT
+                     else closed_form.NULL_RCOND)
             out[f"closed_{kind}{suffix}"] = np.stack([
                 closed_form.coefficients(kern, y64, f0_train[s], learning_rate=lr, steps=ts, discrete=disc,
-                                         eig=eig)
+                                         eig=eig, rcond=rcond)
                 for s, (kern, eig) in enumerate(kernels_[kind] if kind == "emp" else
                                                 [kernels_["inf"]] * len(f0_train))])
     return out
@@ -661,7 +666,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     with timing.phase("closed", width):
         coeffs = closed_coefficients({"inf": (theta_train, np.linalg.eigh(theta_train)),
                                       "emp": list(zip(k0_flat, k0_eig, strict=True))}, y64, start_train, lr=lr,
-                                     steps=steps)
+                                     steps=steps, emp_dtype=cfg.dtype)
         measure_net, measure_lin_params, measure_lin_function = _measure_fns(net.apply_fn, paths)
         closed, lin_fn_out = closed_predictions(coeffs, theta_train, theta_test, k0_flat, start_train, start_test,
                                                 init, p0, x_train, x_test, measure_lin_function, len(steps))
