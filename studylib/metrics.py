@@ -223,3 +223,18 @@ def extrapolate_crossing(widths, per_seed, threshold: float, *, n_boot: int = 20
             "below_at_narrowest": below, "beyond_widest": bool(np.isfinite(width) and width > widths[ok][-1]),
             "rising": bool(slope >= 0)}
     return out
+
+
+#: A model counts as diverged once its training outputs are non-finite or this far from the targets (in
+#: units of max |y| + 1): GD with a rate above 2Nk/lambda_max grows geometrically. The one rule of every
+#: study (compare, controls, ensemble, the quadratic model).
+DIVERGENCE_SCALE = 1e6
+
+
+def diverged(f_train: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(M,) flags for outputs ``f_train`` (M, N, k) against targets ``y`` (N, k): non-finite, or some output
+    beyond :data:`DIVERGENCE_SCALE` x (max |y| + 1) from its target."""
+    with np.errstate(invalid="ignore"):
+        far = np.abs(f_train - y).max(axis=(1, 2)) > DIVERGENCE_SCALE * (np.abs(y).max() + 1.0)
+    return ~np.isfinite(f_train).all(axis=(1, 2)) | far
+

@@ -27,10 +27,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from studylib import training
+from studylib import metrics, training
 
-#: Outputs this far from the targets (units of max|y| + 1) count as diverged (as in compare).
-DIVERGENCE_SCALE = 1e6
+#: The divergence rule of every study (studylib.metrics).
+DIVERGENCE_SCALE = metrics.DIVERGENCE_SCALE
 
 
 def taylor2_model(apply_fn: Callable) -> training.ModelFn:

@@ -65,18 +65,6 @@ def _measure_fns(apply_fn, paths):
     return vm(net, 2), vm(lin_params, 2), vm(lin_function, 2)
 
 
-#: A model counts as diverged once its training outputs are non-finite or this far from the
-#: targets (in units of max |y| + 1): GD with a rate above 2Nk/lambda_max grows geometrically.
-DIVERGENCE_SCALE = 1e6
-
-
-def _diverged(f_train: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(S,) flags for outputs (S, N, k) that are non-finite or beyond DIVERGENCE_SCALE."""
-    with np.errstate(invalid="ignore"):
-        far = np.abs(f_train - y).max(axis=(1, 2)) > DIVERGENCE_SCALE * (np.abs(y).max() + 1.0)
-    return ~np.isfinite(f_train).all(axis=(1, 2)) | far
-
-
 def _involved(name: str) -> set[str]:
     """Which trained models ('net', 'lin', 'quad') a curve depends on (the first-order prediction: the
     linearized trajectory it expands around)."""
@@ -361,8 +349,8 @@ def fast_lin_function(init: dict, c: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def first_diverged(f_train: np.ndarray, y: np.ndarray, steps) -> np.ndarray:
     """(S,) the first checkpoint step at which outputs f_train (S, T, N, k) have diverged
-    (:func:`_diverged`), -1 for seeds that never did."""
-    bad = np.stack([_diverged(f_train[:, j], y) for j in range(f_train.shape[1])], axis=1)  # (S, T)
+    (:func:`studylib.metrics.diverged`), -1 for seeds that never did."""
+    bad = np.stack([M.diverged(f_train[:, j], y) for j in range(f_train.shape[1])], axis=1)  # (S, T)
     return np.where(bad.any(1), np.asarray(steps)[np.argmax(bad, axis=1)], -1)
 
 

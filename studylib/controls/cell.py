@@ -34,9 +34,6 @@ from studylib import runner
 from studylib.controls.config import ControlsConfig
 from studylib.runner import Cell, Context
 
-#: Outputs this far from the targets (units of max|y| + 1) count as diverged (as in compare).
-DIVERGENCE_SCALE = 1e6
-
 
 def gate_flip_fn(model_cfg, width: int, in_dim: int) -> Callable:
     """``flips(p0, p, x) -> (depth,)`` for stax parameters of the fc net: per hidden layer, the fraction
@@ -46,13 +43,6 @@ def gate_flip_fn(model_cfg, width: int, in_dim: int) -> Callable:
 
     mlp = sgd.mlp(model_cfg, width, in_dim=in_dim)
     return lambda p0, p, x: gates.gate_flips(mlp, sgd.dense_params(p0), sgd.dense_params(p), x)
-
-
-def _diverged(f_train: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(M,) flags for outputs (M, N, k) that are non-finite or beyond DIVERGENCE_SCALE."""
-    with np.errstate(invalid="ignore"):
-        far = np.abs(f_train - y).max(axis=(1, 2)) > DIVERGENCE_SCALE * (np.abs(y).max() + 1.0)
-    return ~np.isfinite(f_train).all(axis=(1, 2)) | far
 
 
 def _kernels(net, p0, x_train, x_test):
@@ -77,7 +67,7 @@ def _train_checkpoints(trainer, measure, params, aux, lrs, x_train, y_train, x_t
             params = trainer(params, aux, x_train, y_train, lrs, int(t - prev))
             progress(int(t - prev))
         rec = {k: np.asarray(v, np.float64) for k, v in measure(params, aux, x_train, x_test).items()}
-        bad[_diverged(rec["f_train"], y64) & (bad < 0)] = t
+        bad[M.diverged(rec["f_train"], y64) & (bad < 0)] = t
         records.append(rec)
         prev = t
     rec = {k: np.stack([r[k] for r in records], axis=1) for k in records[0]}

@@ -25,11 +25,8 @@ from studylib import metrics as Mx
 from studylib import runner
 from studylib.ensemble.config import MODES, SETUP_SECONDS, EnsembleConfig, step_seconds
 from studylib.ensemble.summary import unstable_members
+from studylib.metrics import DIVERGENCE_SCALE  # the divergence rule of every study
 from studylib.runner import Cell, Context
-
-#: A member counts as diverged once its training outputs are non-finite or this far from the targets (in
-#: units of max |y| + 1), study.compare's rule: GD with a rate above 2Nk/lambda_max grows geometrically.
-DIVERGENCE_SCALE = 1e6
 
 # --------------------------------------------------------------------------- the GP side (once)
 
