@@ -146,7 +146,7 @@ class RegimesConfig:
         validate(self)
         if self.ntk_implementation not in (1, 2):
             raise ConfigError(f"ntk_implementation: unknown value {self.ntk_implementation!r}; accepted: 1, 2 "
-                              "(3 fails with the pinned jax)")
+                              "(implementation 3, which compare offers, is not wired into regimes yet)")
         set_frozen(self, "lr_fractions", _check_float_list("lr_fractions", self.lr_fractions))
         set_frozen(self, "x_ranges", _check_float_list("x_ranges", self.x_ranges))
         set_frozen(self, "parameterizations",
