@@ -316,6 +316,13 @@ def builder_fingerprint(arch: str) -> str | None:
     return fingerprint
 
 
+def require_fc(cfg: ModelConfig, why: str) -> None:
+    """ConfigError (one line naming model.arch) unless ``cfg`` is the registered fc net; ``why``: what
+    the study does that needs it (e.g. 'the controls count ReLU gates layer by layer of the fc net')."""
+    if cfg.arch != "fc":
+        raise ConfigError(f"model.arch: {why}; got {cfg.arch!r}; accepted: fc")
+
+
 def check_arch(arch: str) -> None:
     """Raise ConfigError unless ``arch`` is a registered name or an importable user builder."""
     if not isinstance(arch, str):

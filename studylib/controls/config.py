@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from studylib import centring
+from studylib import centring, models
 from studylib.config import DTYPES, ConfigError, check_float, integer, integers, number, one_of, validate
 from studylib.data import DataConfig
 from studylib.flags import float_list, option, str_list
@@ -96,9 +96,7 @@ class ControlsConfig:
 
     def __post_init__(self):
         validate(self)
-        if self.model.arch != "fc":
-            raise ConfigError(f"model.arch: the controls count ReLU gates layer by layer of the fc net; got "
-                              f"{self.model.arch!r}; accepted: fc")
+        models.require_fc(self.model, "the controls count ReLU gates layer by layer of the fc net")
         if self.closing_x_range >= self.closing_test_range:
             raise ConfigError(f"closing_x_range: must be below closing_test_range={self.closing_test_range}, got "
                               f"{self.closing_x_range}")

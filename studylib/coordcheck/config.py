@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from studylib import models
 from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
 from studylib.data import DataConfig
 from studylib.flags import option, str_list
@@ -63,9 +64,7 @@ class CoordcheckConfig:
 
     def __post_init__(self):
         validate(self)
-        if self.model.arch != "fc":
-            raise ConfigError(f"model.arch: the coordinate check builds the fc net of studylib.mup; got "
-                              f"{self.model.arch!r}; accepted: fc")
+        models.require_fc(self.model, "the coordinate check builds the fc net of studylib.mup")
         if self.model.parameterization != "ntk":
             raise ConfigError(f"model.parameterization: not used here (each of parameterizations is built by "
                               f"studylib.mup); got {self.model.parameterization!r}; accepted: ntk (the default)")

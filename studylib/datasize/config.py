@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from studylib import models
 from studylib.centring import CENTRE_HELP, CENTRE_MODES
 from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
 from studylib.data import DATASETS, DataConfig
@@ -82,9 +83,7 @@ class DatasizeConfig:
 
     def __post_init__(self):
         validate(self)
-        if self.model.arch != "fc":
-            raise ConfigError(f"model.arch: the data-size study trains the fc net by the hand-written trainer; "
-                              f"got {self.model.arch!r}; accepted: fc")
+        models.require_fc(self.model, "the data-size study trains the fc net by the hand-written trainer")
         if self.centre == "off":
             raise ConfigError("centre: this study compares centred networks with the f_0 = 0 closed form; "
                               "accepted: on, auto (class targets)")
