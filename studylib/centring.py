@@ -40,16 +40,17 @@ if TYPE_CHECKING:  # NumPy is imported inside the functions: configs import this
 #: Values of a config's ``centre`` field.
 CENTRE_MODES = ("auto", "on", "off")
 #: The help text of every wing's ``centre`` field (one flag, one meaning: ``--centre``).
-CENTRE_HELP = ("train and measure f(theta) - f(theta_0) (Lee et al. 2020): auto (on for class targets, off for "
+CENTRE_HELP = ("train and measure f(theta) - f(theta_0) (Lee et al. 2020): auto (on for class targets and mup, off for "
                "regression and the 1-D toy), on or off")
 
 
-def resolve(mode: str, targets: str) -> bool:
-    """Whether a run is centred: ``mode`` 'on' / 'off', or 'auto' = on exactly for class targets
-    (``targets == 'onehot'``, :class:`studylib.data.DataConfig`'s resolved ``targets``)."""
+def resolve(mode: str, targets: str, *, rich: bool = False) -> bool:
+    """Whether a run is centred: ``mode`` 'on' / 'off', or 'auto' = on for class targets
+    (``targets == 'onehot'``, :class:`studylib.data.DataConfig`'s resolved ``targets``) and for the γ-model of
+    :mod:`studylib.mup` (``rich``: μP, or a richness γ₀ != 1), whose small-γ end needs f(θ₀) taken out."""
     if mode not in CENTRE_MODES:
         raise ValueError(f"centre: unknown value {mode!r}; accepted: {', '.join(CENTRE_MODES)}")
-    return mode == "on" or (mode == "auto" and targets == "onehot")
+    return mode == "on" or (mode == "auto" and (targets == "onehot" or rich))
 
 
 def shifted_targets(y: np.ndarray, f0_train: np.ndarray) -> np.ndarray:

@@ -20,8 +20,14 @@ from typing import Any, NamedTuple
 
 from studylib.config import ConfigError, integer, number, one_of, validate
 from studylib.flags import key_value, option
+from studylib.mup import BASE_WIDTH
 
-PARAMETERIZATIONS = ("ntk", "standard")
+PARAMETERIZATIONS = ("ntk", "standard", "mup")
+#: Parameterizations built by :mod:`studylib.mup` (the fc nets only); 'ntk' too when ``gamma0`` != 1.
+MUP_ARCHS = ("fc", "erf_fc")
+#: ModelConfig fields added after cells were stored, left out of cell keys and config records while they do
+#: not change the network (:func:`key_dict`), so that runs without them keep their keys.
+RICHNESS_DEFAULTS = {"gamma0": 1.0, "base_width": BASE_WIDTH}
 ACTIVATIONS = ("relu", "erf")
 #: Architectures the hand-written FC trainer (:mod:`studylib.sgd`) handles; erf_fc is fc with Erf.
 FAST_ARCHS = ("fc", "erf_fc")
@@ -55,7 +61,12 @@ class ModelConfig:
     W_std: float = option(math.sqrt(2.0), "weight scale sigma_w", flags=("--W-std",), check=number())
     b_std: float = option(0.1, "bias scale sigma_b (0: no biases)", flags=("--b-std",),
                          check=number(allow_zero=True))
-    parameterization: str = option("ntk", "ntk or standard", check=one_of(PARAMETERIZATIONS))
+    parameterization: str = option("ntk", "ntk, standard or mup (Yang & Hu 2021's maximal-update "
+                                   "parameterization, fc nets only: docs/mup.md)", check=one_of(PARAMETERIZATIONS))
+    gamma0: float = option(1.0, "richness gamma_0 (fc nets, ntk or mup; Bordelon & Pehlevan 2022): the centred net's "
+                           "output / gamma and learning rate x gamma^2, gamma = gamma_0 sqrt(width/base_width) under "
+                           "mup, gamma_0 under ntk; -> 0: lazy", check=number())
+    base_width: int = option(BASE_WIDTH, "base width n_0 where mup equals ntk", check=integer())
     options: dict = option(default_factory=dict, help="extra setting for the architecture builder (repeatable), "
                            "e.g. blocks=3", flags=("--arch-option",), parse=key_value)
 
@@ -64,13 +75,36 @@ class ModelConfig:
         validate(self, "model.")
         if not isinstance(self.options, dict) or not all(isinstance(k, str) for k in self.options):
             raise ConfigError(f"model.options: expected a table of key = value, got {self.options!r}")
+        if self.rich and self.arch not in MUP_ARCHS:
+            field = "parameterization" if self.parameterization == "mup" else "gamma0"
+            raise ConfigError(f"model.{field}: {field} {getattr(self, field)!r} is built for the fully connected nets "
+                              f"(studylib.mup); got arch {self.arch!r}; accepted: arch {' or '.join(MUP_ARCHS)}, "
+                              f"or parameterization ntk/standard with gamma0 = 1")
+        if self.parameterization == "standard" and self.gamma0 != 1.0:
+            raise ConfigError(f"model.gamma0: {self.gamma0!r} is defined for ntk and mup; accepted with "
+                              "parameterization standard: 1")
         if self.arch == "cnn" and self.options.get("readout", CNN_READOUTS[0]) not in CNN_READOUTS:
             raise ConfigError(f"model.options.readout: unknown value {self.options['readout']!r}; accepted: "
                               f"{', '.join(CNN_READOUTS)}")
 
+    @property
+    def rich(self) -> bool:
+        """Whether the net is :mod:`studylib.mup`'s γ-model (NT's 'ntk' net with its output ÷ γ, trained centred at
+        the learning rate × γ²): 'mup', or 'ntk' with ``gamma0`` != 1."""
+        return self.parameterization == "mup" or (self.parameterization == "ntk" and self.gamma0 != 1.0)
+
+    def gamma(self, width: int) -> float:
+        """γ at ``width`` (:func:`studylib.mup.gamma`; 1 for a net that is not :attr:`rich`)."""
+        if not self.rich:
+            return 1.0
+        from studylib import mup
+
+        return mup.gamma(width, parameterization=self.parameterization, gamma0=self.gamma0,
+                         base_width=self.base_width)
+
     def __hash__(self):
         return hash((self.arch, self.depth, self.activation, self.W_std, self.b_std, self.parameterization,
-                     tuple(sorted((k, repr(v)) for k, v in self.options.items()))))
+                     self.gamma0, self.base_width, tuple(sorted((k, repr(v)) for k, v in self.options.items()))))
 
 
 
@@ -211,7 +245,26 @@ def _same_dtype(layer):
     return init_fn, apply, kernel_fn
 
 
+def key_dict(model: dict) -> dict:
+    """``dataclasses.asdict`` of a ModelConfig without the :data:`RICHNESS_DEFAULTS` fields while they change
+    nothing (the net is not rich: ntk/standard with gamma0 1, whatever base_width), so that the cells and
+    config records of such runs keep the keys they had before those fields existed."""
+    if model.get("parameterization") == "mup" or model.get("gamma0", 1.0) != 1.0:
+        return model
+    return {k: v for k, v in model.items() if k not in RICHNESS_DEFAULTS}
+
+
+def _rich_fc(width: int, cfg: ModelConfig, activation: str, out_dim: int) -> Network:
+    from studylib import mup
+
+    return mup.fully_connected(width, depth=cfg.depth, activation=activation, W_std=cfg.W_std, b_std=cfg.b_std,
+                               out_dim=out_dim, parameterization=cfg.parameterization, gamma0=cfg.gamma0,
+                               base_width=cfg.base_width)
+
+
 def _fc_from_config(width: int, cfg: ModelConfig, *, out_dim: int = 1) -> Network:
+    if cfg.rich:
+        return _rich_fc(width, cfg, cfg.activation, out_dim)
     return fully_connected(
         width,
         depth=cfg.depth,
@@ -224,6 +277,8 @@ def _fc_from_config(width: int, cfg: ModelConfig, *, out_dim: int = 1) -> Networ
 
 
 def _erf_fc_from_config(width: int, cfg: ModelConfig, *, out_dim: int = 1) -> Network:
+    if cfg.rich:
+        return _rich_fc(width, cfg, "erf", out_dim)
     return fully_connected(width, depth=cfg.depth, activation="erf", W_std=cfg.W_std, b_std=cfg.b_std,
                            parameterization=cfg.parameterization, out_dim=out_dim)
 

@@ -70,11 +70,22 @@ STARTUP_SECONDS = 3.0
 CELL_FORMAT = 2
 
 
+def _asdict(cfg) -> dict:
+    """``dataclasses.asdict(cfg)`` with its ``model`` through :func:`studylib.models.key_dict` (fields that
+    change nothing at their defaults left out, so older runs keep their keys and records)."""
+    from studylib.models import key_dict
+
+    d = dataclasses.asdict(cfg)
+    if isinstance(d.get("model"), dict):
+        d["model"] = key_dict(d["model"])
+    return d
+
+
 def key_config(study, cfg) -> dict:
     """The part of ``cfg`` that a cell's numbers depend on."""
     if hasattr(study, "key_config"):
         return study.key_config(cfg)
-    d = dataclasses.asdict(cfg)
+    d = _asdict(cfg)
     for f in getattr(study, "SWEEP_FIELDS", ()):
         d.pop(f, None)
     return d
@@ -121,7 +132,7 @@ def cell_path(cells_dir: Path, study, cfg, cell: Cell, *, inputs: dict[str, str]
 def config_record(cfg, inputs: dict[str, str]) -> dict:
     """What ``config.json`` holds: the config and, when there are any, its :func:`input_fingerprints`
     (key ``input_fingerprints``; absent otherwise, so the file of a plain run is unchanged)."""
-    record = dataclasses.asdict(cfg)
+    record = _asdict(cfg)
     if inputs:
         record["input_fingerprints"] = dict(inputs)
     return record

@@ -87,9 +87,13 @@ def mlp(model_cfg, width: int, *, in_dim: int = 1, out_dim: int = 1) -> MLP:
     :class:`studylib.models.ModelConfig`: depth, activation, W_std, b_std, parameterization) at
     hidden width ``width`` as an :class:`MLP` -- the same network, so no defaults of its own."""
     sizes = (in_dim,) + (width,) * model_cfg.depth + (out_dim,)
-    if model_cfg.parameterization == "ntk":
+    if model_cfg.parameterization in ("ntk", "mup"):
+        # mup (and ntk with gamma0 != 1): NT's 'ntk' net with its readout / gamma (studylib.mup)
+        g = model_cfg.gamma(width)
         ws = tuple(model_cfg.W_std / math.sqrt(n) for n in sizes[:-1])
         bs = (model_cfg.b_std,) * (len(sizes) - 1)
+        if g != 1.0:
+            ws, bs = (*ws[:-1], ws[-1] / g), (*bs[:-1], bs[-1] / g)
     elif model_cfg.parameterization == "standard":
         ws = (1.0,) * (len(sizes) - 1)
         bs = (1.0,) * (len(sizes) - 1)

@@ -459,7 +459,7 @@ def predicted_curves(delta: np.ndarray, n: int, data) -> dict[str, np.ndarray]:
 
 
 def learning_schedule(cfg: CompareConfig, lr_critical_inf: float, lr_critical_emp: np.ndarray,
-                      lr: float | None = None) -> tuple[float, np.ndarray]:
+                      lr: float | None = None, *, lr_scale: float = 1.0) -> tuple[float, np.ndarray]:
     """The learning rate of one width and its checkpoint steps (T,), increasing from 0 (time = lr x steps).
 
     ``lr_rule='analytic'``: ``cfg.lr``, else lr_fraction x 2Nk/lambda_max(Theta) (``lr_critical_inf``), at
@@ -469,11 +469,12 @@ def learning_schedule(cfg: CompareConfig, lr_critical_inf: float, lr_critical_em
     or ``lr``, a rate chosen for the width from all its seeds when they run in chunks) gives
     n = ceil(T / eta_0) steps at eta = T / n <= eta_0, so every width ends at time T exactly; its
     checkpoints are the analytic rule's at the same fractions of T, rounded to its own steps (equal
-    times to within half a step; the results keep each width's ``times``)."""
+    times to within half a step; the results keep each width's ``times``). ``lr_scale``: the factor on a
+    given ``cfg.lr`` (γ² of :mod:`studylib.mup`'s γ-model, whose kernels, and so critical rates, carry it)."""
     from studylib import training
 
     ref = training.checkpoint_steps(cfg.steps, cfg.n_checkpoints)
-    base = cfg.lr if cfg.lr is not None else cfg.lr_fraction * lr_critical_inf
+    base = cfg.lr * lr_scale if cfg.lr is not None else cfg.lr_fraction * lr_critical_inf
     if cfg.lr_rule == "analytic":
         return base, ref
     total = base * cfg.steps
@@ -638,7 +639,8 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     with timing.phase("eigh", width):
         k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
         lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
-        lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr)
+        gamma = cfg.model.gamma(width)  # 1 but for studylib.mup's gamma-model (mup, or gamma0 != 1)
+        lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr, lr_scale=gamma**2)
     above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
     if above and log is not None:  # before training: the linearized model of these seeds will diverge
         log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2Nk/lambda_max(K_0) of "
@@ -706,8 +708,11 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         result = {
             "width": width,
             "steps": steps,
-            "times": lr * np.asarray(steps, np.float64),  # absolute time lr x t of each checkpoint
+            # absolute time lr x t of each checkpoint; the gamma-model's in the NTK net's units, lr / gamma^2
+            # (its kernel is the NTK net's / gamma^2: the same eta Theta and closed forms at every width)
+            "times": lr / gamma**2 * np.asarray(steps, np.float64),
             "learning_rate": lr,
+            "gamma": gamma,
             "lr_rule": cfg.lr_rule,
             "centred": centred,
             "lr_critical_inf": lr_critical_inf,
@@ -737,7 +742,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
 
 
 #: run_width outputs that are the same for every seed (the rest have a leading seed axis).
-SHARED_KEYS = ("width", "steps", "times", "lr_rule", "centred",
+SHARED_KEYS = ("width", "steps", "times", "gamma", "lr_rule", "centred",
                "learning_rate", "lr_critical_inf", "theta_lambda_min", "theta_lambda_max",
                "quad_trained", "weight_layers", "theta_eigenvalues", "theta_train")
 
@@ -984,19 +989,27 @@ WIDTH_FREE_KERNELS = ("fc", "erf_fc", "res_fc", "cnn")
 def shared_analytic(cfg: CompareConfig, width: int, ctx: Context) -> tuple[np.ndarray, np.ndarray] | None:
     """(Theta(X, X), Theta(x_test, X)) computed once per run and kept in ``ctx.shared`` where the analytic
     kernel is width independent (registered architectures, NTK parameterization: NT's ``kernel_fn`` is
-    the same at every width); None otherwise (each width computes its own)."""
-    if cfg.model.arch not in WIDTH_FREE_KERNELS or cfg.model.parameterization != "ntk" or ctx.shared is None:
+    the same at every width; :mod:`studylib.mup`'s γ-model: that kernel / γ², γ of the width); None otherwise
+    (each width computes its own)."""
+    model = cfg.model
+    if model.arch not in WIDTH_FREE_KERNELS or model.parameterization not in ("ntk", "mup") or ctx.shared is None:
         return None
     if "analytic" not in ctx.shared:
+        import dataclasses
+
         import jax.numpy as jnp
 
         from studylib import models
 
         dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
-        net = models.build(cfg.model, width, out_dim=ctx.dataset.y_train.shape[1])
+        ntk = dataclasses.replace(model, parameterization="ntk", gamma0=1.0)
+        net = models.build(ntk, width, out_dim=ctx.dataset.y_train.shape[1])
         ctx.shared["analytic"] = analytic_kernels(net.kernel_fn, jnp.asarray(ctx.dataset.x_train, dtype),
                                                   jnp.asarray(ctx.dataset.x_test, dtype))
-    return ctx.shared["analytic"]
+    if not model.rich:
+        return ctx.shared["analytic"]
+    g2 = model.gamma(width) ** 2
+    return tuple(k / g2 for k in ctx.shared["analytic"])
 
 
 def notes(cfg: CompareConfig, cell: Cell, res: dict) -> list[str]:

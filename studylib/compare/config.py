@@ -243,7 +243,7 @@ class CompareConfig:
     def centred(self) -> bool:
         """Whether this run trains and measures f(theta) - f(theta_0) (``centre`` resolved for the data's
         targets: :func:`studylib.centring.resolve`)."""
-        return centring.resolve(self.centre, self.data.targets)
+        return centring.resolve(self.centre, self.data.targets, rich=self.model.rich)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},

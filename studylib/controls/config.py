@@ -106,7 +106,7 @@ class ControlsConfig:
         """Whether the closing control trains f(theta) - f(theta_0) (``centre`` resolved for the data's
         targets, :func:`studylib.centring.resolve`); the lazy control's model alpha (f - f(theta_0)) is
         centred by construction whatever this says."""
-        return centring.resolve(self.centre, self.data.targets)
+        return centring.resolve(self.centre, self.data.targets, rich=self.model.rich)
 
 
 Config = ControlsConfig

@@ -210,7 +210,7 @@ class RegimesConfig:
     def centred(self) -> bool:
         """Whether every cell trains and measures f(theta) - f(theta_0) (``centre`` resolved for the data's
         targets, :func:`studylib.centring.resolve`); option 'centred' is then the same model as 'plain'."""
-        return centring.resolve(self.centre, self.data.targets)
+        return centring.resolve(self.centre, self.data.targets, rich=self.model.rich)
 
     def base(self) -> dict[str, Any]:
         return {"lr_fraction": self.lr_fraction, "depth": self.model.depth, "x_range": self.data.train_range,
