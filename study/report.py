@@ -3,6 +3,7 @@
     python -m study.report                          # the default results folders that exist
     python -m study.report results/compare --out figures/REPORT.md
     python -m study.report --latex                  # also figures/REPORT_tables.tex (booktabs)
+    python -m study.report --update results/compare_mup   # replace or add one section, keep the others
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ def main(argv=None) -> None:
                    help="also write the report's tables as LaTeX (booktabs) to --latex-out")
     p.add_argument("--latex-out", default=None, metavar="PATH",
                    help="LaTeX tables path (implies --latex; default: <report stem>_tables.tex beside the report)")
+    p.add_argument("--update", action="store_true",
+                   help="keep the existing report's sections of other folders as they are; replace or append the "
+                        "sections of the folders given")
     args = p.parse_args(argv)
     from studylib import figures, report
 
@@ -30,7 +34,7 @@ def main(argv=None) -> None:
     try:
         latex = args.latex_out or (Path(args.out).with_name(Path(args.out).stem + "_tables.tex")
                                    if args.latex else None)
-        print(report.write_report(folders, args.out, latex_path=latex))
+        print(report.write_report(folders, args.out, latex_path=latex, update=args.update))
         if latex is not None:
             print(latex)
     except (FileNotFoundError, ValueError) as e:

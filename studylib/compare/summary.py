@@ -6,13 +6,17 @@ import dataclasses
 
 import numpy as np
 
+from studylib import afterkernel, runner
 from studylib import metrics as M
-from studylib import runner
 from studylib.compare.config import REFERENCE_RATES, CompareConfig
 from studylib.runner import Cell, Context
 
 #: Final-time gaps in the summary's ``metrics`` (besides every curve's name).
 SCALARS_PER_SEED = ("ntk_init_error", "lr_critical_emp", "k0_lambda_min", "k0_lambda_max")
+#: Per-seed scalars of the after kernel (:func:`studylib.afterkernel.compare_rows`); ``after_accuracy_from``
+#: only with classes. A cell stored before these existed lacks them: NaN.
+AFTER_SCALARS = ("kernel_alignment_k0", "kernel_alignment_theta", "after_vs_net_rmse_k0", "after_rmse_ratio",
+                 "after_explains_from", "after_accuracy_from")
 #: Gaps also summarised over time: ``<gap>[_region]_sup`` (max over checkpoints, the quantity Lee et
 #: al. 2019 Thm 2.1 bounds) and ``<gap>[_region]_early`` (at the first checkpoint at or after EARLY_STEP).
 TIME_SUMMARISED = ("rmse_net_vs_lin", "rmse_net_vs_quad")
@@ -50,11 +54,57 @@ def _final_per_seed(results: list[dict]) -> dict[str, np.ndarray]:
             out[name] = vals
     for name in SCALARS_PER_SEED:
         out[name] = np.stack([np.asarray(r[name], np.float64) for r in results])
+    out |= _after_scalars(results)
+    out["rmse_net_vs_next_width"] = next_width_gap(results)
     for name in [n for n in out if n.startswith("gap_predicted")]:  # measured / predicted, per region
         with np.errstate(invalid="ignore", divide="ignore"):
             measured = out[name.replace("gap_predicted", "rmse_net_vs_lin")]
             out[name.replace("gap_predicted", "gap_ratio")] = measured / out[name]
     return out | _time_summaries(results)
+
+
+def _after_scalars(results: list[dict]) -> dict[str, np.ndarray]:
+    """(W, S) of each :data:`AFTER_SCALARS` that some width has (NaN for a width whose stored cell lacks it)."""
+    out = {}
+    for name in AFTER_SCALARS:
+        if any(name in r for r in results):
+            out[name] = np.stack([np.asarray(r.get(name, np.full(len(r["k0_lambda_min"]), np.nan)), np.float64)
+                                  for r in results])
+    return out
+
+
+def _after_filled(results: list[dict]) -> list[dict]:
+    """The results with the after-kernel curves and test predictions that another width has filled in as NaN
+    where a width's cell was stored before they existed (a re-run reusing older cells); the rest as they are."""
+    names = {n for r in results for n in r["curves"] if n.startswith(("kernel_", "after_"))}
+    out = []
+    for r in results:
+        missing = names - r["curves"].keys()
+        has_pred = any("after" in q["predictions_test"] for q in results)
+        if not missing and (not has_pred or "after" in r["predictions_test"]):
+            out.append(r)
+            continue
+        shape = r["curves"]["loss_net"].shape  # (S, T)
+        r = dict(r, curves=r["curves"] | {n: np.full(shape, np.nan) for n in missing})
+        if has_pred and "after" not in r["predictions_test"]:
+            net = r["predictions_test"]["net"]
+            r["predictions_test"] = r["predictions_test"] | {"after": np.full(net.shape, np.nan, net.dtype)}
+        out.append(r)
+    return out
+
+
+def next_width_gap(results: list[dict]) -> np.ndarray:
+    """(W, S): RMS over the test points (and outputs) of f_n(x*) - f_n'(x*) at the final checkpoint, seed by seed,
+    between each width n and the next width n' of the sweep (NaN for the widest): how far the trained network
+    still moves when the width grows, whichever limit it converges to (the kernel regression of the NTK, or
+    mu-P's feature-learning limit: Yang & Hu 2021). Seeds of two widths are independent draws, so it includes
+    the spread of f_n around its limit."""
+    nets = [np.asarray(r["predictions_test"]["net"][:, -1], np.float64) for r in results]  # (S, M[, k]) each
+    out = np.full((len(results), nets[0].shape[0]), np.nan)
+    for i in range(len(nets) - 1):
+        d = (nets[i] - nets[i + 1]).reshape(nets[i].shape[0], -1)
+        out[i] = np.sqrt(np.mean(d**2, axis=-1))
+    return out
 
 
 def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: Context, *,
@@ -63,6 +113,7 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
     from studylib import results as R
 
     dataset = ctx.dataset
+    results = _after_filled(results)
     widths = np.array([r["width"] for r in results])
     finals = _final_per_seed(results)
     summary_metrics = {}
@@ -111,6 +162,28 @@ def summarise(cfg: CompareConfig, cells: list[Cell], results: list[dict], ctx: C
             "rmse_regions": "no suffix: test grid on [-test_range, test_range]; _train: training inputs; "
                             "_interp: |x| <= train_range; _extrap: |x| > train_range",
             "metrics": "final checkpoint; mean/std over seeds that did not diverge",
+            "rmse_net_vs_next_width": "RMS over test points of f_n - f_n' at the final checkpoint, n' the next width "
+                                      "of the sweep, seed s against seed s (NaN at the widest)",
+            "after_kernel": "the empirical NTK along training (studylib.afterkernel; Fort et al. 2020, Long 2021): "
+                            "kernel_alignment = centred kernel-target alignment A(K_t, Y Y^T) = <HKH, HYY^TH>_F / "
+                            "(||HKH||_F ||HYY^TH||_F) of the traced kernel on the first kernel_points training "
+                            "inputs, every checkpoint; kernel_velocity = ||K_j - K_{j-1}||_F / ||K_{j-1}||_F / "
+                            "(t_j - t_{j-1}) on the same inputs, per unit time lr x steps (entry j: the interval "
+                            "ending at checkpoint j); kernel_alignment_k0 / _theta: K_0 / Theta on all N. At step 0 "
+                            "and every checkpoint at or after "
+                            f"{afterkernel.AFTER_FROM:g} x the run's time (else NaN) the traced K_t on all N and "
+                            "test-train gives after_alignment and the kernel regression f_0(x*) + K_t(x*, X) "
+                            "K_t^+ (Y - f_0(X)) (f_0 = 0 when centred; the t = infinity limit of the linear model "
+                            "with K_t; pinv dropping eigenvalues <= N eps lambda_max): after_vs_net_rmse = its RMSE "
+                            "to the final trained network's test outputs (K_0: after_vs_net_rmse_k0; "
+                            "after_rmse_ratio = K_T's / K_0's), after_test_loss/_rmse/_accuracy against the test "
+                            "targets, after_agreement_with_net = same predicted class as the final network; "
+                            "after_explains_from = the first fraction t/T from which K_t's RMSE to the network stays "
+                            f"<= {afterkernel.RMSE_TOL:g} x K_0's (90% of K_0's distance gone), "
+                            "after_accuracy_from = from which its test accuracy stays within "
+                            f"{afterkernel.ACCURACY_TOL:g} of the network's; per seed NaN = never, not even K_T (e.g. "
+                            "a network not trained to convergence, which the t = infinity regression is), the mean "
+                            "over the seeds that reach it",
             "gap_predicted": "first-order prediction of rmse_net_vs_lin from theta_0 alone (studylib.perturb, "
                              "docs/crossover.md), same regions and units; gap_ratio = measured / predicted; NaN "
                              "with k > 1 outputs or more than 64 training inputs",
