@@ -257,9 +257,9 @@ def key_dict(model: dict) -> dict:
 def _rich_fc(width: int, cfg: ModelConfig, activation: str, out_dim: int) -> Network:
     from studylib import mup
 
-    return mup.fully_connected(width, depth=cfg.depth, activation=activation, W_std=cfg.W_std, b_std=cfg.b_std,
-                               out_dim=out_dim, parameterization=cfg.parameterization, gamma0=cfg.gamma0,
-                               base_width=cfg.base_width)
+    return Network(*mup.fully_connected(width, depth=cfg.depth, activation=activation, W_std=cfg.W_std,
+                                        b_std=cfg.b_std, out_dim=out_dim, parameterization=cfg.parameterization,
+                                        gamma0=cfg.gamma0, base_width=cfg.base_width))
 
 
 def _fc_from_config(width: int, cfg: ModelConfig, *, out_dim: int = 1) -> Network:

@@ -59,7 +59,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from studylib.config import ConfigError, integer, number, one_of, validate
 from studylib.flags import option
@@ -77,6 +77,14 @@ EXPONENTS: dict[str, dict[str, tuple[float, float, float]]] = {
 }
 #: Base width n₀ by default (the narrowest width of the studies' sweeps).
 BASE_WIDTH = 64
+
+
+class Net(NamedTuple):
+    """NT's triple of a stax net (the fields of :class:`studylib.models.Network`)."""
+
+    init_fn: Callable[..., Any]
+    apply_fn: Callable[..., Any]
+    kernel_fn: Callable[..., Any]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,15 +142,18 @@ def fully_connected_layers(width: int, *, depth: int = 5, activation: str = "rel
                            gamma0: float = 1.0, base_width: int = BASE_WIDTH) -> list:
     """The stax layers of :func:`fully_connected`: [Dense, activation] x ``depth`` then a Dense readout, all
     NT 'ntk' Dense layers with W_std / b_std times :func:`layer_scales`' factors."""
-    from studylib.models import activation_layer
     from studylib.nt import stax
+
+    activations = {"relu": stax.Relu, "erf": stax.Erf}  # studylib.models' (this module does not import it)
+    if activation not in activations:
+        raise ConfigError(f"model.activation: unknown value {activation!r}; accepted: {', '.join(activations)}")
 
     s = layer_scales(width, parameterization=parameterization, gamma0=gamma0, base_width=base_width)
     layers = []
     for i in range(depth):
         w_role = "input" if i == 0 else "hidden"
         layers += [stax.Dense(width, W_std=W_std * s[w_role][0], b_std=b_std * s["hidden_bias"][0],
-                              parameterization="ntk"), activation_layer(activation)]
+                              parameterization="ntk"), activations[activation]()]
     layers.append(stax.Dense(out_dim, W_std=W_std * s["readout"][0], b_std=b_std * s["readout_bias"][0],
                              parameterization="ntk"))
     return layers
@@ -153,11 +164,11 @@ def fully_connected(width: int, **kwargs: Any):
     from the same key) in the parameterization ``parameterization`` with richness ``gamma0`` at base width
     ``base_width`` (keywords of :func:`fully_connected_layers`). Train it with the learning rate times
     :func:`lr_scales` and centred (:func:`studylib.centring.centred_apply`); with 'ntk' and γ₀ = 1 it is
-    ``models.fully_connected(..., parameterization='ntk')``. Returns a :class:`studylib.models.Network`."""
-    from studylib.models import Network
+    ``models.fully_connected(..., parameterization='ntk')``. Returns a :class:`Net` (init_fn, apply_fn,
+    kernel_fn), the fields of :class:`studylib.models.Network`, which this module does not import."""
     from studylib.nt import stax
 
-    return Network(*stax.serial(*fully_connected_layers(width, **kwargs)))
+    return Net(*stax.serial(*fully_connected_layers(width, **kwargs)))
 
 
 def dense_roles(params: Sequence[Any]) -> list[tuple[str, str] | None]:
@@ -247,11 +258,10 @@ def base_learning_rate(x, *, out_dim: int = 1, lr_fraction: float = 0.5, depth: 
     import numpy as np
 
     from studylib import kernels
-    from studylib.models import fully_connected as ntk_net
 
-    net = ntk_net(8, depth=depth, activation=activation, W_std=W_std, b_std=b_std, parameterization="ntk",
-                  out_dim=out_dim)
-    theta = np.asarray(kernels.analytic(net.kernel_fn, x, None), np.float64)
+    kernel_fn = fully_connected(8, depth=depth, activation=activation, W_std=W_std, b_std=b_std, out_dim=out_dim,
+                                parameterization="ntk", gamma0=1.0)[2]  # models.fully_connected's 'ntk' net
+    theta = np.asarray(kernels.analytic(kernel_fn, x, None), np.float64)
     return lr_fraction * float(kernels.critical_learning_rate(theta, outputs=out_dim))
 
 
