@@ -16,6 +16,12 @@ f's gradients, so the same kernel and critical rate) and its linearization J_0 (
 from 0 (the closed form with f_0 = 0 and each seed's K_0). The lazy cells' model is centred whatever
 ``centre`` says.
 
+μP and the richness knob (``--parameterization mup``, ``--gamma0``): ``models.build`` gives
+:mod:`studylib.mup`'s gamma-model (NT's 'ntk' net with its output / gamma), whose analytic and empirical
+kernels are the NTK net's / gamma^2, so :func:`learning_rate` gives the NTK net's rate x gamma^2 and the
+linearizations are the gamma-model's own; the closing control is centred under ``--centre auto``; the gates
+come from :func:`studylib.sgd.mlp` (readout / gamma, gates unchanged). Results record ``gamma``.
+
 Both record, at every checkpoint, the fraction of activation gates (signs of the pre-activations
 of each hidden layer) that differ from theta_0's (:mod:`studylib.gates`), on the training inputs
 (and for the lazy cells on the test grid).
@@ -172,7 +178,7 @@ def run_lazy(cfg: ControlsConfig, activation: str, width: int, data, seeds: list
         "gate_flips_test": shape(rec["flips_test"]),
     }
     return {"control": "lazy", "activation": activation, "width": width, "alphas": alphas, "steps": steps,
-            "learning_rate": lr, "diverged_step": shape(bad), "curves": curves,
+            "learning_rate": lr, "gamma": model_cfg.gamma(width), "diverged_step": shape(bad), "curves": curves,
             "pred_test": g_test[..., 0], "pred_lin_test": lin_test[..., 0]}
 
 
@@ -215,6 +221,7 @@ def run_closing(cfg: ControlsConfig, width: int, seeds: list[int], progress: Cal
         "gate_flips_train": rec["flips_train"],
     }
     return {"control": "closing", "width": width, "centred": centred, "steps": steps, "learning_rate": lr,
+            "gamma": model_cfg.gamma(width),
             "lr_critical_emp": kernels.critical_learning_rate(k_tt), "diverged_step": bad, "curves": curves,
             "pred_test": rec["f_test"][..., 0], "pred_lin_test": lin_test[..., 0]}
 

@@ -159,6 +159,7 @@ def key_config(cfg: ControlsConfig) -> dict[str, Any]:
     and the data. The alphas (lazy cells) and the closing setting (closing cells) are in the cells'
     specs, so changing one control's axes leaves the other control's stored cells valid."""
     d = dataclasses.asdict(cfg)
+    d["model"] = models.key_dict(d["model"])  # gamma0 / base_width only where they change the net
     for f in (*SWEEP_FIELDS, "alphas", *CLOSING_FIELDS, "centre"):  # centring: in the closing cells' specs
         d.pop(f, None)
     return d

@@ -22,8 +22,9 @@ def _fit_title(fit: dict, var: str) -> str:
         return "fit: n/a"
     lo, hi = fit["ci95"]
     verdict = {True: "yes", False: "no", None: "n/a"}[fit.get("theory_in_ci95")]
+    expected = " (μP: expected no)" if "mup" in fit else ""  # studylib.controls.summary.MUP_CLOSING_EXPECTED
     return (f"{fit['slope']:+.2f} [{lo:+.2f}, {hi:+.2f}] vs {var}^{fit['reference']['slope']:g}: "
-            f"in CI {verdict}")
+            f"in CI {verdict}{expected}")
 
 
 def _loglog_fit_line(ax, x, fit, **kw) -> None:
@@ -124,7 +125,8 @@ def closing_gap_vs_width(summary: dict, stem) -> list[Path]:
     r = s.get("test_range", float("nan"))
     fig.suptitle(f"Closing control: x in [-{s['x_range']:g}, {s['x_range']:g}] (test grid [-{r:g}, {r:g}]), "
                  f"depth {s['depth']}, "
-                 f"b_std {s['b_std']:g}, {s['activation']}{'; centred: f(θ) − f(θ₀)' if s.get('centred') else ''}")
+                 f"b_std {s['b_std']:g}, {s['activation']}{'; centred: f(θ) − f(θ₀)' if s.get('centred') else ''}"
+                 + ("; μP: the gap is not expected to close at n^-1/2" if s.get("parameterization") == "mup" else ""))
     fig.tight_layout()
     return style.save(fig, stem)
 

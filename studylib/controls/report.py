@@ -48,8 +48,34 @@ def closing_rows(summary: dict) -> list[list[str]]:
                 "rmse_net_vs_lin_train"):
         fit = c["slopes"][key]
         fw = fit["fit_widths"]
-        rows.append([key, _ci(fit), f"{fw[0]}…{fw[-1]} ({len(fw)})", "n^-1/2", _verdict(fit)])
+        row = [key, _ci(fit), f"{fw[0]}…{fw[-1]} ({len(fw)})", "n^-1/2", _verdict(fit)]
+        if "mup" in fit:  # μP: the NTK rate is expected outside the interval, the gap not closing at it
+            v = fit["mup"]["as_expected"]
+            row[-1] += " (μP: expected no)"
+            row.append("n/a" if v is None else ("yes" if v else "no"))
+        rows.append(row)
     return rows
+
+
+def closing_head(summary: dict) -> list[str]:
+    """:data:`CLOSING_HEAD`, with μP's column when the fits carry its verdict."""
+    c = summary.get("closing") or {}
+    mup = any("mup" in f for f in c.get("slopes", {}).values())
+    return CLOSING_HEAD + (["as μP expects (CI above -1/2)"] if mup else [])
+
+
+def mup_text(summary: dict) -> str:
+    """Under μP, what the closing control's verdict means (empty otherwise)."""
+    c = summary.get("closing") or {}
+    if c.get("setting", {}).get("parameterization") != "mup":
+        return ""
+    s = c["setting"]
+    return (f"μP (base width {s['base_width']}, γ₀ = {fmt(s['gamma0'])}; γ = γ₀ √(n/n₀): "
+            f"{', '.join(fmt(g, 3) for g in s['gamma'])}): the network learns features at every width and tends to "
+            "the μP limit, not to its linearization (which is the NTK net's in function space), so the gap is expected "
+            "not to close at n^-1/2 (it tends to a constant). 'no' in the theory's column is μP behaving as μP -- the "
+            "regime where the theory is meant to fail -- not a failure of the apparatus; the last column says "
+            "whether the whole 95% interval lies above -1/2.")
 
 
 def closing_values(summary: dict) -> str:
@@ -102,7 +128,9 @@ def format_table(summary: dict) -> str:
         parts += ["", f"closing control: x_range {fmt(s['x_range'])}, test grid on [-{fmt(s.get('test_range'))}, "
                   f"{fmt(s.get('test_range'))}], depth {s['depth']}, b_std {fmt(s['b_std'])}, "
                   f"{s['activation']}, {centring_text(s)}; early = step {c['early_step']}",
-                  _console(CLOSING_HEAD, closing_rows(summary))]
+                  _console(closing_head(summary), closing_rows(summary))]
+        if mup_text(summary):
+            parts.append(mup_text(summary))
     return "\n".join(parts)
 
 
@@ -126,12 +154,14 @@ def section(summary: dict, figs: list[Path], report_dir: Path) -> str:
     if summary.get("closing"):
         c = summary["closing"]
         s = c["setting"]
-        parts += ["\n### A width sweep that closes the gap\n",
+        title = "A width sweep that closes the gap" + (" (under μP: that does not)" if mup_text(summary) else "")
+        parts += [f"\n### {title}\n",
                   f"Inputs on [−{fmt(s['x_range'])}, {fmt(s['x_range'])}] (test grid on [−{fmt(s.get('test_range'))}, "
                   f"{fmt(s.get('test_range'))}]), depth {s['depth']}, b_std = "
                   f"{fmt(s['b_std'])}, {s['activation']}; network and linearization trained as in `study.compare`, "
                   f"{centring_text(s)}; "
                   f"early = step {c['early_step']}.\n",
-                  table(CLOSING_HEAD, closing_rows(summary)), "", closing_values(summary)]
+                  table(closing_head(summary), closing_rows(summary)), "",
+                  *([mup_text(summary), ""] if mup_text(summary) else []), closing_values(summary)]
     parts += ["", figure_links(figs, report_dir)]
     return "\n".join(parts)

@@ -18,6 +18,14 @@ LAZY_REFERENCE = (-1.0, "Chizat, Oyallon & Bach 2019: ||g_alpha - g_lin|| = O(1/
 FLIPS_REFERENCE = (-1.0, "not published: a gate flips when its pre-activation crosses 0; with a finite density of "
                          "pre-activations at 0 the flipped fraction is proportional to the displacement ~ 1/alpha")
 CLOSING_REFERENCE = (-0.5, "Lee et al. 2019 Thm 2.1: sup_t ||f_t - f_t^lin|| = O(n^-1/2)")
+#: What the closing control expects under muP (--parameterization mup): a gap that does not close at the NTK
+#: rate. The gamma-model's linearization is the NTK net's in function space (kernel / gamma^2 at rate x gamma^2),
+#: while the network tends to the muP limit, which learns features (Yang & Hu 2021): the gap tends to a constant.
+#: To first order it is gamma times the NTK net's (Chizat's 1/alpha; tests/test_regimes_mup.py), gamma =
+#: gamma_0 sqrt(n/n_0): O(sqrt n) x O(n^-1/2) = O(1). Verdict: the whole 95% interval above -1/2.
+MUP_CLOSING_EXPECTED = ("muP (Yang & Hu 2021): the network learns features at every width and tends to the muP "
+                        "limit, not to its linearization (the NTK limit): the gap does not close at n^-1/2 (tends to "
+                        "a constant); as expected when the whole 95% interval of the slope lies above -1/2")
 #: Gaps fitted (final step, sup over checkpoints) and the early step of the closing control.
 LAZY_GAPS = ("gap", "gap_train", "gap_interp")
 CLOSING_GAPS = ("rmse_net_vs_lin", "rmse_net_vs_lin_train", "rmse_net_vs_lin_interp")
@@ -46,6 +54,8 @@ def lazy_summary(cfg: ControlsConfig, results: list[dict]) -> list[dict]:
         entry = {"activation": r["activation"], "width": r["width"], "alphas": alphas,
                  "learning_rate": r["learning_rate"], "diverged_step": r["diverged_step"], "metrics": {},
                  "slopes": {}}
+        if cfg.model.rich:  # studylib.mup's gamma-model (only then: other summaries are unchanged)
+            entry["gamma"] = r["gamma"]
         c = r["curves"]
         for name in LAZY_GAPS:
             for kind, vals in (("final", c[name][..., -1]), ("sup", M.sup_over_time(c[name]))):
@@ -71,7 +81,11 @@ def lazy_summary(cfg: ControlsConfig, results: list[dict]) -> list[dict]:
 
 
 def closing_summary(cfg: ControlsConfig, results: list[dict]) -> dict:
-    """The closing control's gap vs width (final, sup, early) with fitted rates and verdicts."""
+    """The closing control's gap vs width (final, sup, early) with fitted rates and verdicts. Under μP each fit
+    also carries ``mup``: what μP expects (:data:`MUP_CLOSING_EXPECTED`: the NTK rate's verdict 'no', the gap
+    falling slower than n^-1/2 or not at all) and ``as_expected`` (the interval's lower end above -1/2), so that
+    μP behaving as μP does not read as a failure of the apparatus."""
+    mup = cfg.model.parameterization == "mup"
     widths = np.array([r["width"] for r in results])
     steps = results[0]["steps"]
     early = M.first_checkpoint_at(steps, EARLY_STEP)
@@ -85,13 +99,20 @@ def closing_summary(cfg: ControlsConfig, results: list[dict]) -> dict:
             mean, std = M.nanmean_std(vals, axis=1)
             metrics[name + suffix] = {"mean": mean, "std": std, "per_seed": vals}
             if name in CLOSING_GAPS:
-                slopes[name + suffix] = with_verdict(M.fit_rate(widths, vals), CLOSING_REFERENCE)
+                fit = with_verdict(M.fit_rate(widths, vals), CLOSING_REFERENCE)
+                if mup:
+                    lo = fit["ci95"][0]
+                    fit["mup"] = {"expected": MUP_CLOSING_EXPECTED,
+                                  "as_expected": None if lo is None else bool(lo > CLOSING_REFERENCE[0])}
+                slopes[name + suffix] = fit
     flips = np.stack([r["curves"]["gate_flips_train"][:, -1] for r in results])  # (W, S, L)
     metrics["gate_flips_train"] = {"mean": M.nanmean_std(flips, axis=1)[0], "per_seed": flips}
-    return {"widths": widths, "setting": {"x_range": cfg.closing_x_range, "test_range": cfg.closing_test_range,
-                                          "depth": cfg.closing_depth,
-                                          "b_std": cfg.closing_b_std, "activation": cfg.model.activation,
-                                          "centred": cfg.centred},
+    setting = {"x_range": cfg.closing_x_range, "test_range": cfg.closing_test_range, "depth": cfg.closing_depth,
+               "b_std": cfg.closing_b_std, "activation": cfg.model.activation, "centred": cfg.centred}
+    if cfg.model.rich:  # only then: the summaries of other runs are unchanged
+        setting |= {"parameterization": cfg.model.parameterization, "gamma0": cfg.model.gamma0,
+                    "base_width": cfg.model.base_width, "gamma": [r["gamma"] for r in results]}
+    return {"widths": widths, "setting": setting,
             "early_step": int(steps[early]), "learning_rate": [r["learning_rate"] for r in results],
             "lr_over_critical_emp": [r["learning_rate"] / np.asarray(r["lr_critical_emp"]) for r in results],
             "diverged_step": [r["diverged_step"] for r in results], "metrics": metrics, "slopes": slopes,
@@ -135,6 +156,15 @@ def summarise(cfg: ControlsConfig, cells: list[Cell], results: list[dict], ctx: 
         "closing": closing_summary(cfg, closing) if closing else None,
         "curves_file": "curves.npz",
     }
+    if cfg.model.rich:  # only then: the summaries of other runs keep their text
+        summary["conventions"]["mup"] = (
+            "studylib.mup's gamma-model (parameterization mup, or ntk at gamma0 != 1): NT's 'ntk' net with its output "
+            "/ gamma, gamma = gamma0 sqrt(width / base_width) under mup (gamma0 under ntk; entries' key gamma); its "
+            "kernels are the NTK net's / gamma^2, so the rate rule gives the NTK net's rate x gamma^2 and time in the "
+            "NTK net's units is lr / gamma^2 * steps; the closing control's model is centred under --centre auto"
+            + ("; under mup the closing control's gap is not expected to close at n^-1/2: the verdict 'no' is the "
+               "expected behaviour (slopes' key mup: as_expected = the 95% interval above -1/2)"
+               if cfg.model.parameterization == "mup" else ""))
     arrays = {"steps": results[0]["steps"]}
     for r in lazy:
         tag = f"lazy/{r['activation']}/width{r['width']}"

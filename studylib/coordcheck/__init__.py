@@ -20,6 +20,7 @@ from studylib.coordcheck.config import (
     Config,
     CoordcheckConfig,
     cells,
+    key_config,
 )
 
 #: Face names loaded on first use -> the submodule that defines them.
@@ -29,4 +30,4 @@ __getattr__ = runner.lazy_attributes(__name__, _LAZY)
 run = runner.study_run(__name__)
 
 __all__ = ["ARRAYS_FILE", "DEFAULT_PRESET", "NAME", "PRESETS", "SWEEP_FIELDS", "Config", "CoordcheckConfig", "cells",
-           "run", *_LAZY]
+           "key_config", "run", *_LAZY]

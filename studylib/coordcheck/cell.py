@@ -10,10 +10,11 @@ from studylib.runner import Cell, Context
 
 
 def settings(cfg: CoordcheckConfig) -> list:
-    """The :class:`studylib.mup.Richness` of each parameterization of the config."""
+    """The :class:`studylib.mup.Richness` of each parameterization of the config, at the model's ``gamma0`` and
+    ``base_width``."""
     from studylib import mup
 
-    return [mup.Richness(parameterization=p, gamma0=cfg.gamma0, base_width=cfg.base_width)
+    return [mup.Richness(parameterization=p, gamma0=cfg.model.gamma0, base_width=cfg.model.base_width)
             for p in cfg.parameterizations]
 
 

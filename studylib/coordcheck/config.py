@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from studylib import models
-from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, optional, set_frozen, validate
+from studylib.config import DTYPES, ConfigError, integer, integers, number, one_of, set_frozen, validate
 from studylib.data import DataConfig
 from studylib.flags import option, str_list
 from studylib.models import ModelConfig
@@ -38,9 +38,9 @@ class CoordcheckConfig:
     """Everything that determines a coordinate check.
 
     Per width and seed: the FC net of ``model`` (arch fc; its ``parameterization`` field is not used: each
-    of ``parameterizations`` is built by :mod:`studylib.mup` at richness ``gamma0`` and base width
-    ``base_width``, none = the narrowest width) is trained ``steps`` full-batch GD steps on NT's loss
-    ½ mean((f − y)²) at ``lr_fraction`` × 2 N k / λ_max of the analytic NTK of the NTK-parameterized net
+    of ``parameterizations`` is built by :mod:`studylib.mup` at the model's richness ``model.gamma0`` and base
+    width ``model.base_width``, flags ``--gamma0`` / ``--base-width``) is trained ``steps`` full-batch GD steps
+    on NT's loss ½ mean((f − y)²) at ``lr_fraction`` × 2 N k / λ_max of the analytic NTK of the NTK-parameterized net
     (× :func:`studylib.mup.lr_scales`), the model centred (f(θ) − f(θ₀)); after every step the RMS over
     coordinates of each hidden layer's activation and of its change since θ₀, and of the output.
     """
@@ -49,10 +49,6 @@ class CoordcheckConfig:
                                      check=integers(2))
     parameterizations: tuple[str, ...] = option(PARAMETERIZATIONS, "ntk, mup (studylib.mup)", parse=str_list,
                                                 check=_parameterizations)
-    gamma0: float = option(1.0, "richness gamma_0 (studylib.mup: output / gamma, learning rate x gamma^2)",
-                           check=number())
-    base_width: int | None = option(None, "base width n_0 where mup equals ntk; none: the narrowest width",
-                                    parse=int, check=optional(integer()))
     seeds: int = option(4, "initialisations per width", check=integer())
     first_seed: int = option(0, "first PRNG seed", check=integer(0))
     steps: int = option(5, "full-batch GD steps", check=integer())
@@ -69,8 +65,6 @@ class CoordcheckConfig:
             raise ConfigError(f"model.parameterization: not used here (each of parameterizations is built by "
                               f"studylib.mup); got {self.model.parameterization!r}; accepted: ntk (the default)")
         set_frozen(self, "widths", tuple(sorted(set(self.widths))))
-        if self.base_width is None:
-            set_frozen(self, "base_width", self.widths[0])
 
 
 Config = CoordcheckConfig
@@ -79,7 +73,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # 16 random points on the sphere in 8 dimensions (the brief's "random data"), depth 3: ~1-2 min here.
     "default": {"model": {"depth": 3}, "data": {"name": "sphere", "dim": 8, "n_train": 16}},
     # Seconds: for tests and a first look.
-    "tiny": {"widths": (16, 32, 64), "seeds": 2, "steps": 2, "model": {"depth": 2},
+    # (its base width 16 is its narrowest width, as 64 is the default run's: the default model.base_width)
+    "tiny": {"widths": (16, 32, 64), "seeds": 2, "steps": 2, "model": {"depth": 2, "base_width": 16},
              "data": {"name": "sphere", "dim": 4, "n_train": 8}},
 }
 
@@ -89,6 +84,16 @@ def cost(cfg: CoordcheckConfig, width: int) -> float:
     N inputs at ~1 GFLOP/s here, plus 1e-3 s)."""
     passes = cfg.steps * cfg.seeds * len(cfg.parameterizations)
     return 4.0 + passes * (6e-9 * cfg.data.n_train * cfg.model.depth * width * width + 1e-3)
+
+
+def key_config(cfg: CoordcheckConfig) -> dict[str, Any]:
+    """What every cell's numbers depend on: the config less :data:`SWEEP_FIELDS`, with the model's ``gamma0``
+    and ``base_width`` kept whatever their values (the runner's default leaves them out of an 'ntk' model at
+    gamma0 1, :func:`studylib.models.key_dict`; here they shape every 'mup' setting)."""
+    d = dataclasses.asdict(cfg)
+    for f in SWEEP_FIELDS:
+        d.pop(f, None)
+    return d
 
 
 def cells(cfg: CoordcheckConfig, dataset=None) -> list[Cell]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from studylib import style
+from studylib.coordcheck.report import richness
 from studylib.results import read_json
 
 plt = style.plt
@@ -51,8 +52,9 @@ def sizes_vs_width(summary: dict, stem) -> list[Path]:
             if i == len(ROWS) - 1:
                 ax.set_xlabel("width n")
             ax.legend(fontsize=7, loc="lower left")
+    base_width, gamma0 = richness(cfg)
     fig.suptitle(f"coordinate check: fc depth {cfg['model']['depth']}, {cfg['steps']} GD steps, base width "
-                 f"{cfg['base_width']}, γ₀ = {cfg['gamma0']:g}, {len(summary['seeds'])} seeds", fontsize=10)
+                 f"{base_width}, γ₀ = {gamma0:g}, {len(summary['seeds'])} seeds", fontsize=10)
     fig.tight_layout()
     return style.save(fig, stem)
 

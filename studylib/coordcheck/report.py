@@ -29,11 +29,18 @@ def _console(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), "-" * len(line(header))] + [line(r) for r in rows])
 
 
+def richness(cfg: dict) -> tuple[int, float]:
+    """(base width, gamma0) of a stored config: the model's (older summaries: the config's own fields)."""
+    model = cfg["model"]
+    return (model.get("base_width", cfg.get("base_width")), model.get("gamma0", cfg.get("gamma0")))
+
+
 def _head(summary: dict) -> str:
     cfg = summary["config"]
     w = summary["widths"]
+    base_width, gamma0 = richness(cfg)
     return (f"coordinate check: fc depth {cfg['model']['depth']} {cfg['model']['activation']}, widths {w[0]}…{w[-1]}, "
-            f"base width {cfg['base_width']}, gamma0 {fmt(cfg['gamma0'])}, {cfg['steps']} GD steps at "
+            f"base width {base_width}, gamma0 {fmt(gamma0)}, {cfg['steps']} GD steps at "
             f"{fmt(cfg['lr_fraction'])} x critical (lr {fmt(summary['learning_rate'])}), {cfg['seeds']} seeds, "
             f"{cfg['data']['name']} N = {cfg['data']['n_train']}, {cfg['dtype']}")
 

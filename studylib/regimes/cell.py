@@ -26,6 +26,17 @@ network's own step-0 outputs (:func:`linear_predictions`), are the closed forms 
 first-order prediction takes the expansion with f_0 = 0 (:func:`studylib.perturb.scaled`). Option
 'centred' is then the plain model, and 'doubled' is unchanged (it is 0 at init by construction).
 
+muP and the richness knob (``parameterization`` 'mup', or 'ntk' at ``model.gamma0`` != 1: :mod:`studylib.mup`'s
+gamma-model, NT's 'ntk' net with its output / gamma, gamma = gamma0 sqrt(width / base_width) under 'mup'):
+``models.build`` gives that net, whose analytic kernel is the NTK net's / gamma^2, so the rate rule
+lr_fraction x 2N/lambda_max(Theta) gives the rate x gamma^2, and the closed forms, modes, critical rates
+and kernel motion are all those of the gamma-model's own kernels (eta Theta, hence every step count, is the
+NTK net's); ``--centre auto`` centres its cells (:meth:`RegimesConfig.centred_for`), which then train by the
+generic trainer like every centred cell (so that 'mup' at its base width is the centred 'ntk' cell bit for
+bit); uncentred ('--centre off') they train by the hand-written trainer, whose net (:func:`studylib.sgd.mlp`)
+divides the readout by gamma. Each cell records ``gamma``; absolute time in the NTK net's units is
+learning_rate / gamma^2 x t.
+
 Model options: centred (f - f(theta_0)), doubled ((f(theta_a) - f(theta_b))/sqrt 2 with
 theta_a = theta_b at init, so f(theta_0) = 0 and the NTK at init is that of the plain net), a
 smaller output scale (alpha f, with the rate scaled by 1/alpha^2 through the analytic kernel, so
@@ -426,6 +437,7 @@ def run_cell(cfg: RegimesConfig, cell: Cell, ctx: Context, progress: Callable[[f
     curves |= prediction_curves(pred, rec.get("gate_flips"), diverged_lin)
     return {
         "width": spec["width"], "centred": bool(spec.get("centred", False)), "dtype": spec["dtype"],
+        "gamma": comp.model_cfg.gamma(spec["width"]),  # 1 but for studylib.mup's gamma-model
         "output_scale": scale, "steps": steps,
         "learning_rate": lr, "lr_critical_inf": lr_critical_inf, "y_scale": float(np.sqrt(np.mean(y64**2))),
         "diverged_net": diverged_net, "diverged_lin": diverged_lin,

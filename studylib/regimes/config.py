@@ -26,7 +26,7 @@ from studylib.config import (
 )
 from studylib.data import DataConfig, check_pair, example_shape, n_outputs
 from studylib.flags import key_value, option
-from studylib.models import ACTIVATIONS, PARAMETERIZATIONS, ModelConfig
+from studylib.models import ACTIVATIONS, MUP_ARCHS, PARAMETERIZATIONS, ModelConfig, key_dict
 from studylib.runner import Cell
 
 NAME = "regimes"
@@ -127,7 +127,9 @@ class RegimesConfig:
     depths: tuple[int, ...] = option((1, 2, 3, 4, 5), "map axis: depths", check=integers())
     x_ranges: tuple[float, ...] = option(DEFAULT_X_RANGES, "map axis: input scales r, x in [-r, r] (1-D data "
                                          "only; other data keep the base value)")
-    parameterizations: tuple[str, ...] = option(("ntk", "standard"), "map axis: ntk, standard")
+    parameterizations: tuple[str, ...] = option(("ntk", "standard"), "map axis: ntk, standard, mup (studylib.mup's "
+                                                "gamma-model at model.gamma0 and model.base_width, trained centred "
+                                                "under --centre auto; docs/regimes.md)")
     activations: tuple[str, ...] = option(("relu", "erf"), "map axis: relu, erf (crossed with every other axis)")
     predict_rows: int = option(41, "test inputs (evenly spaced over |x| <= x_range) on which the first-order gap "
                                "prediction is evaluated (0: the training inputs only)", check=integer(0))
@@ -151,6 +153,7 @@ class RegimesConfig:
         set_frozen(self, "x_ranges", _check_float_list("x_ranges", self.x_ranges))
         set_frozen(self, "parameterizations",
                    _check_choice_list("parameterizations", self.parameterizations, PARAMETERIZATIONS))
+        self._check_richness()
         set_frozen(self, "options", _check_choice_list("options", self.options, OPTIONS))
         set_frozen(self, "activations", _check_choice_list("activations", self.activations, ACTIVATIONS))
         set_frozen(self, "max_widths", _check_max_widths(self.max_widths))
@@ -168,6 +171,18 @@ class RegimesConfig:
             self._check_builder_axes()
         if not is_1d(self.data):
             self._fit_nd_data()
+
+    def _check_richness(self) -> None:
+        """The parameterization axis against the model's richness (:mod:`studylib.mup`): 'mup' builds the fc nets
+        only, and 'standard' has no gamma0 != 1; one line naming the axis and the values accepted."""
+        if "mup" in self.parameterizations and self.model.arch not in MUP_ARCHS:
+            accepted = [p for p in self.parameterizations if p != "mup"] or ["ntk", "standard"]
+            raise ConfigError(f"parameterizations: 'mup' is built for the fully connected nets (studylib.mup); got "
+                              f"arch {self.model.arch!r}; accepted for it: {', '.join(accepted)} (or arch "
+                              f"{' or '.join(MUP_ARCHS)})")
+        if "standard" in self.parameterizations and self.model.gamma0 != 1.0:
+            raise ConfigError(f"parameterizations: 'standard' has no richness knob (model.gamma0 = 1 only), got gamma0 "
+                              f"{self.model.gamma0!r}; accepted with gamma0 != 1: ntk, mup")
 
     def _check_builder_axes(self) -> None:
         """A user builder may ignore ``cfg.depth`` and ``cfg.activation`` (it is called with the whole
@@ -208,9 +223,21 @@ class RegimesConfig:
 
     @property
     def centred(self) -> bool:
-        """Whether every cell trains and measures f(theta) - f(theta_0) (``centre`` resolved for the data's
-        targets, :func:`studylib.centring.resolve`); option 'centred' is then the same model as 'plain'."""
+        """Whether the base cell trains and measures f(theta) - f(theta_0) (``centre`` resolved for the data's
+        targets and the base model, :func:`studylib.centring.resolve`), and with it every cell of its
+        parameterization (:meth:`centred_for`: the gamma-model's cells may differ); option 'centred' is then the
+        same model as 'plain'."""
         return centring.resolve(self.centre, self.data.targets, rich=self.model.rich)
+
+    def rich(self, parameterization: str) -> bool:
+        """Whether the cells of ``parameterization`` train :mod:`studylib.mup`'s gamma-model (``ModelConfig.rich``
+        of the model with that parameterization: 'mup', or 'ntk' at ``model.gamma0`` != 1)."""
+        return parameterization == "mup" or (parameterization == "ntk" and self.model.gamma0 != 1.0)
+
+    def centred_for(self, parameterization: str) -> bool:
+        """Whether the cells of ``parameterization`` are centred: :attr:`centred` resolved with that setting's
+        richness (``--centre auto`` centres the gamma-model's cells, :func:`studylib.centring.resolve`)."""
+        return centring.resolve(self.centre, self.data.targets, rich=self.rich(parameterization))
 
     def base(self) -> dict[str, Any]:
         return {"lr_fraction": self.lr_fraction, "depth": self.model.depth, "x_range": self.data.train_range,
@@ -253,8 +280,10 @@ def key_config(cfg: RegimesConfig) -> dict[str, Any]:
     seeds, steps, checkpoints, NTK implementation, departure thresholds, and the model and data
     less what the setting replaces (depth, parameterization, input and test range). The sweep (the
     other settings and widths), ``dtype``/``output_scale``/``centre`` (in the spec, where they apply) and
-    ``gap_threshold`` are left out, so that a sweep sharing cells with an earlier one reuses them."""
-    model = dataclasses.asdict(cfg.model)
+    ``gap_threshold`` are left out, so that a sweep sharing cells with an earlier one reuses them. The model's
+    ``gamma0`` and ``base_width`` are in the spec of the cells they change (:func:`cell_spec`), not here, so
+    that the other cells keep the keys they had before those fields existed."""
+    model = key_dict(dataclasses.asdict(cfg.model) | {"parameterization": "ntk", "gamma0": 1.0})
     data = dataclasses.asdict(cfg.data)
     for k in ("depth", "parameterization", "activation"):
         model.pop(k)
@@ -308,12 +337,19 @@ def setting_of(spec: dict[str, Any]) -> dict[str, Any]:
 
 def cell_spec(cfg: RegimesConfig, setting: dict[str, Any], width: int) -> dict[str, Any]:
     """What determines a cell's numbers besides :func:`key_config`: the setting, the width, and the
-    dtype and output scale it runs with (float64 for option 'float64', alpha for 'out_scale')."""
+    dtype and output scale it runs with (float64 for option 'float64', alpha for 'out_scale'); ``centred``
+    when the cell is (:meth:`RegimesConfig.centred_for`: per parameterization); for a cell of the gamma-model
+    (:meth:`RegimesConfig.rich`) the model's ``gamma0`` and, under 'mup', ``base_width``."""
     option_ = setting["option"]
+    par = setting["parameterization"]
     spec = {**setting, "width": width, "dtype": "float64" if option_ == "float64" else cfg.dtype,
             "output_scale": cfg.output_scale if option_ == "out_scale" else 1.0}
-    if cfg.centred:  # only then: uncentred cells keep the keys they had before centring existed
+    if cfg.centred_for(par):  # only then: uncentred cells keep the keys they had before centring existed
         spec["centred"] = True
+    if cfg.rich(par):  # only then: other cells keep the keys they had before mup existed
+        spec["gamma0"] = cfg.model.gamma0
+        if par == "mup":
+            spec["base_width"] = cfg.model.base_width
     return spec
 
 

@@ -94,6 +94,19 @@ def _base_cells(summary: dict) -> list[tuple[int, int]]:
     return sorted(out, key=lambda t: t[1])
 
 
+def _gamma2(summary: dict, i: int) -> float:
+    """gamma^2 of cell ``i`` (:mod:`studylib.mup`'s gamma-model, whose kernels are the NTK net's / gamma^2; 1 for
+    other cells and for summaries written before it): kernel eigenvalues x gamma^2 and rates / gamma^2 are in
+    the NTK net's units, the same at every width."""
+    return float(summary["cells"][i].get("gamma", 1.0)) ** 2
+
+
+def _rich_note(summary: dict) -> str:
+    """A second label line '(x gamma^2 ...: the NTK net's units)' when some base cell has gamma != 1, else ''."""
+    return "\n(× γ² for μP's γ-model: the NTK net's units)" if any(
+        _gamma2(summary, i) != 1.0 for i, _ in _base_cells(summary)) else ""
+
+
 def _nanmedian(a, axis=0):
     with np.errstate(all="ignore"):
         import warnings
@@ -164,8 +177,9 @@ def fig_departure(summary, arrays, fig_dir) -> list[Path]:
         (axes[1], "net_inf", "network vs prediction with the analytic Θ\n(kernel motion + K0 ≠ Θ at init)"),
     ):
         for j, (i, w) in enumerate(base):
-            lam = arrays[f"cell{i}/k0_lambda"] if key.endswith("emp") else \
-                np.broadcast_to(arrays[f"cell{i}/theta_lambda"], arrays[f"cell{i}/departure/{key}"].shape)
+            lam = _gamma2(summary, i) * (arrays[f"cell{i}/k0_lambda"] if key.endswith("emp") else
+                                         np.broadcast_to(arrays[f"cell{i}/theta_lambda"],
+                                                         arrays[f"cell{i}/departure/{key}"].shape))
             dep = arrays[f"cell{i}/departure/{key}"]
             col = style.width_color(w)
             ok = np.isfinite(dep)
@@ -173,8 +187,8 @@ def fig_departure(summary, arrays, fig_dir) -> list[Path]:
             ax.scatter(lam[ok], dep[ok] * jitter, color=col, s=18, label=f"n={w}")
             ax.scatter(lam[~ok], np.full((~ok).sum(), t_max * 1.6 * jitter), color=col, s=22, marker="^")
         i0 = base[0][0]
-        lr = summary["cells"][i0]["learning_rate"]
-        lam_all = arrays[f"cell{i0}/theta_lambda"]
+        lr = summary["cells"][i0]["learning_rate"] / _gamma2(summary, i0)
+        lam_all = _gamma2(summary, i0) * arrays[f"cell{i0}/theta_lambda"]
         n = lam_all.size
         lg = np.geomspace(lam_all.min() / 3, lam_all.max() * 3, 50)
         ax.plot(lg, n / (lr * lg), color="k", ls="--", lw=1, label=r"mode time scale $N/(\eta\lambda)$")
@@ -182,7 +196,7 @@ def fig_departure(summary, arrays, fig_dir) -> list[Path]:
         ax.scatter([], [], color="0.4", marker="^", s=22, label="did not depart by the last step")
         _log(ax, "x", "y")
         ax.set_ylim(0.5, t_max * 4)
-        ax.set_xlabel(r"eigenvalue $\lambda_i$ of the kernel the prediction uses")
+        ax.set_xlabel(r"eigenvalue $\lambda_i$ of the kernel the prediction uses" + _rich_note(summary))
         ax.set_title(title, fontsize=9)
     axes[0].set_ylabel(r"departure step: first t with $|c_{t,i} - c^{\rm pred}_{t,i}| > $"
                        + f"{summary['config']['departure_tol']:g}" + r"$\,|c_{0,i}|$")
@@ -192,18 +206,18 @@ def fig_departure(summary, arrays, fig_dir) -> list[Path]:
     return _save(fig, summary, Path(fig_dir) / "regimes_departure")
 
 
-def _motion_panel(ax, base, arrays, steps) -> None:
-    """||K_t - K_0||_2 over steps per width, against the extreme eigenvalues of Theta."""
+def _motion_panel(ax, base, arrays, steps, summary) -> None:
+    """||K_t - K_0||_2 over steps per width, against the extreme eigenvalues of Theta (the gamma-model's x gamma^2)."""
     for i, w in base:
-        dk = _nanmedian(arrays[f"cell{i}/curve/kernel_change_op"])
+        dk = _gamma2(summary, i) * _nanmedian(arrays[f"cell{i}/curve/kernel_change_op"])
         ax.plot(steps[1:], dk[1:], color=style.width_color(w), label=f"n={w}")
-    lam_theta = arrays[f"cell{base[0][0]}/theta_lambda"]
+    lam_theta = _gamma2(summary, base[0][0]) * arrays[f"cell{base[0][0]}/theta_lambda"]
     for k, ls in ((0, "-."), (-1, "--")):
         name = r"$\lambda_{\max}(\Theta)$" if k == 0 else r"$\lambda_{\min}(\Theta)$"
         ax.axhline(lam_theta[k], color="k", ls=ls, lw=1, label=f"{name} = {lam_theta[k]:.3g}")
     _log(ax, "x", "y")
     ax.set_xlabel("GD step t")
-    ax.set_ylabel(r"$\|K_t - K_0\|_2$ (operator norm, seed median)")
+    ax.set_ylabel(r"$\|K_t - K_0\|_2$ (operator norm, seed median)" + ("\n× γ²" if _rich_note(summary) else ""))
     ax.set_title("kernel motion against the spectrum", fontsize=9)
     ax.legend(fontsize=7)
 
@@ -251,7 +265,7 @@ def fig_kernel_motion(summary, arrays, fig_dir) -> list[Path]:
     steps = np.asarray(summary["checkpoint_steps"], np.float64)
     base = _base_cells(summary)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.0))
-    _motion_panel(axes[0], base, arrays, steps)
+    _motion_panel(axes[0], base, arrays, steps, summary)
     _normalisations_panel(axes[1], base, summary)
     _mode_laziness_panel(axes[2], base, arrays)
     c = summary["base_cell"]

@@ -107,6 +107,14 @@ def _crossover_lines(summary: dict) -> list[str]:
 
 def centring_line(summary: dict) -> str:
     """Whether the run's models are centred f(θ) − f(θ₀) (:mod:`studylib.centring`; older summaries: uncentred)."""
+    cells = [c for c in summary.get("cells", []) if "centred" in c]  # per cell since mup (older: the run's flag)
+    pars = {p: any(c["centred"] for c in cells if c["parameterization"] == p)
+            for p in dict.fromkeys(c["parameterization"] for c in cells)}
+    if len(set(pars.values())) > 1:
+        on, off = ([p for p, v in pars.items() if v == want] for want in (True, False))
+        return (f"Centred for {', '.join(on)} (μP's γ-model: --centre auto centres it), uncentred for "
+                f"{', '.join(off)}: the centred models are trained and measured as f(θ) − f(θ₀) and start from 0; "
+                "the others start from the network's own f(θ₀) (options centred and doubled apart).")
     if summary.get("centred"):
         return ("Centred: every model is trained and measured as f(θ) − f(θ₀), so it starts from 0 "
                 "(the linearization and the closed form with f₀ = 0).")

@@ -76,6 +76,9 @@ def cell_entries(results: list[dict], base: dict) -> tuple[list[dict], dict[str,
         entries.append({
             "index": i, **r["cell"], "width": r["width"], "dtype": r["dtype"], "output_scale": r["output_scale"],
             "learning_rate": r["learning_rate"], "lr_critical_inf": r["lr_critical_inf"], "y_scale": r["y_scale"],
+            # studylib.mup's gamma-model: gamma (1 otherwise; cells stored before it existed have none) and
+            # whether the cell is centred (per parameterization: --centre auto centres the gamma-model)
+            "gamma": r.get("gamma", 1.0), "centred": bool(r.get("centred", False)),
             "diverged_net": r["diverged_net"], "diverged_lin": r["diverged_lin"],
             "metrics": {k: _stats(v) for k, v in r["finals"].items()},
         })
@@ -350,6 +353,22 @@ def modes_base(results: list[dict], base: dict) -> list[dict]:
 
 
 def conventions(cfg: RegimesConfig) -> dict[str, str]:
+    out = _conventions(cfg)
+    rich = [p for p in cfg.parameterizations if cfg.rich(p)]
+    if rich:  # only then: the summaries of other runs keep their text
+        out["time"] += ("; the cells of studylib.mup's gamma-model (parameterization mup, or ntk at gamma0 != 1; "
+                        "cells' key gamma) in the NTK net's units: learning_rate / gamma^2 * t")
+        out["learning_rate"] += ("; for the gamma-model Theta is its own kernel (the NTK net's / gamma^2), so its rate "
+                                 "is the NTK net's x gamma^2 (eta Theta, and every step count, are the NTK net's)")
+        centred = {p: cfg.centred_for(p) for p in cfg.parameterizations}
+        if len(set(centred.values())) > 1:
+            out["centring"] += ("; per parameterization (cells' key centred): centred "
+                                + ", ".join(p for p, v in centred.items() if v) + ", uncentred "
+                                + ", ".join(p for p, v in centred.items() if not v))
+    return out
+
+
+def _conventions(cfg: RegimesConfig) -> dict[str, str]:
     return {
         "centring": ("centred (summary key centred): every cell of one network trains and measures alpha "
                      "(f(theta) - f(theta_0)) (studylib.centring), so its outputs at step 0 are 0 and the "
