@@ -6,10 +6,12 @@ profile is active (:func:`profiling`), each phase records its wall time (exclusi
 nested in it, so that the phases of a run sum to its total) and the part of it JAX spent compiling:
 tracing, lowering to MLIR and XLA's backend compile, from JAX's own monitoring events
 (``/jax/core/compile/...``, :mod:`jax.monitoring`) emitted on the profiling thread while the phase was
-innermost. Compiles on other threads (ahead-of-time compiles of the next width,
+innermost. Compiles on other threads (ahead-of-time compiles of the next widths,
 :mod:`studylib.compare.cell`) are summed apart (``background_compile_s``): they overlap the main
-thread's work. Without an active profile, :func:`phase` costs one global lookup and imports nothing
-(no JAX: config modules may use it).
+thread's work. Work done on another thread inside a :func:`job` block (one width's start on an ahead
+thread) is recorded apart too, in ``background``: its wall time and the compiles of that thread while
+it ran. Without an active profile, :func:`phase` and :func:`job` cost one global lookup and import
+nothing (no JAX: config modules may use it).
 """
 
 from __future__ import annotations
@@ -52,12 +54,17 @@ class Profile:
     stack: list[_Frame] = dataclasses.field(default_factory=list)
     loose_compile_s: float = 0.0
     background_compile_s: float = 0.0
+    #: Jobs run on other threads (:func:`job`): wall time and that thread's compiles while it ran.
+    background: list[Record] = dataclasses.field(default_factory=list)
     lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def compile_event(self, seconds: float) -> None:
         with self.lock:
             if threading.current_thread() is not self.thread:
                 self.background_compile_s += seconds
+                frame = getattr(_JOB, "frame", None)
+                if frame is not None:
+                    frame.compile_seconds += seconds
             elif self.stack:
                 self.stack[-1].compile_seconds += seconds
             else:
@@ -68,9 +75,16 @@ class Profile:
         rs = [r for r in self.records if (name is None or r.name == name) and (width is None or r.width == width)]
         return sum(r.seconds for r in rs), sum(r.compile_seconds for r in rs)
 
+    def background_total(self, width: int | None = None) -> tuple[float, float]:
+        """(seconds, compile seconds) of the :func:`job` records of ``width`` (None: all)."""
+        rs = [r for r in self.background if width is None or r.width == width]
+        return sum(r.seconds for r in rs), sum(r.compile_seconds for r in rs)
+
 
 _ACTIVE: Profile | None = None
 _LISTENING = False
+#: The :func:`job` running on this thread (attribute ``frame``), if any.
+_JOB = threading.local()
 
 
 def _listener(event: str, duration: float, **_kwargs) -> None:
@@ -126,3 +140,22 @@ def phase(name: str, width: int | None = None) -> Iterator[None]:
             if prof.stack:
                 prof.stack[-1].child_seconds += total
             prof.records.append(Record(name, width, total - frame.child_seconds, frame.compile_seconds))
+
+
+@contextlib.contextmanager
+def job(name: str, width: int | None = None) -> Iterator[None]:
+    """Time the ``with`` block, run on a thread other than the profiling one (e.g. a width started ahead),
+    as a background record of ``name`` / ``width`` while profiling, with the compiles of this thread
+    meanwhile; nothing otherwise (and nothing on the profiling thread itself: use :func:`phase` there)."""
+    prof = _ACTIVE
+    if prof is None or threading.current_thread() is prof.thread:
+        yield
+        return
+    frame = _Frame(name, width, time.perf_counter())
+    _JOB.frame = frame
+    try:
+        yield
+    finally:
+        _JOB.frame = None
+        with prof.lock:
+            prof.background.append(Record(name, width, time.perf_counter() - frame.start, frame.compile_seconds))

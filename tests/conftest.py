@@ -38,3 +38,36 @@ def tiny_compare(tmp_path_factory):
     entry.main(["--preset", "tiny", "--widths", "8,16", "--steps", "10", "--checkpoints", "4",
                 "--out", str(out), "--no-progress"])
     return out
+
+
+def _session_fixtures(item) -> list[str]:
+    """The session-scoped fixtures of this folder's conftest that ``item`` uses (pytest's own, such as
+    ``tmp_path_factory``, are left out)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return []
+    return [name for name in info.names_closure
+            for fdef in info.name2fixturedefs.get(name, ())[-1:]
+            if fdef.scope == "session" and fdef.baseid.startswith("tests")]
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's worker reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """One ``xdist_group`` per test file, files that share a session fixture of this conftest (the tiny
+    compare run) merged into one: under ``--dist loadgroup`` (pyproject.toml's addopts) a worker runs a
+    whole group, so each module- and session-scoped fixture (a tiny study run, ~10-20 s of CPU) is
+    computed once and the tests of a file reuse each other's compiled programs (same shapes, same
+    worker). Under ``--dist worksteal`` a file split between the workers computed its fixtures twice."""
+    parent: dict[str, str] = {}
+
+    def find(k: str) -> str:
+        while parent.setdefault(k, k) != k:
+            k = parent[k]
+        return k
+
+    keys = [(item, [item.nodeid.split("::", 1)[0], *_session_fixtures(item)]) for item in items]
+    for _, ks in keys:  # union-find: files joined by a shared session fixture
+        for a in ks[1:]:
+            parent[find(a)] = find(ks[0])
+    for item, ks in keys:
+        item.add_marker(pytest.mark.xdist_group(find(ks[0]).rsplit("/", 1)[-1].removesuffix(".py")))

@@ -74,9 +74,10 @@ def test_linearized_trajectory_is_the_discrete_closed_form():
     np.testing.assert_allclose(f_lin[0], want, rtol=0, atol=1e-12 * np.abs(want).max())
 
 
-def _gd_quadratic(apply_fn, p0, x_all, x, y, eps, lr, steps):
-    """f_eps = f_lin + eps (f_quad - f_lin) (Hessian eps H) and f_lin, each trained by GD with jax.grad
-    on 1/2 mean((f - y)^2); outputs on x_all after ``steps`` steps."""
+def _gd_quadratic(apply_fn, p0, x_all, x, y, lr, steps):
+    """A function of eps: f_eps = f_lin + eps (f_quad - f_lin) (Hessian eps H) trained by GD with jax.grad
+    on 1/2 mean((f - y)^2), outputs on x_all after ``steps`` steps (eps = 0: f_lin). eps is an argument of
+    one jitted program, so every eps reuses one compilation."""
     f_lin = nt.taylor_expand(apply_fn, p0, 1)
     f_quad = nt.taylor_expand(apply_fn, p0, 2)
 
@@ -84,12 +85,13 @@ def _gd_quadratic(apply_fn, p0, x_all, x, y, eps, lr, steps):
         lin = f_lin(p, xx)
         return lin + e * (f_quad(p, xx) - lin)
 
+    @jax.jit
     def train(e):
         grad = jax.grad(lambda p: 0.5 * jnp.mean((model(p, x, e) - y) ** 2))
         p = jax.lax.fori_loop(0, steps, lambda _, p: jax.tree_util.tree_map(lambda a, b: a - lr * b, p, grad(p)), p0)
         return model(p, x_all, e)[:, 0]
 
-    return np.asarray(train(eps)), np.asarray(train(0.0))
+    return lambda eps: np.asarray(train(eps))
 
 
 @pytest.mark.parametrize("activation", ["erf", "relu"])
@@ -105,10 +107,11 @@ def test_recursion_is_first_order_exact_for_the_quadratic_model(activation):
     dl, _ = perturb.predict(jax.tree_util.tree_map(lambda a: a[None], exp), y, learning_rate=lr,
                             checkpoints=np.array([0, steps]))
     pred = dl[0, -1]  # delta f at eps = 1, first order
+    trained = _gd_quadratic(net.apply_fn, p0, x_all, x, y, lr, steps)
+    f_lin = trained(0.0)
     errs, sizes = [], []
     for eps in (0.04, 0.02, 0.01):
-        f_eps, f_lin = _gd_quadratic(net.apply_fn, p0, x_all, x, y, eps, lr, steps)
-        measured = f_eps - f_lin
+        measured = trained(eps) - f_lin
         errs.append(np.abs(measured - eps * pred).max())
         sizes.append(np.abs(measured).max())
     assert sizes[-1] > 1e3 * 1e-15 * np.abs(np.asarray(y)).max() * steps  # far above rounding
@@ -195,12 +198,14 @@ def test_k_output_recursion_is_first_order_exact_for_the_quadratic_model():
     f_lin1 = nt.taylor_expand(net.apply_fn, p0, 1)
     f_quad = nt.taylor_expand(net.apply_fn, p0, 2)
 
-    def trained(e):
+    @jax.jit  # one compilation for every e (an argument, not a constant of the program)
+    def train(e):
         model = lambda p, xx: f_lin1(p, xx) + e * (f_quad(p, xx) - f_lin1(p, xx))  # noqa: E731
         grad = jax.grad(lambda p: 0.5 * jnp.mean((model(p, x) - y) ** 2))  # mean over N k outputs
         p = jax.lax.fori_loop(0, steps, lambda _, p: jax.tree_util.tree_map(lambda a, b: a - lr * b, p, grad(p)), p0)
-        return np.asarray(model(p, x_all)).reshape(-1)
+        return model(p, x_all).reshape(-1)
 
+    trained = lambda e: np.asarray(train(e))  # noqa: E731
     base = trained(0.0)
     errs, sizes, errs_wrong = [], [], []
     for eps in (0.04, 0.02, 0.01):

@@ -38,7 +38,7 @@ def tiny_run(tmp_path_factory):
         ({"lr_fractions": (0.1, -1.0)}, "lr_fractions[1]"),
         ({"depths": (1, 2)}, "depths"),  # base depth 5 missing
         ({"x_ranges": (1.0,)}, "x_ranges"),  # base 5.0 missing
-        ({"parameterizations": ("ntk", "mup")}, "parameterizations[1]"),
+        ({"parameterizations": ("ntk", "sp")}, "parameterizations[1]"),
         ({"options": ("centred",)}, "options"),  # plain missing
         ({"options": ("plain", "bogus")}, "options[1]"),
         ({"sweep": "grid"}, "sweep"),

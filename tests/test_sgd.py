@@ -45,18 +45,20 @@ def _close(a, b, rtol=RTOL):
 def test_forward_grad_ntk_match_stax(param, W_std, b_std, act):
     net, params, m, x, y = _setup(param, W_std=W_std, b_std=b_std, activation=act)
     dense = sgd.dense_params(params)
-    _close(sgd.forward(m, dense, x)[0], net.apply_fn(params, x))
+    # Each side jitted (as the study runs them): one compilation each, not one per eager operation.
+    _close(jax.jit(lambda d: sgd.forward(m, d, x)[0])(dense), jax.jit(net.apply_fn)(params, x))
     # gradient of sum_i g_i f(x_i) against jax.grad through stax
     g = (y - 0.3)
-    ref = jax.grad(lambda p: jnp.sum(g * net.apply_fn(p, x)))(params)
-    ours = sgd.stax_params(sgd.grads(m, dense, x, g))
+    ref = jax.jit(jax.grad(lambda p: jnp.sum(g * net.apply_fn(p, x))))(params)
+    ours = sgd.stax_params(jax.jit(lambda d: sgd.grads(m, d, x, g))(dense))
     for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(ref), strict=True):
         _close(a, b)
     # empirical NTK: train Gram and a cross block, against NT's implementation 2
-    ntk_fn = nt.empirical_ntk_fn(net.apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=2)
-    _close(sgd.ntk(m, dense, x), ntk_fn(x, None, params))
+    ntk_fn = jax.jit(nt.empirical_ntk_fn(net.apply_fn, trace_axes=(-1,), vmap_axes=0, implementation=2))
+    ours_ntk = jax.jit(lambda d, a, b=None: sgd.ntk(m, d, a, b))
+    _close(ours_ntk(dense, x), ntk_fn(x, None, params))
     xt = jnp.linspace(-10, 10, 7, dtype=jnp.float64)[:, None]
-    _close(sgd.ntk(m, dense, xt, x), ntk_fn(xt, x, params))
+    _close(ours_ntk(dense, xt, x), ntk_fn(xt, x, params))
 
 
 def _run(plan, params, x, y, lr, perms):
@@ -252,7 +254,8 @@ def test_full_batch_checkpoints_equal_generic_gd(param, act):
     rec = sgd.full_batch_checkpoints(cfg, 6, p0, x, y, lr, ck, x_test=x_test)
     train = training.make_trainer(training.network_model(net.apply_fn))
     p = jax.tree_util.tree_map(jnp.copy, p0)
-    ntk = kernels.empirical_ntk_fn(net.apply_fn)
+    ntk = jax.jit(kernels.empirical_ntk_fn(net.apply_fn))  # jitted: one compilation for the 10 calls below
+    apply_fn = jax.jit(net.apply_fn)
     prev = 0
     for t_i, t in enumerate(ck):
         if t > prev:
@@ -260,8 +263,8 @@ def test_full_batch_checkpoints_equal_generic_gd(param, act):
         prev = t
         for s in range(2):
             ps = jax.tree_util.tree_map(lambda a, s=s: a[s], p)
-            _close(rec["f_train"][s, t_i], net.apply_fn(ps, x)[:, 0])
-            _close(rec["f_test"][s, t_i], net.apply_fn(ps, x_test)[:, 0])
+            _close(rec["f_train"][s, t_i], apply_fn(ps, x)[:, 0])
+            _close(rec["f_test"][s, t_i], apply_fn(ps, x_test)[:, 0])
             _close(rec["k_train"][s, t_i], ntk(x, None, ps))
     assert np.abs(rec["f_train"][:, -1] - rec["f_train"][:, 0]).max() > 1e-2  # it trained
 
@@ -303,8 +306,8 @@ def test_full_ntk_with_k_outputs_matches_nt(param, act):
     x = jax.random.normal(jax.random.PRNGKey(4), (5, 4), jnp.float64)
     _, params = net.init_fn(jax.random.PRNGKey(1), x.shape)
     m = sgd.mlp(cfg, 6, in_dim=4, out_dim=3)
-    got, f = sgd.full_ntk(m, sgd.dense_params(params), x)
-    full = nt.empirical_ntk_fn(net.apply_fn, trace_axes=(), vmap_axes=0, implementation=2)
+    got, f = jax.jit(lambda d: sgd.full_ntk(m, d, x))(sgd.dense_params(params))  # jitted, as the study runs it
+    full = jax.jit(nt.empirical_ntk_fn(net.apply_fn, trace_axes=(), vmap_axes=0, implementation=2))
     want = kernels.flat_kernel(np.asarray(full(x, None, params)))
     assert got.shape == (15, 15)
     _close(got, want)
