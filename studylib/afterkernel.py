@@ -89,14 +89,17 @@ def _regularised(k_train_train: np.ndarray, ridge: float) -> np.ndarray:
 
 
 def kernel_regression(k_train_train: np.ndarray, k_test_train: np.ndarray, y_train: np.ndarray, *,
-                      ridge: float = RIDGE) -> np.ndarray:
+                      ridge: float = RIDGE, rcond: float = closed_form.NULL_RCOND) -> np.ndarray:
     """Test outputs (M, k) of kernel regression with f₀ = 0: K(test, X) (K(X, X) + r tr(K)/R · I)⁺ Y, the
     t = ∞ limit of GD/flow on the kernel (NT's ``gradient_descent_mse(..., diag_reg=r)`` at ``t=None``).
-    ``ridge`` r = 0: the pseudo-inverse (eigenvalues ≤ 1e-12 λ_max count as zero: the flow never moves them,
-    :func:`studylib.closed_form.gain`). Kernels per output ((N, N), (M, N)) or flat ((N k, N k), (M k, N k))."""
+    ``ridge`` r = 0: the pseudo-inverse (eigenvalues ≤ ``rcond`` λ_max, default 1e-12, count as zero: the flow
+    never moves them, :func:`studylib.closed_form.gain`; a float32 kernel: :func:`studylib.closed_form.null_rcond`).
+    Kernels per output ((N, N), (M, N)) or flat ((N k, N k), (M k, N k))."""
     k = _regularised(k_train_train, ridge)
     y = np.asarray(y_train, np.float64)
-    c = closed_form.coefficients(k, y, np.zeros_like(y), learning_rate=1.0, steps=[np.inf])[0]
+    if not (np.all(np.isfinite(k)) and np.all(np.isfinite(k_test_train))):  # a diverged or unmeasured kernel
+        return np.full(np.shape(k_test_train)[:1] + y.shape[1:], np.nan)
+    c = closed_form.coefficients(k, y, np.zeros_like(y), learning_rate=1.0, steps=[np.inf], rcond=rcond)[0]
     return closed_form.kernel_apply(k_test_train, c)
 
 
@@ -138,3 +141,110 @@ def empirical_kernels(apply_fn: Callable, params: Any, x_train, x_test=None, *, 
     k_dd = shape(kernels.blocked_ntk(fn, x_train, None, params, rows=rows))
     k_td = None if x_test is None else shape(kernels.blocked_ntk(fn, x_test, x_train, params, rows=rows))
     return k_dd, k_td
+
+
+# --- The after kernel in study.compare (studylib.compare.cell.run_width: its curves and scalars) ---------------
+
+#: compare computes the kernel on all N training inputs and the test-train block at step 0 and at every
+#: checkpoint at or after this fraction of the run's time: the lower end of the 15-45% of training from which
+#: Fort et al. 2020 find the kernel settled. The log-spaced checkpoints put 4-5 there (1-D default: 0.23, 0.37,
+#: 0.61, 1; digits: 0.17, 0.26, 0.41, 0.64, 1). Each costs ~16 GD steps of digits' width 1024 (~25 of width
+#: 256: k = 10 backward passes of N + M = 768 inputs), so all 16 checkpoints would add ~50% to digits' training.
+AFTER_FROM = 0.15
+#: "K_t explains the final network" on the test set: the RMSE between its kernel regression and the trained
+#: network's outputs is at most this fraction of the same RMSE for K_0 (90% of K_0's distance gone) ...
+RMSE_TOL = 0.1
+#: ... and, with classes, its test accuracy is within this of the network's (1 point).
+ACCURACY_TOL = 0.01
+
+
+def after_checkpoints(times: np.ndarray) -> np.ndarray:
+    """(T,) bool: the checkpoints at which compare computes the after kernel, step 0 and every checkpoint
+    with time ≥ :data:`AFTER_FROM` × the last (``times`` (T,) increasing from 0: steps, or η · steps; to 1e-9
+    relative, so that both give the same checkpoints)."""
+    t = np.asarray(times, np.float64)
+    return (np.arange(t.size) == 0) | (t >= AFTER_FROM * t[-1] * (1.0 - 1e-9))
+
+
+def first_within(ok: np.ndarray, fractions: np.ndarray) -> np.ndarray:
+    """(S,) the first of ``fractions`` (T,) from which ``ok`` (S, T) holds at every later entry; NaN where it
+    does not hold at the last one."""
+    ok = np.asarray(ok, bool)
+    tail = np.flip(np.logical_and.accumulate(np.flip(ok, -1), axis=-1), -1)  # ok from here to the end
+    first = np.argmax(tail, axis=-1)
+    return np.where(tail[..., -1], np.asarray(fractions, np.float64)[first], np.nan)
+
+
+def compare_rows(k_sub: np.ndarray, times: np.ndarray, y_train: np.ndarray, flags: np.ndarray, k_train: np.ndarray,
+                 k_test: np.ndarray, start_train: np.ndarray, start_test: np.ndarray, f_net_test: np.ndarray,
+                 y_test: np.ndarray | None, n_classes: int, k0_train: np.ndarray, theta_train: np.ndarray, *,
+                 rcond: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """compare's after-kernel rows for one width (S seeds, T checkpoints, N training and M test inputs, k
+    outputs; float64 NumPy).
+
+    Inputs: ``k_sub`` (S, T, P, P) the traced kernel on the first P training inputs at every checkpoint,
+    ``times`` (T,) η · steps, targets ``y_train`` (N, k); ``flags`` (T,) :func:`after_checkpoints`, and at
+    those T' checkpoints the traced kernel on all N, ``k_train`` (S, T', N, N), and test-train, ``k_test``
+    (S, T', M, N); the outputs the models start from, ``start_train`` (S, N, k) and ``start_test`` (S, M, k)
+    (the network's f_0, or zeros for a centred run); the trained network's test outputs at the last
+    checkpoint ``f_net_test`` (S, M, k); held-out targets ``y_test`` (M, k) or None; K_0 traced on all N
+    ``k0_train`` (S, N, N), the analytic Θ (N, N).
+
+    The kernel regression with K_t is the t = ∞ limit of the linear model with that kernel started from the
+    network's f_0 (zero prior mean when centred): f_0(x*) + K_t(x*, X) K_t⁺ (Y − f_0(X))
+    (:func:`kernel_regression`, eigenvalues ≤ ``rcond`` λ_max as null).
+
+    Returns curves (S, T), NaN at the checkpoints not flagged: ``kernel_alignment`` (A(K_t, Y) on the first P
+    inputs, every checkpoint), ``kernel_velocity`` (‖K_j − K_{j−1}‖_F / ‖K_{j−1}‖_F / (t_j − t_{j−1}) on the
+    same P inputs, entry j the interval ending at checkpoint j, NaN at j = 0), ``after_alignment`` (A(K_t, Y)
+    on all N), ``after_vs_net_rmse`` (RMSE over the M k test outputs between K_t's regression and the final
+    network), with ``y_test`` ``after_test_loss`` (½ mean (f − y)²), ``after_test_rmse`` and, with classes,
+    ``after_test_accuracy`` and ``after_agreement_with_net`` (fraction of test inputs where K_t's regression
+    and the final network predict the same class); scalars (S,): ``kernel_alignment_k0`` (K_0 on all N),
+    ``kernel_alignment_theta`` (Θ), ``after_vs_net_rmse_k0``, ``after_rmse_ratio`` (K_T's RMSE to the net
+    over K_0's), ``after_explains_from`` (:func:`first_within` of RMSE ≤ :data:`RMSE_TOL` × K_0's, as a
+    fraction of the run's time; NaN: never, not even K_T), with classes ``after_accuracy_from``
+    (|accuracy − the network's| ≤ :data:`ACCURACY_TOL`); and the regression's test outputs (S, T, M, k), NaN at
+    the checkpoints not flagged."""
+    flags = np.asarray(flags, bool)
+    times = np.asarray(times, np.float64)
+    s, t = k_sub.shape[:2]
+    y = np.asarray(y_train, np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    p = k_sub.shape[-1]
+    nan = np.full((s, t), np.nan)
+    curves = {"kernel_alignment": alignment(k_sub, y[:p]),
+              "kernel_velocity": np.concatenate([np.full((s, 1), np.nan), kernel_velocity(k_sub, times)], axis=1)}
+    pred = np.stack([np.stack([start_test[i] + kernel_regression(k_train[i, j], k_test[i, j], y - start_train[i],
+                                                                 rcond=rcond)
+                               for j in range(k_train.shape[1])]) for i in range(s)])  # (S, T', M, k)
+    full = np.full((s, t, *pred.shape[2:]), np.nan)
+    full[:, flags] = pred
+    net = np.asarray(f_net_test, np.float64)[:, None]  # (S, 1, M, k)
+
+    def on_flags(v: np.ndarray) -> np.ndarray:
+        out = nan.copy()
+        out[:, flags] = v
+        return out
+
+    curves["after_alignment"] = on_flags(alignment(k_train, y))
+    curves["after_vs_net_rmse"] = on_flags(np.sqrt(np.mean((pred - net) ** 2, axis=(2, 3))))
+    fractions = times[flags] / times[-1]
+    rmse_t = curves["after_vs_net_rmse"][:, flags]
+    scalars = {"kernel_alignment_k0": alignment(k0_train, y),
+               "kernel_alignment_theta": np.full(s, float(alignment(theta_train, y))),
+               "after_vs_net_rmse_k0": rmse_t[:, 0],
+               "after_rmse_ratio": rmse_t[:, -1] / rmse_t[:, 0],
+               "after_explains_from": first_within(rmse_t <= RMSE_TOL * rmse_t[:, :1], fractions)}
+    if y_test is not None:
+        yt = np.asarray(y_test, np.float64)
+        curves["after_test_loss"] = on_flags(0.5 * np.mean((pred - yt) ** 2, axis=(2, 3)))
+        curves["after_test_rmse"] = on_flags(np.sqrt(np.mean((pred - yt) ** 2, axis=(2, 3))))
+        if n_classes > 0:
+            label, cls, cls_net = np.argmax(yt, -1), np.argmax(pred, -1), np.argmax(net, -1)
+            acc = np.mean(cls == label, axis=-1)  # (S, T')
+            curves["after_test_accuracy"] = on_flags(acc)
+            curves["after_agreement_with_net"] = on_flags(np.mean(cls == cls_net, axis=-1))
+            acc_net = np.mean(cls_net == label, axis=-1)  # (S, 1)
+            scalars["after_accuracy_from"] = first_within(np.abs(acc - acc_net) <= ACCURACY_TOL, fractions)
+    return curves, scalars, full

@@ -809,7 +809,7 @@ def format_table(res: dict) -> str:
 
 
 #: Per-width phases of a compare run, in the order run_width meets them (studylib.compare.cell).
-WIDTH_PHASES = ("init", "analytic", "at_init", "eigh", "closed", "train", "quad", "predict", "curves")
+WIDTH_PHASES = ("init", "analytic", "at_init", "eigh", "closed", "train", "quad", "predict", "after", "curves")
 #: What each run-level phase wraps (module, attribute) while profiling.
 RUN_HOOKS = {"data": ("studylib.data", "load_for"), "prepare": ("studylib.compare", "prepare"),
              "cell": ("studylib.compare", "run_cell"), "summary": ("studylib.compare", "summarise"),
@@ -824,7 +824,9 @@ def profile_compare(argv: list[str]) -> dict:
     :data:`RUN_HOOKS` (data, summary, figures, writes; 'cell' is a width's time outside its phases), the
     per-width phases of :data:`WIDTH_PHASES`, each as wall seconds (exclusive of nested phases) and the
     compile seconds in it (tracing + lowering + XLA, on this thread), 'other' (the rest of the total),
-    'background_compile_s' (compiles on other threads, overlapping) and 'total_s', the wall time from
+    'background_compile_s' (compiles on other threads, overlapping), 'ahead' (per width, the wall seconds of
+    its start on an ahead thread, :class:`studylib.compare.cell.Ahead`, and that thread's compile seconds
+    meanwhile: overlapping the main thread, not part of the total) and 'total_s', the wall time from
     before the imports to the end. Without ``--out`` the run goes to a temporary folder (so that no
     stored cell is reused); the compile cache follows ``NTK_STUDY_COMPILE_CACHE`` as in the entry point."""
     import importlib
@@ -866,10 +868,13 @@ def profile_compare(argv: list[str]) -> dict:
     run_level = {p: dict(zip(("s", "compile_s"), prof.total(p, None), strict=True))
                  for p in ("import", *RUN_HOOKS)}
     accounted = sum(r.seconds for r in prof.records)
+    ahead = {str(w): dict(zip(("s", "compile_s"), prof.background_total(w), strict=True))
+             for w in sorted({r.width for r in prof.background if r.width is not None})}
     return {"argv": argv if tmp is None else argv[:-2], "total_s": total, "cpu_s": time.process_time() - cpu0,
             "loadavg": _loadavg(), "run": run_level, "widths": per_width, "other_s": total - accounted,
             "compile_s": sum(r.compile_seconds for r in prof.records) + prof.loose_compile_s,
-            "loose_compile_s": prof.loose_compile_s, "background_compile_s": prof.background_compile_s}
+            "loose_compile_s": prof.loose_compile_s, "background_compile_s": prof.background_compile_s,
+            "ahead": ahead}
 
 
 def _timed(timing, name: str, fn):
@@ -883,21 +888,26 @@ def _timed(timing, name: str, fn):
 def format_profile(res: dict) -> str:
     """The console report of :func:`profile_compare`: seconds per phase per width, 'total (compile)'."""
     cols = WIDTH_PHASES
-    head = f"{'width':>6} " + " ".join(f"{c:>13}" for c in cols) + f" {'sum':>13}"
+    ahead = res.get("ahead", {})  # per width: its start on an ahead thread (overlaps the rest; not in 'sum')
+    head = f"{'width':>6} " + " ".join(f"{c:>13}" for c in cols) + f" {'sum':>13}" + (f" {'ahead':>15}" * bool(ahead))
+    note = "; 'ahead': the width's start on an ahead thread, overlapping the rest" if ahead else ""
     lines = ["where `python -m study.compare " + " ".join(res["argv"]) + "` spent its time (wall s; in brackets "
-             "the part spent compiling: trace + lower + XLA, this thread)", head, "-" * len(head)]
+             f"the part spent compiling: trace + lower + XLA, this thread{note})", head, "-" * len(head)]
 
     def cellf(s: float, c: float) -> str:
         return f"{s:6.2f} ({c:4.1f})"
 
     for w, ph in res["widths"].items():
         s, c = sum(v["s"] for v in ph.values()), sum(v["compile_s"] for v in ph.values())
+        bg = ahead.get(w)
         lines.append(f"{w:>6} " + " ".join(f"{cellf(ph[p]['s'], ph[p]['compile_s']):>13}" for p in cols)
-                     + f" {cellf(s, c):>13}")
+                     + f" {cellf(s, c):>13}" + (f"   {cellf(bg['s'], bg['compile_s']):>13}" if bg else ""))
     tot = {p: (sum(ph[p]["s"] for ph in res["widths"].values()),
                sum(ph[p]["compile_s"] for ph in res["widths"].values())) for p in cols}
+    bg_all = (sum(v["s"] for v in ahead.values()), sum(v["compile_s"] for v in ahead.values()))
     lines.append(f"{'all':>6} " + " ".join(f"{cellf(*tot[p]):>13}" for p in cols)
-                 + f" {cellf(sum(v[0] for v in tot.values()), sum(v[1] for v in tot.values())):>13}")
+                 + f" {cellf(sum(v[0] for v in tot.values()), sum(v[1] for v in tot.values())):>13}"
+                 + (f"   {cellf(*bg_all):>13}" if ahead else ""))
     lines.append("")
     run = res["run"]
     lines.append("run: " + ", ".join(f"{p} {v['s']:.2f} s" + (f" ({v['compile_s']:.1f})" if v["compile_s"] >= 0.05

@@ -796,3 +796,82 @@ def precompile_checkpoints(model_cfg, width: int, params0, x_train, y_train, n_c
     run, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, 0.0, np.zeros(n_checkpoints, np.int64),
                                  x_test=x_test, measure=measure)
     run.lower(*args).compile()
+
+
+def traced_ntk_blocks(net: MLP, dense, x, x_test):
+    """The empirical NTK traced over the k = ``net.sizes[-1]`` outputs, (1/k) Σ_a J_a J_aᵀ (NT's
+    ``trace_axes=(-1,)``), as two blocks: on the training inputs (N, N) and test-train (M, N). From per-output
+    features as :func:`full_ntk`: K[n, m] = (1/k) Σ_l (s_l² h_{l-1}(n)·h_{l-1}(m) + t_l²) Σ_a d_l(n, a)·d_l(m, a);
+    the backward passes of x and x_test run layer by layer beside each other (all k one-hot cotangents at once,
+    transposed layout (fan_out, B k), column b k + a), so only one layer's d of each is held at a time.
+    Cost: k backward passes of N + M inputs and (k + 1) (N + M) N fan_in products per layer."""
+    k = net.sizes[-1]
+    (_, (hs1, zs1)), (_, (hs2, zs2)) = forward(net, dense, x), forward(net, dense, x_test)
+    n1, n2 = x.shape[0], x_test.shape[0]
+    d1 = jnp.tile(jnp.eye(k, dtype=x.dtype), (1, n1))  # (k, N k): column n k + a is e_a
+    d2 = jnp.tile(jnp.eye(k, dtype=x.dtype), (1, n2))
+    k_train = jnp.zeros((n1, n1), x.dtype)
+    k_test = jnp.zeros((n2, n1), x.dtype)
+    traced = (((0, 2), (0, 2)), ((), ()))  # sum over units and outputs a
+    for l in reversed(range(net.n_layers)):
+        f1, f2 = d1.reshape(d1.shape[0], n1, k), d2.reshape(d2.shape[0], n2, k)
+        s2, t2 = net.w_scale[l] ** 2, net.b_scale[l] ** 2
+        k_train = k_train + (s2 * mm(hs1[l], hs1[l].T) + t2) * lax.dot_general(f1, f1, traced)
+        k_test = k_test + (s2 * mm(hs2[l], hs1[l].T) + t2) * lax.dot_general(f2, f1, traced)
+        if l > 0:
+            d1 = net.w_scale[l] * mm(dense[l][0], d1) * jnp.repeat(_dact(net.activation, zs1[l - 1]).T, k, axis=1)
+            d2 = net.w_scale[l] * mm(dense[l][0], d2) * jnp.repeat(_dact(net.activation, zs2[l - 1]).T, k, axis=1)
+    return k_train / k, k_test / k
+
+
+@functools.lru_cache(maxsize=64)
+def _flagged_runner(net: MLP, measure, extra, per_seed_targets: bool = False):
+    """:func:`_checkpoint_runner` with a second record, ``extra(net, dense, x, x_test)``, computed only at the
+    checkpoints whose flag is set (``lax.cond`` on a flag shared by the seeds, so the other checkpoints cost
+    nothing; zeros there)."""
+    def one(dense0, x, y, x_test, lr, gaps, flags):
+        shapes = jax.eval_shape(lambda d: extra(net, d, x, x_test), dense0)
+
+        def seg(dense, inp):
+            n, flag = inp
+            dense = lax.fori_loop(0, n, lambda _, d: gd_step(net, d, x, y, lr), dense)
+            more = lax.cond(flag, lambda d: extra(net, d, x, x_test),
+                            lambda d: jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes), dense)
+            return dense, (measure(net, dense, dense0, x, x_test), more)
+
+        _, out = lax.scan(seg, dense0, (gaps, flags))
+        return out
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0 if per_seed_targets else None, None, None, None, None)))
+
+
+def _flagged_call(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, flags, *, x_test,
+                  measure, extra):
+    _, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints,
+                               x_test=x_test, measure=measure)
+    net = _fast_net(model_cfg, width, x_train, y_train[0] if np.ndim(y_train) == 3 else y_train, "flagged_checkpoints")
+    flags = jnp.asarray(np.asarray(flags, bool))
+    if flags.shape != (len(checkpoints),):
+        raise ValueError(f"flags: expected one per checkpoint ({len(checkpoints)}), got shape {flags.shape}")
+    return _flagged_runner(net, measure, extra, np.ndim(y_train) == 3), (*args, flags)
+
+
+def flagged_checkpoints(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, flags, *,
+                        x_test=None, measure=default_measure, extra=traced_ntk_blocks
+                        ) -> tuple[dict[str, np.ndarray], Any]:
+    """:func:`full_batch_checkpoints` (the same GD, the same records (S, T, ...)) and, at the checkpoints where
+    ``flags`` (T,) is set, ``extra(net, dense, x_train, x_test)`` (default :func:`traced_ntk_blocks`): its
+    outputs stacked (S, T, ...), zeros at the other checkpoints."""
+    run, args = _flagged_call(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints, flags,
+                              x_test=x_test, measure=measure, extra=extra)
+    recs, more = run(*args)
+    return {k: np.asarray(v) for k, v in recs.items()}, jax.tree_util.tree_map(np.asarray, more)
+
+
+def precompile_flagged(model_cfg, width: int, params0, x_train, y_train, n_checkpoints: int, *, x_test=None,
+                       measure=default_measure, extra=traced_ntk_blocks) -> None:
+    """Compile, without running, the program of :func:`flagged_checkpoints` (as :func:`precompile_checkpoints`;
+    the rate, steps and flags are traced)."""
+    run, args = _flagged_call(model_cfg, width, params0, x_train, y_train, 0.0, np.zeros(n_checkpoints, np.int64),
+                              np.zeros(n_checkpoints, bool), x_test=x_test, measure=measure, extra=extra)
+    run.lower(*args).compile()

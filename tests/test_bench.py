@@ -107,6 +107,37 @@ def test_timing_phases_are_exclusive_and_count_compiles():
     assert timing.active() is None
 
 
+def test_timing_job_records_another_threads_work_apart():
+    """studylib.timing.job: a block on another thread is a background record of its width, with the compiles
+    of that thread while it ran, and takes nothing from the profiling thread's phases; on the profiling
+    thread itself, or without a profile, it records nothing."""
+    import threading
+
+    import jax
+    import jax.numpy as jnp
+
+    from studylib import timing
+
+    def work():
+        with timing.job("ahead", 16):
+            jax.jit(lambda x: jnp.cos(x) * 2.5 - 0.75)(jnp.arange(5.0)).block_until_ready()
+
+    with timing.job("ignored", 1):  # no profile: a no-op
+        pass
+    with timing.profiling() as prof:
+        with timing.phase("main", 8):
+            t = threading.Thread(target=work)
+            t.start()
+            t.join()
+        with timing.job("same thread", 8):  # the profiling thread: not a background record
+            pass
+    assert [(r.name, r.width) for r in prof.background] == [("ahead", 16)]
+    seconds, compile_s = prof.background_total(16)
+    assert 0.0 < compile_s <= seconds and compile_s <= prof.background_compile_s
+    assert prof.total("main", 8)[1] == 0.0  # the other thread's compile is not the main phase's
+    assert prof.background_total(8) == (0.0, 0.0)
+
+
 #: A tiny compare (one width, quadratic model included) for the profile tests.
 FLAGS = ["--widths", "8", "--seeds", "2", "--steps", "6", "--checkpoints", "2", "--quad-max-width", "8",
          "--no-progress", "--no-figures"]
@@ -132,12 +163,16 @@ def test_profile_compare_tiny_prints_every_phase(tmp_path):
     assert 0.0 <= res["other_s"] < 0.1 * res["total_s"] + 0.5  # ... and small: the phases cover the run
     assert res["run"]["summary"]["s"] > 0 and res["run"]["write"]["s"] > 0 and res["run"]["data"]["s"] > 0
     assert res["widths"]["8"]["train"]["s"] > 0 and res["widths"]["8"]["quad"]["s"] > 0
+    # the width started on an ahead thread (compare.cell.Ahead): its own record, compiles included, in the table
+    assert set(res["ahead"]) == {"8"} and 0.0 < res["ahead"]["8"]["compile_s"] <= res["ahead"]["8"]["s"]
+    assert "ahead" in text.splitlines()[1]
 
 
 @pytest.mark.slow  # ~35 s on the loaded machine; the fast sibling above runs the same profiled compare
 def test_ahead_keeps_every_number(tmp_path, monkeypatch):
-    """A compare run whose widths start on a second thread (compare.cell.AHEAD: theta_0, kernels at init,
-    programs compiled ahead) writes the same summary and curves, bit for bit, as a run without it."""
+    """A compare run whose widths start on other threads (compare.cell.AHEAD: theta_0, kernels at init,
+    programs compiled ahead; two widths at once) writes the same summary and curves, bit for bit, as a run
+    without it."""
     import json
 
     import numpy as np
@@ -145,9 +180,11 @@ def test_ahead_keeps_every_number(tmp_path, monkeypatch):
     from studylib import cli
     from studylib.compare import cell
 
-    cli.main("compare", "test", [*FLAGS, "--out", str(tmp_path / "on")])
+    flags = [*FLAGS, "--widths", "8,16,32"]  # two widths start at once, a third queued (Ahead.workers() == 2)
+    monkeypatch.setenv(cell.AHEAD_ENV, "2")
+    cli.main("compare", "test", [*flags, "--out", str(tmp_path / "on")])
     monkeypatch.setenv(cell.AHEAD_ENV, "off")
-    cli.main("compare", "test", [*FLAGS, "--out", str(tmp_path / "off")])
+    cli.main("compare", "test", [*flags, "--out", str(tmp_path / "off")])
     on, off = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("on", "off"))
 
     def leaves(x, path=""):
@@ -168,3 +205,73 @@ def test_ahead_keeps_every_number(tmp_path, monkeypatch):
     za, zb = (np.load(tmp_path / d / "curves.npz") for d in ("on", "off"))
     assert za.files == zb.files
     assert [k for k in za.files if not np.array_equal(za[k], zb[k], equal_nan=True)] == []
+
+
+def test_ahead_workers_and_lookahead(monkeypatch):
+    """compare.cell.Ahead: the environment variable turns it off or sets the threads; each width the main
+    thread runs queues the next widths up to one per thread, fewer where their parameters would not fit
+    the device's memory (--max-memory), and none past the last width."""
+    from studylib import data as D
+    from studylib import devices
+    from studylib.compare import cell
+    from studylib.compare.config import CompareConfig
+
+    cfg = CompareConfig(widths=(8, 16, 32, 64, 1024))
+    data = D.load_for(cfg.data, cfg.model)
+    ahead = cell.Ahead()
+    for value, workers in (("off", 0), ("0", 0), ("1", 1), ("3", 3), ("", cell.Ahead.WORKERS)):
+        monkeypatch.setenv(cell.AHEAD_ENV, value)
+        assert ahead.workers() == workers, value
+    monkeypatch.setenv(cell.AHEAD_ENV, "off")
+    assert not ahead.eligible(cfg, 8, data)
+    monkeypatch.setenv(cell.AHEAD_ENV, "1")  # the behaviour before: the width and the next one
+    assert ahead.eligible(cfg, 8, data)
+    assert ahead.lookahead(cfg, [8, 16], data) == [8, 16]
+    monkeypatch.setenv(cell.AHEAD_ENV, "2")
+    assert ahead.lookahead(cfg, [8, 16], data) == [8, 16, 32]
+    assert ahead.lookahead(cfg, [64, 1024], data) == [64, 1024]  # nothing after the last width
+    assert ahead.lookahead(cfg, [1024], data) == [1024]
+    monkeypatch.setenv(cell.AHEAD_ENV, "3")
+    assert ahead.lookahead(cfg, [8, 16], data) == [8, 16, 32, 64]
+    # room: width 16's plan and theta_0 of 32 and 64 (3 seeds) against MEMORY_FRACTION of a capped device
+    x, k = data.x_train, data.y_train.shape[1]
+    plans = {w: cell.memory_plan(cfg, w, x.shape, k) for w in (16, 32, 64)}
+    first = plans[16]["bytes_per_seed"] * cfg.seeds + plans[16]["fixed_bytes"]
+    theta = {w: plans[w]["params"] * 4 * cfg.seeds for w in (32, 64)}  # float32
+    try:
+        devices.set_max_memory((first + theta[32] + theta[64] / 2) / devices.MEMORY_FRACTION / 2**30)
+        assert ahead.room(cfg, [16, 32], data) and not ahead.room(cfg, [16, 32, 64], data)
+        assert ahead.lookahead(cfg, [16, 32], data) == [16, 32]  # 64 would not fit beside them
+    finally:
+        devices.set_max_memory(None)
+
+
+def test_compare_figures_helper_draws_the_same_files(tiny_compare, tmp_path, monkeypatch):
+    """compare.plots.figures with the helper process (part of the figures drawn by a second Python
+    process) writes the same files, byte for byte and in the same order, as drawing all of them here; a
+    helper that fails leaves no figure missing (this process draws them)."""
+    import subprocess
+    import sys
+
+    from studylib.compare import plots
+
+    def drawn(folder):
+        paths = plots.figures(tiny_compare, folder)
+        return [p.name for p in paths], {p.name: p.read_bytes() for p in paths}
+
+    monkeypatch.setenv(plots.HELPER_ENV, "off")
+    names, alone = drawn(tmp_path / "alone")
+    assert names and set(plots.HELPER_FIGURES) & {n.split(".")[0].removeprefix("compare_") for n in names}
+    monkeypatch.setenv(plots.HELPER_ENV, "on")
+    monkeypatch.setattr(plots, "_helper_wanted", lambda: True)  # also where this process has one core
+    started = []
+    real = plots._start_helper
+    monkeypatch.setattr(plots, "_start_helper", lambda *a: started.append(a[2]) or real(*a))
+    names_h, helped = drawn(tmp_path / "helped")
+    assert started and started[0]  # the helper drew some figures
+    assert names_h == names and helped == alone
+    failing = lambda *a: subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"],  # noqa: E731
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    monkeypatch.setattr(plots, "_start_helper", failing)
+    names_f, fallback = drawn(tmp_path / "fallback")
+    assert names_f == names and fallback == alone

@@ -301,15 +301,25 @@ def fast_measure(points: int) -> Callable:
 
 def fast_network_records(cfg: CompareConfig, width: int, p0, x_train, y_train, x_test, *, lr: float, steps
                          ) -> dict[str, np.ndarray]:
-    """Full-batch GD of the FC net by the hand-written trainer (:func:`studylib.sgd.full_batch_checkpoints`:
+    """Full-batch GD of the FC net by the hand-written trainer (:func:`studylib.sgd.flagged_checkpoints`:
     one compiled scan over all checkpoints, seeds vmapped), recorded at ``steps`` (:func:`fast_measure`):
     the same records, in the same layout (S, T, ...), as the generic loop of :func:`run_width`
-    (tests/test_compare.py checks them equal)."""
-    from studylib import sgd
+    (tests/test_compare.py checks them equal); and at the after-kernel checkpoints
+    (:func:`studylib.afterkernel.after_checkpoints` of ``steps``) the traced kernel on all N training inputs
+    'after_k_train' (S, T, N, N) and test-train 'after_k_test' (S, T, M, N) (:func:`studylib.sgd.traced_ntk_blocks`;
+    zeros at the other checkpoints)."""
+    from studylib import afterkernel, sgd
 
-    rec = sgd.full_batch_checkpoints(cfg.model, width, p0, x_train, y_train, lr, steps, x_test=x_test,
-                                     measure=fast_measure(min(cfg.kernel_points, x_train.shape[0])))
-    return {k: np.asarray(v, np.float64) for k, v in rec.items()}
+    rec, (k_train, k_test) = sgd.flagged_checkpoints(
+        cfg.model, width, p0, x_train, y_train, lr, steps,
+        afterkernel.after_checkpoints(steps) & cfg.after_kernel_on(fast=True), x_test=x_test,
+        measure=fast_measure(min(cfg.kernel_points, x_train.shape[0])), extra=sgd.traced_ntk_blocks)
+    rec |= {"after_k_train": k_train, "after_k_test": k_test}
+    rec = {k: np.asarray(v, np.float64) for k, v in rec.items()}
+    if not cfg.after_kernel_on(fast=True):  # off: no checkpoint flagged (zeros), the rows NaN
+        rec["after_k_train"], rec["after_k_test"] = (np.full_like(rec[k], np.nan) for k in ("after_k_train",
+                                                                                          "after_k_test"))
+    return rec
 
 
 def fast_init(mlp, dense0, x_train, x_test, *, expand: bool) -> dict[str, Any]:
@@ -362,12 +372,14 @@ def generic_records(cfg: CompareConfig, apply_fn, p0, x_train, y_train, x_test, 
     function-space linearization's ((f_train, f_test), (dsq, wdsq)) used in 'function' mode. A centred run
     (``cfg.centred``) trains f(theta) - f(theta_0) itself (:func:`studylib.centring.centred_model`, not the
     shifted targets of the hand-written trainer: the tests compare the two) and records outputs minus
-    their step-0 values. Returns the records (S, T, ...) and the first divergence step of the network and
-    of the linearization per seed."""
+    their step-0 values; at the after-kernel checkpoints (:func:`studylib.afterkernel.after_checkpoints`) also
+    the traced kernel on all N and test-train, 'after_k_train' (S, T, N, N) and 'after_k_test' (S, T, M, N)
+    (:func:`studylib.afterkernel.empirical_kernels`; zeros at the other checkpoints). Returns the records
+    (S, T, ...) and the first divergence step of the network and of the linearization per seed."""
     import jax
     import jax.numpy as jnp
 
-    from studylib import centring, kernels, training
+    from studylib import afterkernel, centring, devices, kernels, training
 
     measure_net, measure_lin_params = measure
     one = lambda tree, s: jax.tree_util.tree_map(lambda a: a[s], tree)  # noqa: E731
@@ -380,6 +392,8 @@ def generic_records(cfg: CompareConfig, apply_fn, p0, x_train, y_train, x_test, 
     if params_mode:
         train_lin = training.make_trainer(model(training.linearized_model(apply_fn)))
     copy = lambda t: jax.tree_util.tree_map(jnp.copy, t)  # noqa: E731
+    after = afterkernel.after_checkpoints(steps) & cfg.after_kernel_on(fast=False)
+    budget = KERNEL_BLOCK_SHARE * devices.MEMORY_FRACTION * devices.memory_bytes()
     pn = copy(p0)
     pl = copy(p0) if params_mode else None
     lr_arr = jnp.asarray(lr, x_train.dtype)
@@ -395,6 +409,14 @@ def generic_records(cfg: CompareConfig, apply_fn, p0, x_train, y_train, x_test, 
         rec = to_np(measure_net(p0, pn, x_train, x_test))
         rec["k_net_train"] = np.stack([kernels.blocked_ntk(traced_fn, x_kernel, None, one(pn, s), rows=rows)
                                        for s in range(n_seeds)])
+        if after[j]:  # the after kernel on all N and test-train (NT's traced kernel, row blocks)
+            blocks = [afterkernel.empirical_kernels(apply_fn, one(pn, s), x_train, x_test,
+                                                    implementation=cfg.ntk_implementation, budget_bytes=budget)
+                      for s in range(n_seeds)]
+            rec["after_k_train"], rec["after_k_test"] = (np.stack(b) for b in zip(*blocks, strict=True))
+        else:  # not an after-kernel checkpoint, or after_kernel off: NaN, whose regression is NaN
+            rec["after_k_train"] = np.full((n_seeds, x_train.shape[0], x_train.shape[0]), np.nan)
+            rec["after_k_test"] = np.full((n_seeds, x_test.shape[0], x_train.shape[0]), np.nan)
         if params_mode:
             rec |= to_np(measure_lin_params(p0, pl, x_train, x_test))
         else:
@@ -604,7 +626,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
     import jax
     import jax.numpy as jnp
 
-    from studylib import centring, devices, kernels, models, training
+    from studylib import afterkernel, centring, closed_form, devices, kernels, models, training
 
     dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
     itemsize = 8 if cfg.dtype == "float64" else 4
@@ -699,8 +721,15 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
                                         np.asarray(targets, np.float64), lr=lr, steps=steps)
         lam_theta = np.linalg.eigvalsh(theta_train)
         lam_k0 = np.stack([lam for lam, _ in k0_eig])
+        with timing.phase("after", width):  # the after kernel: alignment, velocity, regression with K_t
+            flags = afterkernel.after_checkpoints(steps)
+            after_curves, after_scalars, after_pred = afterkernel.compare_rows(
+                rec["k_net_train"], lr / gamma**2 * np.asarray(steps, np.float64), y64, flags,
+                rec["after_k_train"][:, flags], rec["after_k_test"][:, flags], start_train, start_test,
+                rec["f_net_test"][:, -1], data.y_test, data.n_classes, kernels.traced_kernel(k0_flat, k), theta_train,
+                rcond=closed_form.null_rcond(n, cfg.dtype))
         curves = (measured_curves(rec, preds, n0_sq, w0_sq, y64, data) | predicted_curves(delta, n, data)
-                  | trained_fraction_curves(lr, steps, n * k, lam_theta[0], lam_k0[:, 0]))
+                  | trained_fraction_curves(lr, steps, n * k, lam_theta[0], lam_k0[:, 0]) | after_curves)
         _mask_diverged(curves, steps, diverged_net, diverged_lin, quad["diverged_step"])
 
         stored = (lambda a: a[..., 0]) if k == 1 else (lambda a: a.astype(np.float32))
@@ -738,6 +767,10 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
             "predictions_test": {k_: stored(once(k_, v[1])) for k_, v in preds.items()},
             "predictions_train": {k_: stored(once(k_, v[0])) for k_, v in preds.items()},  # (S, T, N[, k])
         }
+        # the after kernel (studylib.afterkernel.compare_rows): per-seed scalars (S,) and the test outputs of
+        # the kernel regression with K_t, (S, T, M[, k]), NaN at the checkpoints where K_t is not computed
+        result |= after_scalars
+        result["predictions_test"]["after"] = stored(after_pred)
     return result
 
 
@@ -808,14 +841,20 @@ AHEAD_ENV = "NTK_STUDY_COMPILE_AHEAD"
 class Ahead:
     """A width's start, done on a second thread while the previous width trains: theta_0 drawn, the
     kernels at init computed (:func:`kernels_at_init`), and the programs of its training
-    (:func:`studylib.sgd.precompile_checkpoints`) and of its quadratic model
+    (:func:`studylib.sgd.precompile_flagged`) and of its quadratic model
     (:func:`studylib.quad.precompile_quad`) compiled into the jit caches the main thread then calls. Nothing
     else changes: the same functions on the same inputs, the same compiled programs, so the same numbers
     bit for bit (a default run's summary.json compared before/after: docs/performance.md). Most of a
     first run's time is compiling a new program per width, and that is serial work the second core can
     take. Only FC nets with one output whose seeds fit one chunk, in 'function' mode (:func:`eligible`);
-    anything else, or a job that failed, is computed on the main thread as before. One job at a time, on
-    one daemon thread."""
+    anything else, or a job that failed, is computed on the main thread as before. Up to :meth:`workers`
+    jobs at once (:data:`WORKERS`, or the number :data:`AHEAD_ENV` gives), on as many daemon threads, each
+    a width further ahead (:meth:`lookahead`): XLA's CPU compile is partly serial (tracing, HLO passes) and
+    the main thread mostly waits for the next width while the narrow widths start, so a second start at
+    once can take what the first leaves of the cores."""
+
+    #: Widths started at once (threads) unless :data:`AHEAD_ENV` gives a number.
+    WORKERS = 2
 
     def __init__(self) -> None:
         import threading
@@ -823,23 +862,62 @@ class Ahead:
         self.jobs: list[tuple[tuple, Any]] = []  # ((cfg, width, data, seeds), Future)
         self.lock = threading.Lock()
         self.executor = None
+        self.executor_workers = 0
+
+    @classmethod
+    def workers(cls) -> int:
+        """Threads starting widths ahead: 0 where :data:`AHEAD_ENV` is 'off' (or 0, false, no), the number
+        it gives (a positive integer), else :data:`WORKERS`."""
+        import os
+
+        value = os.environ.get(AHEAD_ENV, "").strip().lower()
+        if value in ("off", "0", "false", "no"):
+            return 0
+        return int(value) if value.isdigit() else cls.WORKERS
 
     def eligible(self, cfg: CompareConfig, width: int, data) -> bool:
         """Whether a width's start may run ahead (:class:`Ahead`)."""
-        import os
-
-        if os.environ.get(AHEAD_ENV, "").lower() in ("off", "0", "false", "no"):
+        if self.workers() == 0:
             return False
         x, k = data.x_train, data.y_train.shape[1]
         if x.ndim != 2 or k != 1 or cfg.lin_mode != "function" or fast_net(cfg, width, x, k) is None:
             return False
         return memory_plan(cfg, width, x.shape, k)["seeds_per_chunk"] >= cfg.seeds
 
+    def lookahead(self, cfg: CompareConfig, widths: list[int], data) -> list[int]:
+        """``widths`` (the width the main thread runs now and the next one), extended by the widths that
+        follow the last of them in ``cfg.widths`` until :meth:`workers` widths come after the first, while the
+        parameters held ahead fit (:meth:`room`)."""
+        out = list(widths)
+        if not out or out[-1] not in cfg.widths:
+            return out
+        for w in cfg.widths[cfg.widths.index(out[-1]) + 1:]:
+            if len(out) > self.workers() or not self.room(cfg, [*out, w], data):
+                break
+            out.append(w)
+        return out
+
+    @staticmethod
+    def room(cfg: CompareConfig, widths: list[int], data) -> bool:
+        """Whether the first width's planned device memory (:func:`memory_plan`, all seeds) and the
+        parameters theta_0 of the others (all seeds, held by their starts until the main thread takes them)
+        fit :data:`studylib.devices.MEMORY_FRACTION` of one device's memory."""
+        from studylib import devices
+
+        x, k = data.x_train, data.y_train.shape[1]
+        plans = [memory_plan(cfg, w, x.shape, k) for w in widths]
+        item = 8 if cfg.dtype == "float64" else 4
+        need = plans[0]["bytes_per_seed"] * cfg.seeds + plans[0]["fixed_bytes"]
+        need += sum(p["params"] * item * cfg.seeds for p in plans[1:])
+        return need <= devices.MEMORY_FRACTION * devices.memory_bytes()
+
     def submit(self, cfg: CompareConfig, widths: list[int], data) -> None:
-        """Queue the start of each of ``widths`` (in order; all of ``cfg``'s seeds) unless queued already or not
-        eligible; jobs of other widths still queued are cancelled (e.g. their cells were reused)."""
+        """Queue the start of each of ``widths`` and of the widths :meth:`lookahead` adds (in order; all of
+        ``cfg``'s seeds) unless queued already or not eligible; jobs of other widths still queued are
+        cancelled (e.g. their cells were reused)."""
         from concurrent.futures import ThreadPoolExecutor
 
+        widths = self.lookahead(cfg, widths, data)
         keys = [(cfg, w, data, tuple(runner.seed_list(cfg))) for w in widths if self.eligible(cfg, w, data)]
         if keys:
             fast_measure(min(cfg.kernel_points, data.x_train.shape[0]))  # created here, not raced by two threads
@@ -851,9 +929,20 @@ class Ahead:
             for key in keys:
                 if any(self._same(k_, key) for k_, _ in self.jobs):
                     continue
-                if self.executor is None:
-                    self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compare-ahead")
-                self.jobs.append((key, self.executor.submit(start_width, cfg, key[1], data, list(key[3]))))
+                if self.executor is None or self.executor_workers != self.workers():
+                    if self.executor is not None:  # the worker count changed: later jobs go to a new pool
+                        self.executor.shutdown(wait=False)
+                    self.executor_workers = self.workers()
+                    self.executor = ThreadPoolExecutor(max_workers=self.executor_workers,
+                                                       thread_name_prefix="compare-ahead")
+                self.jobs.append((key, self.executor.submit(self._start, cfg, key[1], data, list(key[3]))))
+
+    @staticmethod
+    def _start(cfg: CompareConfig, width: int, data, seeds: list[int]) -> dict[str, Any]:
+        """:func:`start_width`, recorded as a background job of the width while profiling
+        (:func:`studylib.timing.job`)."""
+        with timing.job("ahead", width):
+            return start_width(cfg, width, data, seeds)
 
     @staticmethod
     def _same(a: tuple, b: tuple) -> bool:
@@ -906,8 +995,9 @@ def start_width(cfg: CompareConfig, width: int, data, seeds: list[int]) -> dict[
     n_ck = len(training.checkpoint_steps(cfg.steps, cfg.n_checkpoints))  # learning_schedule keeps the count
     y64 = np.asarray(data.y_train, np.float64)
     targets = (jnp.asarray(centring.shifted_targets(y64, at_init["f0_train"]), dtype) if cfg.centred else None)
-    sgd.precompile_checkpoints(cfg.model, width, p0, x_train, y_train if targets is None else targets, n_ck,
-                               x_test=x_test, measure=fast_measure(min(cfg.kernel_points, n)))
+    sgd.precompile_flagged(cfg.model, width, p0, x_train, y_train if targets is None else targets, n_ck,  # as
+                           x_test=x_test, measure=fast_measure(min(cfg.kernel_points, n)),  # fast_network_records
+                           extra=sgd.traced_ntk_blocks)
     trainer = None
     if width <= cfg.quad_max_width:
         trainer = quad.make_quad_trainer(net.apply_fn)

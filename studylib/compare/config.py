@@ -44,6 +44,8 @@ REGIONS = ("", "train", "interp", "extrap")
 #: The predictors measured on held-out data: network, linearization, closed forms (NT's flow) with
 #: the analytic and the empirical kernel, and both closed forms at t = infinity (``_limit``).
 PREDICTORS = ("net", "lin", "closed_inf", "closed_emp", "closed_inf_limit", "closed_emp_limit")
+#: Modes of ``CompareConfig.after_kernel``.
+AFTER_KERNEL_MODES = ("auto", "on", "off")
 #: Learning-rate rules (``CompareConfig.lr_rule``).
 LR_RULES = ("analytic", "emp")
 #: Pairs whose predicted classes are compared on the test set (``test_agreement_<a>_vs_<b>``).
@@ -200,6 +202,10 @@ class CompareConfig:
                                  "the dataset's (analytic; digits emp)", parse=str,
                                  check=optional(one_of(LR_RULES)))
     centre: str = option("auto", centring.CENTRE_HELP, check=one_of(centring.CENTRE_MODES))
+    after_kernel: str = option("auto", "kernel regression with the network's kernel K_t at the after-kernel "
+                               "checkpoints (the after_* rows): auto (on for the fc nets' hand-written trainer; off "
+                               "for the others, where NT's kernel on all N and the test set costs ~20x the rest), "
+                               "on or off (the rows are NaN)", check=one_of(AFTER_KERNEL_MODES))
     n_checkpoints: int = option(16, "number of log-spaced checkpoints, step 0 and the last included",
                                 flags=("--checkpoints",), check=integer(2))
     kernel_points: int = option(64, "training inputs (the first ones) on which the network's kernel is measured "
@@ -238,6 +244,11 @@ class CompareConfig:
             raise ConfigError(f"fit_widths: {list(self.fit_widths)} must be >= 2 of the swept widths "
                               f"{list(self.widths)}")
         check_pair(self.data, self.model, widths=self.widths)  # a user builder: checked at the first width
+
+    def after_kernel_on(self, fast: bool) -> bool:
+        """Whether the after_* regression rows are computed (``after_kernel`` resolved; ``fast``: the run
+        trains by the hand-written FC trainer)."""
+        return self.after_kernel == "on" or (self.after_kernel == "auto" and fast)
 
     @property
     def centred(self) -> bool:

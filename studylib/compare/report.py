@@ -18,10 +18,19 @@ from studylib.tables import (
     table,
 )
 
+#: The after kernel's rows (:func:`studylib.afterkernel.compare_rows`; summary.json's conventions, "after_kernel"):
+#: alignment of K_0, Θ and K_T with the targets, the kernel's velocity at the end, and the kernel regression with K_0
+#: and K_T against the trained network (RMSE to it, their ratio, from which fraction of training K_t explains it)
+#: and against the test targets.
+AFTER_ROWS = ("kernel_alignment_theta", "kernel_alignment_k0", "after_alignment", "kernel_alignment", "kernel_velocity",
+              "after_vs_net_rmse_k0", "after_vs_net_rmse", "after_rmse_ratio", "after_explains_from", "after_test_loss",
+              "after_test_accuracy", "after_agreement_with_net", "after_accuracy_from")
+#: Rows shown even when no seed has a value: NaN there means "never" (not "not measured").
+NAN_MEANS_NEVER = ("after_explains_from", "after_accuracy_from")
 #: Rows of the console table: TABLE_METRICS with the time summaries of the network-linearization
-#: gap (sup over checkpoints, early time) after its final-step row.
+#: gap (sup over checkpoints, early time) after its final-step row, then :data:`AFTER_ROWS`.
 TABLE_ROWS = tuple(m for name in TABLE_METRICS for m in (
-    (name, f"{name}_sup", f"{name}_early") if name == "rmse_net_vs_lin" else (name,)))
+    (name, f"{name}_sup", f"{name}_early") if name == "rmse_net_vs_lin" else (name,))) + AFTER_ROWS
 
 
 def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_ROWS) -> str:
@@ -37,8 +46,8 @@ def format_table(summary: dict, metrics_: tuple[str, ...] = TABLE_ROWS) -> str:
     lines = [head, "-" * len(head)]
     for m in metrics_:
         entry = summary["metrics"].get(m)
-        if entry is None or all(mu is None for mu in entry["mean"]):  # not measured (e.g. quad not trained)
-            continue
+        if entry is None or (all(mu is None for mu in entry["mean"]) and m not in NAN_MEANS_NEVER):
+            continue  # not measured (e.g. quad not trained)
         cells = ""
         for mu, sd in zip(entry["mean"], entry["std"], strict=True):
             cells += f"{'nan':>19}" if mu is None else f"{mu:>10.3g} ± {sd:<6.2g}"
