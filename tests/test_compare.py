@@ -451,7 +451,7 @@ def test_hand_written_trainer_equals_the_generic_one():
     """FC nets train by the hand-written passes (sgd.full_batch_checkpoints) and their kernel, weight
     changes and function-space linearization come from per-sample features; the generic path trains
     stax's apply_fn by jax.grad and measures with NT's kernels. Same numbers, float64."""
-    cfg = compare.CompareConfig(**TINY, dtype="float64", quad_max_width=0,
+    cfg = compare.CompareConfig(**TINY, dtype="float64", quad_max_width=0, after_kernel="on",
                                 model=ModelConfig(activation="erf", depth=3))
     fast, generic = (_run_width(cfg, 16, fast=f) for f in (True, False))
     assert fast["curves"].keys() == generic["curves"].keys()

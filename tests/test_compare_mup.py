@@ -12,7 +12,8 @@ from studylib.config import ConfigError
 from studylib.models import ModelConfig
 
 # float64, one width, few steps: equalities below are to rounding of O(1) curves.
-TINY = dict(widths=(16,), seeds=2, steps=12, n_checkpoints=4, lr_fraction=0.25, quad_max_width=0, dtype="float64")
+TINY = dict(widths=(16,), seeds=2, steps=12, n_checkpoints=4, lr_fraction=0.25, quad_max_width=0, dtype="float64",
+            after_kernel="on")  # the after-kernel rows on both trainers, so they are compared too
 
 
 def _run_width(cfg, width, *, fast=True):
