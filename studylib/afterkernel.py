@@ -238,8 +238,9 @@ def compare_rows(k_sub: np.ndarray, times: np.ndarray, y_train: np.ndarray, flag
                "after_explains_from": first_within(rmse_t <= RMSE_TOL * rmse_t[:, :1], fractions)}
     if y_test is not None:
         yt = np.asarray(y_test, np.float64)
-        curves["after_test_loss"] = on_flags(0.5 * np.mean((pred - yt) ** 2, axis=(2, 3)))
-        curves["after_test_rmse"] = on_flags(np.sqrt(np.mean((pred - yt) ** 2, axis=(2, 3))))
+        mse = np.mean((pred - yt) ** 2, axis=(2, 3))
+        curves["after_test_loss"] = on_flags(0.5 * mse)
+        curves["after_test_rmse"] = on_flags(np.sqrt(mse))
         if n_classes > 0:
             label, cls, cls_net = np.argmax(yt, -1), np.argmax(pred, -1), np.argmax(net, -1)
             acc = np.mean(cls == label, axis=-1)  # (S, T')

@@ -769,33 +769,24 @@ def full_batch_checkpoints(model_cfg, width: int, params0, x_train, y_train, lea
     checkpoint steps are traced. Loss 1/2 mean((f - y)^2) (NT's); y_train (N, k) shared by the seeds, or
     (S, N, k) per seed (a centred run's Y + f_0(X), :func:`studylib.centring.shifted_targets`).
     Tests: tests/test_sgd.py (equal to jax.grad of the stax net)."""
-    run, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints,
-                                 x_test=x_test, measure=measure)
-    recs = run(*args)
+    net, per_seed, args = _checkpoint_args(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints,
+                                           x_test=x_test, caller="full_batch_checkpoints")
+    recs = _checkpoint_runner(net, measure, per_seed)(*args)
     return {k: np.asarray(v) for k, v in recs.items()}
 
 
-def _checkpoint_call(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, *, x_test, measure):
-    """The jitted program of :func:`full_batch_checkpoints` and its arguments."""
+def _checkpoint_args(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, *, x_test,
+                     caller: str):
+    """The hand-written net of :func:`full_batch_checkpoints`, whether its targets are per seed, and the
+    arguments of its checkpoint runners (:func:`_checkpoint_runner`, :func:`_flagged_runner`)."""
     per_seed = np.ndim(y_train) == 3
-    net = _fast_net(model_cfg, width, x_train, y_train[0] if per_seed else y_train, "full_batch_checkpoints")
+    net = _fast_net(model_cfg, width, x_train, y_train[0] if per_seed else y_train, caller)
     ck = np.asarray(checkpoints, np.int64)
-    gaps = jnp.asarray(np.diff(np.concatenate([[0], ck])), jnp.int32)
+    gaps = jnp.asarray(np.diff(ck, prepend=0), jnp.int32)
     x_test = x_train if x_test is None else x_test
     lr = jnp.asarray(learning_rate, x_train.dtype)
     y = jnp.asarray(y_train, x_train.dtype)
-    return _checkpoint_runner(net, measure, per_seed), (dense_params(params0), x_train, y, x_test, lr, gaps)
-
-
-def precompile_checkpoints(model_cfg, width: int, params0, x_train, y_train, n_checkpoints: int, *, x_test=None,
-                           measure=default_measure) -> None:
-    """Compile, without running, the program :func:`full_batch_checkpoints` runs for these arguments and
-    ``n_checkpoints`` checkpoints (the rate and the steps are traced: their values do not matter), into
-    the same jit's cache, so that the later call finds it compiled (e.g. on a second thread while another
-    width trains: :mod:`studylib.compare.cell`). The same program, so the same numbers."""
-    run, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, 0.0, np.zeros(n_checkpoints, np.int64),
-                                 x_test=x_test, measure=measure)
-    run.lower(*args).compile()
+    return net, per_seed, (dense_params(params0), x_train, y, x_test, lr, gaps)
 
 
 def traced_ntk_blocks(net: MLP, dense, x, x_test):
@@ -847,13 +838,12 @@ def _flagged_runner(net: MLP, measure, extra, per_seed_targets: bool = False):
 
 def _flagged_call(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, flags, *, x_test,
                   measure, extra):
-    _, args = _checkpoint_call(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints,
-                               x_test=x_test, measure=measure)
-    net = _fast_net(model_cfg, width, x_train, y_train[0] if np.ndim(y_train) == 3 else y_train, "flagged_checkpoints")
+    net, per_seed, args = _checkpoint_args(model_cfg, width, params0, x_train, y_train, learning_rate, checkpoints,
+                                           x_test=x_test, caller="flagged_checkpoints")
     flags = jnp.asarray(np.asarray(flags, bool))
     if flags.shape != (len(checkpoints),):
         raise ValueError(f"flags: expected one per checkpoint ({len(checkpoints)}), got shape {flags.shape}")
-    return _flagged_runner(net, measure, extra, np.ndim(y_train) == 3), (*args, flags)
+    return _flagged_runner(net, measure, extra, per_seed), (*args, flags)
 
 
 def flagged_checkpoints(model_cfg, width: int, params0, x_train, y_train, learning_rate, checkpoints, flags, *,
@@ -870,8 +860,10 @@ def flagged_checkpoints(model_cfg, width: int, params0, x_train, y_train, learni
 
 def precompile_flagged(model_cfg, width: int, params0, x_train, y_train, n_checkpoints: int, *, x_test=None,
                        measure=default_measure, extra=traced_ntk_blocks) -> None:
-    """Compile, without running, the program of :func:`flagged_checkpoints` (as :func:`precompile_checkpoints`;
-    the rate, steps and flags are traced)."""
+    """Compile, without running, the program :func:`flagged_checkpoints` runs for these arguments and
+    ``n_checkpoints`` checkpoints (the rate, the steps and the flags are traced: their values do not matter),
+    into the same jit's cache, so that the later call finds it compiled (e.g. on a second thread while another
+    width trains: :mod:`studylib.compare.cell`). The same program, so the same numbers."""
     run, args = _flagged_call(model_cfg, width, params0, x_train, y_train, 0.0, np.zeros(n_checkpoints, np.int64),
                               np.zeros(n_checkpoints, bool), x_test=x_test, measure=measure, extra=extra)
     run.lower(*args).compile()

@@ -663,6 +663,9 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
         gamma = cfg.model.gamma(width)  # 1 but for studylib.mup's gamma-model (mup, or gamma0 != 1)
         lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr, lr_scale=gamma**2)
+        # absolute time lr x t of each checkpoint; the gamma-model's in the NTK net's units, lr / gamma^2
+        # (its kernel is the NTK net's / gamma^2: the same eta Theta and closed forms at every width)
+        times = lr / gamma**2 * np.asarray(steps, np.float64)
     above = [seeds[i] for i in np.flatnonzero(lr > lr_critical_emp)]
     if above and log is not None:  # before training: the linearized model of these seeds will diverge
         log(f"warning: width {width}: lr {lr:.3g} exceeds the empirical critical rate 2Nk/lambda_max(K_0) of "
@@ -724,7 +727,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         with timing.phase("after", width):  # the after kernel: alignment, velocity, regression with K_t
             flags = afterkernel.after_checkpoints(steps)
             after_curves, after_scalars, after_pred = afterkernel.compare_rows(
-                rec["k_net_train"], lr / gamma**2 * np.asarray(steps, np.float64), y64, flags,
+                rec["k_net_train"], times, y64, flags,
                 rec["after_k_train"][:, flags], rec["after_k_test"][:, flags], start_train, start_test,
                 rec["f_net_test"][:, -1], data.y_test, data.n_classes, kernels.traced_kernel(k0_flat, k), theta_train,
                 rcond=closed_form.null_rcond(n, cfg.dtype))
@@ -737,9 +740,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
         result = {
             "width": width,
             "steps": steps,
-            # absolute time lr x t of each checkpoint; the gamma-model's in the NTK net's units, lr / gamma^2
-            # (its kernel is the NTK net's / gamma^2: the same eta Theta and closed forms at every width)
-            "times": lr / gamma**2 * np.asarray(steps, np.float64),
+            "times": times,
             "learning_rate": lr,
             "gamma": gamma,
             "lr_rule": cfg.lr_rule,
