@@ -219,6 +219,8 @@ def main(name: str, doc: str, argv: list[str] | None = None) -> None:
                 return
             check_out_folder(args.out)
             init_processes(args)
+            if not args.no_figures and hasattr(study, "prestart_figures"):  # its start-up overlaps the run
+                study.prestart_figures()
             enable_compile_cache()
             from studylib import runner
 

@@ -62,6 +62,46 @@ def fit_loglog(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(slope), float(intercept)
 
 
+def _stacked_lstsq(a: np.ndarray, b: np.ndarray, rcond: float) -> np.ndarray:
+    """Least-squares solutions (R, n, 1) of a stack a (R, m, n), b (R, m, 1), float64: NumPy's own
+    ``lstsq`` gufunc (what ``np.linalg.lstsq`` calls for one matrix: LAPACK ``gelsd``, once per item,
+    so each solution is the one ``np.linalg.lstsq(a[i], b[i], rcond)`` gives). Where a NumPy lacks that
+    gufunc, the same solutions matrix by matrix."""
+    try:
+        from numpy.linalg import _umath_linalg
+        gufunc = _umath_linalg.lstsq
+    except (ImportError, AttributeError):  # another NumPy layout: one call per matrix
+        return np.stack([np.linalg.lstsq(ai, bi, rcond)[0] for ai, bi in zip(a, b, strict=True)])
+    with np.errstate(all="ignore"):
+        return gufunc(a, b, rcond, signature="ddd->ddid")[0]
+
+
+def fit_loglog_many(x: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_loglog` of every row of ``ys`` (R, W) against ``x`` (W,): (slopes (R,), intercepts (R,)),
+    the same numbers bit for bit. Rows with the same usable points (finite, positive) share one
+    ``np.polyfit`` design matrix, built as polyfit builds it, and are solved in one call of LAPACK's
+    least squares stacked over the rows (``np.linalg.lstsq`` loops over a stack, one ``gelsd`` per row,
+    as polyfit calls it once), instead of one Python polyfit per row (a bootstrap: 2000 rows)."""
+    x = np.asarray(x, np.float64)
+    ys = np.asarray(ys, np.float64)
+    out = np.full((2, ys.shape[0]), np.nan)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(ys) & (ys > 0) & (np.isfinite(x) & (x > 0))[None]
+    patterns, which = np.unique(ok, axis=0, return_inverse=True)
+    for p, used in enumerate(patterns):
+        if used.sum() < 2:
+            continue
+        rows = np.flatnonzero(which.reshape(-1) == p)
+        xs = np.log(x[used]) + 0.0
+        lhs = np.vander(xs, 2)
+        scale = np.sqrt((lhs * lhs).sum(axis=0))
+        lhs /= scale
+        rhs = np.log(ys[np.ix_(rows, np.flatnonzero(used))])[..., None]  # (r, n, 1)
+        c = _stacked_lstsq(np.broadcast_to(lhs, (len(rows), *lhs.shape)), rhs, len(xs) * np.finfo(np.float64).eps)
+        out[:, rows] = (c[..., 0] / scale).T
+    return out[0], out[1]
+
+
 def bootstrap_slope(
     widths: np.ndarray, per_seed: np.ndarray, *, n_boot: int = 2000, seed: int = 0
 ) -> dict:
@@ -78,8 +118,7 @@ def bootstrap_slope(
     slope, intercept = fit_loglog(widths, mean)
     if not np.isfinite(slope):
         return {"slope": None, "intercept": None, "ci95": [None, None]}
-    means = _resampled_means(per_seed, n_boot, seed)
-    slopes = np.array([fit_loglog(widths, m)[0] for m in means])
+    slopes = fit_loglog_many(widths, _resampled_means(per_seed, n_boot, seed))[0]
     return {"slope": slope, "intercept": intercept, "ci95": _ci95(slopes)}
 
 
@@ -208,15 +247,17 @@ def extrapolate_crossing(widths, per_seed, threshold: float, *, n_boot: int = 20
         return out
     below = bool(mean[ok][0] < threshold)
 
-    def solve(m: np.ndarray) -> float:
+    def solve(m: np.ndarray, fit: tuple[float, float]) -> float:
         good = np.isfinite(m) & (m > 0)
         if good.any() and m[good][0] < threshold:  # below from the narrowest width on
             return float(widths[good][0])
-        b, a = fit_loglog(widths, m)
+        b, a = fit
         return float(np.exp((np.log(threshold) - a) / b)) if np.isfinite(b) and b < 0 else float("inf")
 
-    width = solve(mean)
-    draws = np.array([solve(m) for m in _resampled_means(per_seed, n_boot, seed)])
+    width = solve(mean, fit_loglog(widths, mean))
+    boot = _resampled_means(per_seed, n_boot, seed)
+    slopes, intercepts = fit_loglog_many(widths, boot)
+    draws = np.array([solve(m, (b, a)) for m, b, a in zip(boot, slopes, intercepts, strict=True)])
     lo, hi = (np.percentile(draws, [2.5, 97.5], method="nearest") if draws.size else (np.inf, np.inf))
     finite = lambda v: float(v) if np.isfinite(v) else None  # noqa: E731
     out |= {"slope": slope, "intercept": intercept, "width": finite(width), "ci95": [finite(lo), finite(hi)],

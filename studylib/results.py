@@ -72,8 +72,9 @@ def write_json(path: str | os.PathLike, data: Any) -> None:
 
 
 def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    """Write arrays to a compressed .npz atomically."""
-    atomic_write(Path(path), lambda f: np.savez_compressed(f, **{k: np.asarray(v) for k, v in arrays.items()}))
+    """Write arrays to an .npz atomically, uncompressed: float curves compress by only ~25% (the default
+    compare run's 5.6 MB -> 4.1 MB) for ~0.5-1.4 s of zlib at the end of every run."""
+    atomic_write(Path(path), lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()}))
 
 
 def read_json(path: str | os.PathLike) -> Any:

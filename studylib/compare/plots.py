@@ -433,10 +433,13 @@ FIGURES = (("gaps_vs_width", gaps_vs_width, False, None),
            ("test_vs_width", test_vs_width, False, False),
            ("test_scatter", test_scatter, True, False))
 #: The figures a helper process draws while this one draws the rest (:func:`figures`): about half of the
-#: drawing time with the helper's start-up (Python, NumPy, matplotlib: ~1.3 s of CPU) counted. Measured for
-#: the default run, CPU s: gaps_vs_width 3.6, gaps_over_time 2.7, gap_prediction 1.2, predictions 0.7,
-#: layer_change_vs_width 0.6.
-HELPER_FIGURES = ("gaps_over_time", "gap_prediction", "test_over_time", "test_scatter")
+#: drawing time. Measured for the default run, CPU s: gaps_vs_width 3.6, gaps_over_time 2.7,
+#: gap_prediction 1.2, predictions 0.7, layer_change_vs_width 0.6; the helper's start-up (Python, NumPy,
+#: matplotlib: ~1.3 s of CPU) is paid while the run computes when it is started first
+#: (:func:`prestart_figures`), so it takes predictions too (4.6 s against this process's 4.2 s).
+HELPER_FIGURES = ("gaps_over_time", "gap_prediction", "predictions", "test_over_time", "test_scatter")
+#: The helper started before the run (:func:`prestart_figures`), waiting for its figures; taken by :func:`figures`.
+_PRESTARTED: list = []
 #: Environment variable: 'off' (or 0, false, no) draws every figure in this process.
 HELPER_ENV = "NTK_STUDY_FIGURE_HELPER"
 
@@ -470,7 +473,8 @@ def _helper_wanted() -> bool:
 
 def _start_helper(out_dir, fig_dir, names: list[str]):
     """A Python process drawing ``names`` from the stored results in ``out_dir`` (:func:`helper_main`), or
-    None if it cannot be started."""
+    None if it cannot be started. With no ``names`` it imports what drawing needs and then waits for
+    ``[out_dir, fig_dir, name, ...]`` as one JSON line on its stdin (:func:`prestart_figures`)."""
     import os
     import subprocess
     import sys
@@ -480,21 +484,57 @@ def _start_helper(out_dir, fig_dir, names: list[str]):
     root = str(Path(studylib.__file__).resolve().parent.parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
     try:
+        args = [str(out_dir), str(fig_dir), *names] if names else []
         return subprocess.Popen([sys.executable, "-c", "from studylib.compare.plots import helper_main; helper_main()",
-                                 str(out_dir), str(fig_dir), *names], stdout=subprocess.PIPE,
+                                 *args], stdin=None if names else subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)
     except OSError:
         return None
 
 
 def helper_main(argv: list[str] | None = None) -> None:
-    """The helper process of :func:`figures`: ``OUT_DIR FIG_DIR NAME...``; prints {name: [path, ...]} as JSON."""
+    """The helper process of :func:`figures`: ``OUT_DIR FIG_DIR NAME...``, or with no arguments the same as a
+    JSON list on one line of stdin (nothing drawn at end of input: the run drew no figures); prints
+    {name: [path, ...]} as JSON."""
     import json
     import sys
 
-    out_dir, fig_dir, *names = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # started before the run (prestart_figures): matplotlib is imported (style) already
+        line = sys.stdin.readline()
+        if not line.strip():
+            return
+        argv = json.loads(line)
+    out_dir, fig_dir, *names = argv
     summary, curves = _load(out_dir)
     print(json.dumps({k: [str(p) for p in v] for k, v in draw(names, summary, curves, fig_dir).items()}))
+
+
+def prestart_figures() -> None:
+    """Start :func:`figures`' helper process now (where one is wanted), so that its start-up -- Python, NumPy,
+    matplotlib -- overlaps the run instead of the drawing at its end; it waits for its figures on stdin and
+    ends without drawing when this process ends without asking for any."""
+    if not _PRESTARTED and _helper_wanted():
+        helper = _start_helper(None, None, [])
+        if helper is not None:
+            _PRESTARTED.append(helper)
+
+
+def _take_prestarted(out_dir, fig_dir, names: list[str]):
+    """The prestarted helper (:func:`prestart_figures`), told to draw ``names``; None if there is none or it
+    cannot be told (it ended)."""
+    import json
+
+    if not _PRESTARTED:
+        return None
+    helper = _PRESTARTED.pop()
+    try:
+        helper.stdin.write(json.dumps([str(out_dir), str(fig_dir), *names]) + "\n")
+        helper.stdin.flush()  # communicate() closes it
+    except (OSError, ValueError):
+        helper.kill()
+        return None
+    return helper
 
 
 def figures(out_dir, fig_dir=None) -> list[Path]:
@@ -509,7 +549,7 @@ def figures(out_dir, fig_dir=None) -> list[Path]:
     fig_dir = Path(fig_dir or out_dir)
     names = figure_names(summary, curves)
     theirs = [n for n in names if n in HELPER_FIGURES] if _helper_wanted() else []
-    helper = _start_helper(out_dir, fig_dir, theirs) if theirs else None
+    helper = (_take_prestarted(out_dir, fig_dir, theirs) or _start_helper(out_dir, fig_dir, theirs)) if theirs else None
     drawn = draw([n for n in names if helper is None or n not in theirs], summary, curves, fig_dir)
     if helper is not None:
         stdout, _ = helper.communicate()
