@@ -219,14 +219,22 @@ def main(name: str, doc: str, argv: list[str] | None = None) -> None:
                 return
             check_out_folder(args.out)
             init_processes(args)
-            if not args.no_figures and hasattr(study, "prestart_figures"):  # its start-up overlaps the run
+            prestart = not args.no_figures and hasattr(study, "prestart_figures")
+            if prestart:  # the figure helper's start-up overlaps the run
                 study.prestart_figures()
             enable_compile_cache()
             from studylib import runner
 
-            summary = runner.run(study, cfg, args.out, progress=not args.no_progress, force=args.force,
-                                 clean=args.clean)
+            try:
+                summary = runner.run(study, cfg, args.out, progress=not args.no_progress, force=args.force,
+                                     clean=args.clean)
+            except BaseException:
+                if prestart:
+                    study.discard_prestarted()
+                raise
             if summary is None:  # another process writes the summary and the figures
+                if prestart:
+                    study.discard_prestarted()
                 return
             print(study.format_table(read_json(f"{args.out}/summary.json")))
             print(f"\nwrote {args.out}/summary.json, {study.ARRAYS_FILE}, cells/ ({summary['wall_seconds']:.0f} s)")

@@ -133,8 +133,10 @@ def test_empirical_kernels_against_a_jacobian_product(implementation):
     n_params = sum(a.size for a in jax.tree_util.tree_leaves(params))
     budget = 3 * 3 * 2 * n_params * 8  # kernels.block_rows: 3 x rows x k x P x 8 bytes -> 3 rows per block
 
+    jac_tree = jax.jit(lambda p, z: jax.jacobian(lambda q: net.apply_fn(q, z).reshape(-1))(p))  # one compile/shape
+
     def jac(z):
-        j = jax.jacobian(lambda p: net.apply_fn(p, z).reshape(-1))(params)
+        j = jac_tree(params, z)
         return np.concatenate([np.asarray(a).reshape(a.shape[0], -1) for a in jax.tree_util.tree_leaves(j)], axis=1)
 
     j_train, j_test = jac(x), jac(xt)
@@ -183,7 +185,7 @@ def test_traced_ntk_blocks_against_a_jacobian_product():
     j_train, j_test = jac(params, x), jac(params, xt)
     want_dd = np.einsum("nap,map->nm", j_train, j_train) / k
     want_td = np.einsum("nap,map->nm", j_test, j_train) / k
-    k_dd, k_td = sgd.traced_ntk_blocks(mlp, sgd.dense_params(params), x, xt)
+    k_dd, k_td = jax.jit(lambda d: sgd.traced_ntk_blocks(mlp, d, x, xt))(sgd.dense_params(params))  # as compare runs it
     scale = np.abs(want_dd).max()
     np.testing.assert_allclose(k_dd, want_dd, rtol=0, atol=1e-12 * scale)
     np.testing.assert_allclose(k_td, want_td, rtol=0, atol=1e-12 * scale)
@@ -211,11 +213,12 @@ def test_flagged_checkpoints_keep_the_records_and_add_the_kernel_where_flagged()
         np.testing.assert_array_equal(rec[key], ref[key], err_msg=key)
     assert k_dd.shape == (2, 4, 6, 6) and k_td.shape == (2, 4, 4, 6)
     assert not k_dd[:, ~flags].any() and not k_td[:, ~flags].any()
+    # GD jitted with the step count traced: one compilation for every seed and checkpoint
+    reference = jax.jit(lambda d, n: blocks(sgd.gd_reference(mlp, d, x, y, lr, n, loss="half_mse")))
     for s in range(2):
         for j in np.flatnonzero(flags):
             one = jax.tree_util.tree_map(lambda a, s=s: a[s], p0)
-            dense = sgd.gd_reference(mlp, sgd.dense_params(one), x, y, lr, int(steps[j]), loss="half_mse")
-            want_dd, want_td = (np.asarray(a) for a in blocks(dense))
+            want_dd, want_td = (np.asarray(a) for a in reference(sgd.dense_params(one), int(steps[j])))
             scale = np.abs(want_dd).max()
             np.testing.assert_allclose(k_dd[s, j], want_dd, rtol=0, atol=1e-10 * scale)
             np.testing.assert_allclose(k_td[s, j], want_td, rtol=0, atol=1e-10 * scale)

@@ -23,8 +23,9 @@ def small():
     x, x_test = rng.standard_normal((8, 4)), rng.standard_normal((5, 4))
     y = np.eye(K_OUT)[rng.integers(0, K_OUT, 8)] - 1.0 / K_OUT
     _, params = net.init_fn(jax.random.PRNGKey(2), x.shape)
-    k_tt = np.asarray(kernels.jacobian_ntk(net.apply_fn, x, x, params))  # J J^T from full Jacobians, flat
-    k_te = np.asarray(kernels.jacobian_ntk(net.apply_fn, x_test, x, params))
+    jac_ntk = jax.jit(kernels.jacobian_ntk, static_argnums=0)  # one compilation per shape, not one per eager op
+    k_tt = np.asarray(jac_ntk(net.apply_fn, x, x, params))  # J J^T from full Jacobians, flat
+    k_te = np.asarray(jac_ntk(net.apply_fn, x_test, x, params))
     return net, params, x, x_test, y, k_tt, k_te
 
 
@@ -69,7 +70,7 @@ def test_centred_linearization_step_by_step_equals_closed_form(small):
     Y + f_0(X) gives the same parameters."""
     net, params, x, x_test, y, k_tt, k_te = small
     g = centring.centred_apply(net.apply_fn, params)
-    lin = nt.linearize(g, params)
+    lin = jax.jit(nt.linearize(g, params))  # jitted: one compilation per input shape
     lr = 0.05 * float(kernels.critical_learning_rate(k_tt))  # a = lr lambda / (N k) <= 0.1 per step
     steps = np.array([0, 1, 5, 20, 80])
     train = training.make_trainer(lambda p, aux, xx: lin(p, xx))  # jax.grad GD, one compile (steps traced)
@@ -95,8 +96,8 @@ def test_centred_linearization_step_by_step_equals_closed_form(small):
     # GD on the uncentred linearization with per-seed targets Y + f_0(X): the same parameters
     f0 = np.asarray(net.apply_fn(params, x))
     shifted = centring.shifted_targets(y, f0[None])[0]
-    p2 = training.gd_steps(training.linearized_model(net.apply_fn), params, params, jnp.asarray(x),
-                           jnp.asarray(shifted), lr, int(steps[-1]))
+    p2 = jax.jit(training.gd_steps, static_argnums=0)(training.linearized_model(net.apply_fn), params, params,
+                                                      jnp.asarray(x), jnp.asarray(shifted), lr, int(steps[-1]))
     for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(p2), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-12)
 
@@ -136,7 +137,8 @@ def test_shifted_targets_train_the_centred_network():
     x = jnp.asarray(rng.standard_normal((6, 4)))
     y = np.eye(K_OUT)[rng.integers(0, K_OUT, 6)] - 1.0 / K_OUT
     p0 = training.init_params(net.init_fn, [0, 1], x.shape, dtype="float64")
-    f0 = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p0, x))
+    apply_seeds = jax.jit(jax.vmap(net.apply_fn, in_axes=(0, None)))
+    f0 = np.asarray(apply_seeds(p0, x))
     ck = np.array([0, 3, 12])
     rec = sgd.full_batch_checkpoints(cfg, 8, p0, x, jnp.asarray(centring.shifted_targets(y, f0)), 0.1, ck,
                                      measure=lambda n, d, d0, xx, xt: {"f": sgd.forward(n, d, xx)[0]})
@@ -147,7 +149,7 @@ def test_shifted_targets_train_the_centred_network():
     for j, t in enumerate(ck):
         p = train(p, p0, x, jnp.asarray(y), 0.1, int(t - prev)) if t > prev else p
         prev = t
-        want = np.asarray(jax.vmap(net.apply_fn, in_axes=(0, None))(p, x)) - f0
+        want = np.asarray(apply_seeds(p, x)) - f0
         # float64, 12 steps of O(1) outputs: the two differ by rounding only
         np.testing.assert_allclose(got[:, j], want, atol=1e-12)
     assert np.abs(got[:, -1]).max() > 1e-2  # it trained

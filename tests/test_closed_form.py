@@ -1,5 +1,7 @@
 """GD on the linearized model against the closed forms with its own empirical kernel."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,21 +20,34 @@ def setup():
     # net sit near x = 0 and K(X, X) is numerically singular on the outer points.
     net = models.fully_connected(12, depth=3, b_std=1.0)
     _, params = net.init_fn(jax.random.PRNGKey(3), X.shape)
-    ntk = kernels.empirical_ntk_fn(net.apply_fn)
+    ntk = jax.jit(kernels.empirical_ntk_fn(net.apply_fn))  # jitted: one compilation, not one per eager op
     k_tt = np.asarray(ntk(X, None, params))
     k_te = np.asarray(ntk(X_TEST, X, params))
-    f0_tr = np.asarray(net.apply_fn(params, X))
-    f0_te = np.asarray(net.apply_fn(params, X_TEST))
+    apply_fn = jax.jit(net.apply_fn)
+    f0_tr = np.asarray(apply_fn(params, X))
+    f0_te = np.asarray(apply_fn(params, X_TEST))
     return net, params, k_tt, k_te, f0_tr, f0_te
 
 
+def _gd_and_outputs(model):
+    """Jitted ``run(p, p0, x, y, lr, n) -> p`` (lr and the step count traced: one compilation for every
+    segment and rate) and ``outputs(p, p0, x)`` of a linearized model."""
+    run = jax.jit(lambda p, p0, x, y, lr, n: training.gd_steps(model, p, p0, x, y, lr, n))
+    return run, jax.jit(model)
+
+
+@functools.lru_cache  # one model, hence one compilation, per net: shared by the tests of the fixture
+def _linearized_runner(apply_fn):
+    return _gd_and_outputs(training.linearized_model(apply_fn))
+
+
 def _train_linearized(net, params, lr, steps):
-    model = training.linearized_model(net.apply_fn)
+    run, model = _linearized_runner(net.apply_fn)
     out = []
     p = params
     prev = 0
     for t in steps:
-        p = training.gd_steps(model, p, params, jnp.asarray(X), jnp.asarray(Y), lr, int(t - prev))
+        p = run(p, params, jnp.asarray(X), jnp.asarray(Y), lr, int(t - prev))
         prev = t
         out.append((np.asarray(model(p, params, X)), np.asarray(model(p, params, X_TEST))))
     return np.stack([o[0] for o in out]), np.stack([o[1] for o in out])
@@ -115,7 +130,7 @@ def setup_k():
     x, x_test = rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
     y = np.eye(K_OUT)[rng.integers(0, K_OUT, 6)] - 1.0 / K_OUT
     _, params = net.init_fn(jax.random.PRNGKey(7), x.shape)
-    full = kernels.empirical_ntk_fn(net.apply_fn, trace_outputs=False)
+    full = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, trace_outputs=False))  # one compilation
     k_tt = kernels.flat_kernel(np.asarray(full(x, None, params)))
     k_te = kernels.flat_kernel(np.asarray(full(x_test, x, params)))
     return net, params, x, x_test, y, k_tt, k_te
@@ -129,10 +144,10 @@ def test_linearize_k10_step_by_step_equals_function_space_gd(setup_k):
     f0, f0_te = np.asarray(net.apply_fn(params, x)), np.asarray(net.apply_fn(params, x_test))
     lr = 0.9 * float(kernels.critical_learning_rate(k_tt))  # 2 N k / lambda_max: near the edge
     steps = np.array([0, 1, 4, 15, 60])
-    model = training.linearized_model(net.apply_fn)
+    run, model = _gd_and_outputs(training.linearized_model(net.apply_fn))
     p, prev, tr, te = params, 0, [], []
     for t in steps:
-        p = training.gd_steps(model, p, params, jnp.asarray(x), jnp.asarray(y), lr, int(t - prev))
+        p = run(p, params, jnp.asarray(x), jnp.asarray(y), lr, int(t - prev))
         prev = t
         tr.append(np.asarray(model(p, params, x)))
         te.append(np.asarray(model(p, params, x_test)))
@@ -143,9 +158,13 @@ def test_linearize_k10_step_by_step_equals_function_space_gd(setup_k):
     np.testing.assert_allclose(np.stack(te), cte, atol=1e-9)
     # theta_t - theta_0 = J_0^T c_t: f_lin(x_test) from one vjp and one jvp equals K(x_test, X) c_t
     c = closed_form.coefficients(k_tt, y, f0, learning_rate=lr, steps=steps)
-    _, vjp = jax.vjp(lambda q: net.apply_fn(q, x), params)
-    delta = vjp(jnp.asarray(c[-1]))[0]
-    df = jax.jvp(lambda q: net.apply_fn(q, x_test), (params,), (delta,))[1]
+    @jax.jit  # one compilation instead of one per eager operation
+    def df_fn(c_t):
+        _, vjp = jax.vjp(lambda q: net.apply_fn(q, x), params)
+        delta = vjp(c_t)[0]
+        return jax.jvp(lambda q: net.apply_fn(q, x_test), (params,), (delta,))[1]
+
+    df = df_fn(jnp.asarray(c[-1]))
     np.testing.assert_allclose(f0_te + np.asarray(df), cte[-1], atol=1e-9)
     # Ignoring the output coupling (block-diagonal kernel with the mean diagonal block) is visibly wrong
     per_output = kernels.traced_kernel(k_tt, K_OUT)

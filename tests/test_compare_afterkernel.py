@@ -1,7 +1,7 @@
 """The after kernel in study.compare (studylib.afterkernel.compare_rows through run_width): its rows in
 summary.json and the printed table, checked against the stored arrays of the shared tiny run (``tiny_compare``,
-tests/conftest.py: the 1-D toy, k = 1, float32, widths 8 and 16, 10 steps, 4 checkpoints) by NumPy written here.
-The kernels themselves are checked against a direct Jacobian product in tests/test_afterkernel.py, and the
+tests/conftest.py: the 1-D toy, k = 1, float32, depth 2, widths 8 and 16, 10 steps, 4 checkpoints) by NumPy
+written here. The kernels themselves are checked against a direct Jacobian product in tests/test_afterkernel.py, and the
 hand-written trainer's after kernel against NT's (the generic path) in
 tests/test_compare.py::test_hand_written_trainer_equals_the_generic_one (float64)."""
 

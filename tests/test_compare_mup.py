@@ -51,22 +51,31 @@ def test_mup_config_is_checked_and_keys_of_other_runs_unchanged():
     assert not compare.CompareConfig(**TINY, centre="off", model=ModelConfig(parameterization="mup")).centred
 
 
-def test_mup_at_its_base_width_is_the_centred_ntk_run():
-    """γ = 1 at n = n₀: the same network, rate and time; every curve bit for bit."""
+@pytest.fixture(scope="module")
+def ntk_run():
+    """The centred NTK run at width 64, shared by the two comparisons below (every run of this module but the γ₀
+    pair at width 64: the same shapes, one run fewer). Not 16: there (base width 4) the slowest mode of K₀ came out
+    0 to rounding, so the trained_fraction curves compared below were rounding noise (~1e-16)."""
     base = compare.CompareConfig(**TINY, centre="on")
-    mup = dataclasses.replace(base, model=ModelConfig(parameterization="mup", base_width=16))
-    a, b = _run_width(base, 16), _run_width(mup, 16)
+    return _run_width(base, 64), base
+
+
+def test_mup_at_its_base_width_is_the_centred_ntk_run(ntk_run):
+    """γ = 1 at n = n₀: the same network, rate and time; every curve bit for bit."""
+    a, base = ntk_run
+    mup = dataclasses.replace(base, model=ModelConfig(parameterization="mup", base_width=64))
+    b = _run_width(mup, 64)
     assert b["gamma"] == 1.0 and a["learning_rate"] == b["learning_rate"]
     for name, v in a["curves"].items():
         np.testing.assert_array_equal(b["curves"][name], v, err_msg=name)
 
 
 @pytest.fixture(scope="module")
-def mup_and_ntk():
+def mup_and_ntk(ntk_run):
     """Width 64 at base width 16 (γ = 2): μP and the centred NTK run from the same draws."""
-    base = compare.CompareConfig(**TINY, centre="on")
+    ntk, base = ntk_run
     mup = dataclasses.replace(base, model=ModelConfig(parameterization="mup", base_width=16))
-    return _run_width(base, 64), _run_width(mup, 64), mup
+    return ntk, _run_width(mup, 64), mup
 
 
 def test_mup_keeps_the_linearization_and_closed_forms_and_moves_the_net(mup_and_ntk):
@@ -90,6 +99,10 @@ def test_mup_keeps_the_linearization_and_closed_forms_and_moves_the_net(mup_and_
     assert np.all(mup["curves"]["rel_param_change"][:, -1] > 1.5 * ntk["curves"]["rel_param_change"][:, -1])
 
 
+# slow set: tests/test_compare.py::test_hand_written_trainer_equals_the_generic_one checks the same compare run_width,
+# fast against generic trainer, and tests/test_regimes_mup.py::test_mup_hand_written_trainer_equals_the_generic_one the
+# same μP hand-written net (sgd.fast_mlp, readout ÷ γ) against jax.grad of studylib.mup's stax net, on smaller problems.
+@pytest.mark.slow
 def test_mup_hand_written_trainer_equals_stax_mup_net(mup_and_ntk):
     """The fast trainer's μP net (sgd.mlp: readout scales ÷ γ) against the generic trainer on studylib.mup's stax
     net (jax.grad of NT's apply_fn, NT's kernels): the same curves, float64 (differences: summation order)."""
@@ -100,6 +113,11 @@ def test_mup_hand_written_trainer_equals_stax_mup_net(mup_and_ntk):
     np.testing.assert_allclose(fast["k_net_train"], generic["k_net_train"], rtol=1e-9)
 
 
+# slow set: test_mup_keeps_the_linearization_and_closed_forms_and_moves_the_net checks compare's γ-model path
+# (the same run_width, fast trainer and rate × γ², at γ = 2), and
+# tests/test_mup.py::test_lazy_end_reproduces_the_linearized_ntk_run the same O(γ₀) approach of the γ-model
+# (studylib.mup) to its linearization, on a smaller problem.
+@pytest.mark.slow
 def test_small_gamma0_trains_the_network_as_its_linearization():
     """Chizat et al.'s lazy limit through the knob: under ntk with γ₀ → 0 the centred net's gap to its
     linearization is O(γ₀) (SCIENCE.md §7): ten times smaller γ₀, ten times smaller gap. Erf, a smooth net (with

@@ -27,9 +27,9 @@ def test_gate_flips_of_stax_params(activation, parameterization):
     net = build(cfg, 7)
     _, p = net.init_fn(jax.random.PRNGKey(1), (5, 1))
     x = jnp.linspace(-2.0, 2.0, 5)[:, None]
-    out, _ = sgd.forward(sgd.mlp(cfg, 7), sgd.dense_params(p), x)
-    np.testing.assert_allclose(out, net.apply_fn(p, x), rtol=1e-6, atol=1e-6)
-    flips = C.gate_flip_fn(cfg, 7, 1)
+    out, _ = jax.jit(lambda q: sgd.forward(sgd.mlp(cfg, 7), sgd.dense_params(q), x))(p)  # jitted: one compile
+    np.testing.assert_allclose(out, jax.jit(net.apply_fn)(p, x), rtol=1e-6, atol=1e-6)
+    flips = jax.jit(C.gate_flip_fn(cfg, 7, 1))
     np.testing.assert_array_equal(flips(p, p, x), [0.0, 0.0, 0.0])
     q = [(-p[0][0], -p[0][1]), *p[1:]]
     assert float(flips(p, q, x)[0]) == 1.0
@@ -43,7 +43,7 @@ def test_lazy_linearization_is_alpha_independent():
     p0 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p0)
     x = jnp.linspace(-1.0, 1.0, 6, dtype=jnp.float64)[:, None]
     y = jnp.sin(2 * x)
-    k = np.asarray(kernels.empirical_ntk_fn(net.apply_fn)(x, None, p0), np.float64)
+    k = np.asarray(jax.jit(lambda p: kernels.empirical_ntk_fn(net.apply_fn)(x, None, p))(p0), np.float64)  # one compile
     lr = 0.5 * float(kernels.critical_learning_rate(k))
     ref, _ = closed_form.discrete(k, k, np.asarray(y), np.zeros((6, 1)), np.zeros((6, 1)), learning_rate=lr,
                                   steps=np.array([7]))
@@ -77,7 +77,8 @@ def tiny_controls(tmp_path_factory):
     from study import controls as entry
 
     out = tmp_path_factory.mktemp("controls")
-    entry.main(["--preset", "tiny", "--out", str(out), "--no-progress"])
+    # --no-figures: test_tiny_run_report_and_figures_without_jax draws (and checks) them from the stored results
+    entry.main(["--preset", "tiny", "--out", str(out), "--no-progress", "--no-figures"])
     return out
 
 
@@ -138,12 +139,13 @@ def test_closing_cell_centred_and_auto(centre):
     net = build(C.closing_model(cfg), 8)
     p0 = training.init_params(net.init_fn, [0, 1], data.x_train.shape, dtype="float64")
     x, xt, y = jnp.asarray(data.x_train), jnp.asarray(data.x_test), np.asarray(data.y_train, np.float64)
+    unravel = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda a: a[0], p0))[1]  # every seed's layout
+    # J of the flat parameters, jitted: one compilation per input shape, not one per eager operation
+    jacobian = jax.jit(lambda v, xx: jax.jacobian(lambda w: net.apply_fn(unravel(w), xx)[:, 0])(v))
     for s in range(2):
         p = jax.tree_util.tree_map(lambda a, i=s: a[i], p0)
-        flat, unravel = jax.flatten_util.ravel_pytree(p)
-        jac = lambda xx, unravel=unravel, flat=flat: np.asarray(  # noqa: E731
-            jax.jacobian(lambda v: net.apply_fn(unravel(v), xx)[:, 0])(flat), np.float64)
-        j_tr, j_te = jac(x), jac(xt)
+        flat = jax.flatten_util.ravel_pytree(p)[0]
+        j_tr, j_te = (np.asarray(jacobian(flat, xx), np.float64) for xx in (x, xt))
         f0_tr, f0_te = (np.asarray(net.apply_fn(p, xx), np.float64) for xx in (x, xt))
         if cfg.centred:
             f0_tr, f0_te = np.zeros_like(f0_tr), np.zeros_like(f0_te)

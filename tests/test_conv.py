@@ -67,15 +67,24 @@ def test_fast_apply_and_its_gradient_equal_stax(case):
         _close(a, b)
 
 
-@pytest.mark.parametrize("form", conv.FORMS)
-def test_every_form_computes_the_stax_net(form):
-    """The forms kept for measurement (docs/performance.md) are the same function too (erf, 'standard')."""
-    cfg = dict(depth=2, activation="erf", parameterization="standard", readout="flatten", b_std=0.2)
-    ref = models.convolutional(3, reference=True, out_dim=2, **cfg)
+FORM_CFG = dict(depth=2, activation="erf", parameterization="standard", readout="flatten", b_std=0.2)
+
+
+@pytest.fixture(scope="module")
+def form_reference():
+    """Stax's outputs for the form tests, computed (and compiled) once for all forms."""
+    ref = models.convolutional(3, reference=True, out_dim=2, **FORM_CFG)
     x = _x((2, 4, 5, 3), seed=3)
     _, params = ref.init_fn(jax.random.PRNGKey(4), x.shape)
-    apply = conv.apply_fn(conv.ConvNet(**cfg), form=form)
-    _close(jax.jit(apply)(params, x), jax.jit(ref.apply_fn)(params, x))
+    return params, x, jax.jit(ref.apply_fn)(params, x)
+
+
+@pytest.mark.parametrize("form", conv.FORMS)
+def test_every_form_computes_the_stax_net(form, form_reference):
+    """The forms kept for measurement (docs/performance.md) are the same function too (erf, 'standard')."""
+    params, x, want = form_reference
+    apply = conv.apply_fn(conv.ConvNet(**FORM_CFG), form=form)
+    _close(jax.jit(apply)(params, x), want)
 
 
 def test_patches_are_the_hwio_rows():

@@ -308,8 +308,10 @@ def test_cli_tiny_run_writes_summary_and_figures(tmp_path, capsys):
     from study import ensemble as entry
 
     out = tmp_path / "ens"
-    entry.main(["--preset", "tiny", "--widths", "4,16", "--steps", "4", "--checkpoints", "3", "--depth", "3",
-                "--out", str(out), "--no-progress"])
+    # Depth 2 and 4 members: the smallest run that still has two widths, two modes, three checkpoints and
+    # every figure (the cost is compilation, which grows with the depth; the preset's depth is 5).
+    entry.main(["--preset", "tiny", "--widths", "4,16", "--steps", "4", "--checkpoints", "3", "--depth", "2",
+                "--members", "4", "--out", str(out), "--no-progress"])
     summary = json.loads((out / "summary.json").read_text())
     for key in ("study", "config", "versions", "wall_seconds", "widths", "metrics", "conventions",
                 "checkpoint_steps", "learning_rate", "per_width", "gp_flow_vs_discrete", "kernel_eigenvalues"):
@@ -327,7 +329,7 @@ def test_cli_tiny_run_writes_summary_and_figures(tmp_path, capsys):
     # t = 0: both modes see the same initial networks (their unstable members, left out of the
     # statistics, may differ).
     np.testing.assert_array_equal(arrays["ntk/outputs"][:, 0], arrays["readout/outputs"][:, 0])
-    assert arrays["ntk/outputs"].shape == (2, n_t, 8, 41) and arrays["readout/floor/mean_err"].shape == (20, n_t)
+    assert arrays["ntk/outputs"].shape == (2, n_t, 4, 41) and arrays["readout/floor/mean_err"].shape == (20, n_t)
     for stem in ("ensemble_bands_ntk", "ensemble_bands_readout", "ensemble_errors_vs_width",
                  "ensemble_errors_vs_time"):
         assert (out / f"{stem}.png").stat().st_size > 10_000

@@ -40,3 +40,20 @@ def test_prestarted_helper_ends_without_drawing_at_end_of_input():
     code = "from studylib.compare.plots import helper_main; helper_main()"
     r = subprocess.run([sys.executable, "-c", code], input="", capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout == "" and r.stderr == ""  # no figure list printed, no error
+
+
+def test_a_run_that_stops_ends_its_prestarted_helper(tmp_path, monkeypatch, helper_on):
+    from studylib import cli, runner
+
+    started = []
+    real = plots._start_helper
+    monkeypatch.setattr(plots, "_start_helper", lambda *a: started.append(real(*a)) or started[-1])
+
+    def stop(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run", stop)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        cli.main("compare", "test", ["--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress"])
+    assert len(started) == 1  # the helper was started before the run ...
+    assert plots._PRESTARTED == [] and started[0].poll() is not None  # ... and ended with it

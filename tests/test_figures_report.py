@@ -7,8 +7,9 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
-from studylib import figures, report
+from studylib import figures
 
 
 def _figure_names(folder):
@@ -37,8 +38,19 @@ def test_figures_of_two_folders_of_one_study_never_overwrite_each_other(tmp_path
     assert figures.copy_name(tmp_path / "compare", "compare", "compare_predictions.pdf") == "compare_predictions.pdf"
 
 
-def test_report_tables_match_summary(tiny_compare, tmp_path):
-    path = report.write_report([tiny_compare], tmp_path / "REPORT.md")
+@pytest.fixture(scope="module")
+def written(tiny_compare, tmp_path_factory):
+    """``python -m study.report FOLDER --out REPORT.md --latex`` (in process) on the tiny run, once: the three
+    tests below read the report and its LaTeX tables (each report redraws every figure: ~5 s)."""
+    from study import report as entry
+
+    path = tmp_path_factory.mktemp("report") / "REPORT.md"
+    entry.main([str(tiny_compare), "--out", str(path), "--latex"])
+    return path
+
+
+def test_report_tables_match_summary(tiny_compare, written):
+    path = written
     text = path.read_text()
     summary = json.loads((tiny_compare / "summary.json").read_text())
     for name in ("rel_param_change", "rmse_net_vs_lin", "loss_net"):
@@ -54,7 +66,7 @@ def test_report_tables_match_summary(tiny_compare, tmp_path):
         assert (path.parent / target).is_file(), target
 
 
-def test_slopes_state_fit_widths_and_local_slopes(tiny_compare, tmp_path):
+def test_slopes_state_fit_widths_and_local_slopes(tiny_compare, written):
     """Every fitted rate names its widths; local slopes between neighbours are the log-ratio of the
     stored seed means; the sup and early gaps are the stored curves' max and step-32 values."""
     summary = json.loads((tiny_compare / "summary.json").read_text())
@@ -70,7 +82,7 @@ def test_slopes_state_fit_widths_and_local_slopes(tiny_compare, tmp_path):
     gap = curves["curve/rmse_net_vs_lin"]  # (W, S, T); the tiny run's 10 steps end before step 32
     np.testing.assert_allclose(summary["metrics"]["rmse_net_vs_lin_sup"]["per_seed"], gap.max(axis=2), rtol=1e-12)
     np.testing.assert_allclose(summary["metrics"]["rmse_net_vs_lin_early"]["per_seed"], gap[:, :, -1], rtol=1e-12)
-    text = report.write_report([tiny_compare], tmp_path / "REPORT.md").read_text()
+    text = written.read_text()
     assert f"{widths[0]}→{widths[1]}" in text and "fit widths" in text
     from studylib.compare import format_table
 
@@ -79,12 +91,9 @@ def test_slopes_state_fit_widths_and_local_slopes(tiny_compare, tmp_path):
     assert "rmse_net_vs_lin_sup" in console
 
 
-def test_latex_tables(tiny_compare, tmp_path):
-    from study import report as entry
-
-    entry.main([str(tiny_compare), "--out", str(tmp_path / "REPORT.md"), "--latex"])
-    tex = (tmp_path / "REPORT_tables.tex").read_text()
-    md = (tmp_path / "REPORT.md").read_text()
+def test_latex_tables(tiny_compare, written):
+    tex = (written.parent / "REPORT_tables.tex").read_text()
+    md = written.read_text()
     lines = md.splitlines()
     n_tables = sum(1 for a, b in itertools.pairwise(lines) if a.startswith("|") and b.startswith("|---"))
     assert n_tables > 0 and tex.count(r"\begin{tabular}") == n_tables

@@ -10,13 +10,17 @@ from studylib import kernels, models, training
 X = np.linspace(-2.0, 2.0, 5)[:, None]
 
 
-@pytest.mark.parametrize("implementation", kernels.NTK_IMPLEMENTATIONS)
-@pytest.mark.parametrize("parameterization", ["ntk", "standard"])
+# slow set: the [ntk-1] / [ntk-3] cases check the same implementation's kernel against the Jacobian product on
+# the same problem; [standard-2] keeps the standard parameterization in the default suite
+@pytest.mark.parametrize("parameterization,implementation", [
+    ("ntk", 1), ("ntk", 2), ("ntk", 3), pytest.param("standard", 1, marks=pytest.mark.slow), ("standard", 2),
+    pytest.param("standard", 3, marks=pytest.mark.slow)])
 def test_empirical_ntk_equals_jacobian_product(implementation, parameterization):
     net = models.fully_connected(7, depth=3, parameterization=parameterization)
     _, params = net.init_fn(jax.random.PRNGKey(1), X.shape)
-    got = kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation)(X, X[:3] * 0.5, params)
-    want = kernels.jacobian_ntk(net.apply_fn, X, X[:3] * 0.5, params)
+    # each side jitted: one compilation, not one per eager operation
+    got = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation))(X, X[:3] * 0.5, params)
+    want = jax.jit(kernels.jacobian_ntk, static_argnums=0)(net.apply_fn, X, X[:3] * 0.5, params)
     # float64: both are sums of the same ~100 products; agreement to rounding.
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
 
@@ -69,7 +73,8 @@ def test_empirical_ntk_approaches_analytic_with_width():
         theta = np.asarray(kernels.analytic(net.kernel_fn, x, None))
         params = training.init_params(net.init_fn, range(4), x.shape)
         ntk = kernels.empirical_ntk_fn(net.apply_fn)
-        k0 = np.asarray(jax.vmap(lambda p, ntk=ntk: ntk(x, None, p))(params))
+        # jitted: one compilation per width instead of one per eager operation
+        k0 = np.asarray(jax.jit(jax.vmap(lambda p, ntk=ntk: ntk(x, None, p)))(params))
         errors[width] = np.mean(np.linalg.norm(k0 - theta, axis=(1, 2)) / np.linalg.norm(theta))
     # Fluctuations shrink ~ n^-1/2: a 32x wider net should be ~5.7x closer; ask for 2.5x, which
     # four seeds at width 16 cannot reach by chance (their mean error is O(1)).
@@ -108,20 +113,23 @@ def test_full_kernel_with_k_outputs_equals_jacobian_product(implementation):
     flattened row-major; the traced kernel is the sum of its diagonal output blocks."""
     net, x, params = _net_k()
     x2 = x[:3] * 0.7
-    full = kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation, trace_outputs=False)(x, x2, params)
+    # each kernel jitted: one compilation, not one per eager operation
+    full = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation, trace_outputs=False))(
+        x, x2, params)
     assert full.shape == (5, 3, 3, 3)
     flat = np.asarray(kernels.flat_kernel(np.asarray(full)))
-    want = np.asarray(kernels.jacobian_ntk(net.apply_fn, x, x2, params))
+    want = np.asarray(jax.jit(kernels.jacobian_ntk, static_argnums=0)(net.apply_fn, x, x2, params))
     # float64: both sum the same ~100 products per entry
     np.testing.assert_allclose(flat, want, rtol=1e-10, atol=1e-12)
-    traced = kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation)(x, x2, params)
+    traced = jax.jit(kernels.empirical_ntk_fn(net.apply_fn, implementation=implementation))(x, x2, params)
     np.testing.assert_allclose(kernels.traced_kernel(flat, 3), traced, rtol=1e-10, atol=1e-12)
     # the output blocks are coupled: a finite net's off-diagonal blocks are not zero
     off = flat.reshape(5, 3, 3, 3)[:, 0, :, 1]
     assert np.abs(off).max() > 1e-3 * np.abs(flat).max()
 
 
-@pytest.mark.parametrize("rows", [1, 2, 4])
+# slow set: [2] checks the same blocking on the same problem (3 blocks of x1 and 2 of x2, both last ones padded)
+@pytest.mark.parametrize("rows", [pytest.param(1, marks=pytest.mark.slow), 2, pytest.param(4, marks=pytest.mark.slow)])
 def test_blocked_kernel_equals_one_call(rows):
     """Blocks of ``rows`` inputs (the last one padded with zero inputs) give the unblocked kernel."""
     net, x, params = _net_k()
@@ -137,15 +145,16 @@ def test_blocked_kernel_equals_one_call(rows):
 def test_analytic_blocked_equals_one_call_and_rows_bound_images():
     net = models.fully_connected(8, depth=2)
     x = np.random.default_rng(1).standard_normal((7, 3))
-    whole = np.asarray(kernels.analytic(net.kernel_fn, x, x))
-    got = kernels.analytic_blocked(net.kernel_fn, x, x, rows=3)
+    kernel_fn = jax.jit(net.kernel_fn, static_argnums=2)  # one compilation per block shape, not per eager op
+    whole = np.asarray(kernels.analytic(kernel_fn, x, x))
+    got = kernels.analytic_blocked(kernel_fn, x, x, rows=3)
     # A diagonal entry goes through arccos(cos ~ 1), whose sqrt singularity turns float64 rounding of the
     # cosine into ~1e-8 (see test_analytic_ntk_matches_numpy_recursion); a block sees x_i against x_i
     # at another position of the batch, so only the diagonal may differ beyond rounding.
     off = ~np.eye(7, dtype=bool)
     np.testing.assert_allclose(got[off], whole[off], rtol=1e-12)
     np.testing.assert_allclose(np.diag(got), np.diag(whole), rtol=1e-7)
-    np.testing.assert_array_equal(kernels.analytic_blocked(net.kernel_fn, x, x, rows=7), whole)
+    np.testing.assert_array_equal(kernels.analytic_blocked(kernel_fn, x, x, rows=7), whole)
     # flat inputs: one call; 8x8 images: a pair costs 64^2 position pairs, so rows shrink with the budget
     assert kernels.analytic_rows((256, 64), 256, budget_bytes=1e6) == 256
     rows = kernels.analytic_rows((512, 8, 8, 1), 256, budget_bytes=2**30)

@@ -89,7 +89,8 @@ def test_nt_linearize_trained_decays_as_predicted():
     y = x**3 / 20
     p0 = training.init_params(net.init_fn, [0], x.shape)
     p0 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p0)
-    k0 = np.asarray(kernels.empirical_ntk_fn(net.apply_fn)(x, None, jax.tree_util.tree_map(lambda a: a[0], p0)))
+    ntk = jax.jit(kernels.empirical_ntk_fn(net.apply_fn))  # jitted: one compilation, not one per eager operation
+    k0 = np.asarray(ntk(x, None, jax.tree_util.tree_map(lambda a: a[0], p0)))
     lam, v = modes.eig_modes(k0)
     n = x.shape[0]
     lr = 1.0 * n / lam[0]
@@ -102,14 +103,15 @@ def test_nt_linearize_trained_decays_as_predicted():
     pl, pn, prev = copy(p0), copy(p0), 0
     r_lin, r_net = [], []
     p00 = jax.tree_util.tree_map(lambda a: a[0], p0)
+    f_lin, f_net = jax.jit(nt.linearize(net.apply_fn, p00)), jax.jit(net.apply_fn)  # one compilation each
     for t in steps:
         if t > prev:
             pl = train_lin(pl, p0, x, y, lr, int(t - prev))
             pn = train_net(pn, p0, x, y, lr, int(t - prev))
         pl0 = jax.tree_util.tree_map(lambda a: a[0], pl)
         pn0 = jax.tree_util.tree_map(lambda a: a[0], pn)
-        r_lin.append(np.asarray(nt.linearize(net.apply_fn, p00)(pl0, x) - y)[:, 0])
-        r_net.append(np.asarray(net.apply_fn(pn0, x) - y)[:, 0])
+        r_lin.append(np.asarray(f_lin(pl0, x) - y)[:, 0])
+        r_net.append(np.asarray(f_net(pn0, x) - y)[:, 0])
         prev = t
     c_lin = modes.project(np.array(r_lin), v)
     pred = modes.predicted_coefficients(c_lin[0], lam, lr, n, steps)

@@ -3,6 +3,8 @@ and Hessian of a tiny net, its linearized trajectory against the closed form, an
 against the quadratic Taylor model (nt.taylor_expand, degree 2) trained by GD: the error must fall
 as the square of the curvature's scale (float64)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,12 +18,25 @@ from studylib.nt import nt
 N = 5
 
 
+@functools.lru_cache  # one net (one apply_fn) per activation: the jitted expansions below compile once each
 def _net(activation, depth=2, width=7):
     cfg = ModelConfig(depth=depth, activation=activation)
     net = fully_connected(width, depth=depth, activation=activation, W_std=cfg.W_std, b_std=cfg.b_std)
     _, p0 = net.init_fn(jax.random.PRNGKey(3), (N, 1))
     p0 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), p0)
     return cfg, net, p0
+
+
+#: The expansions jitted, as the study runs them (one compilation per net and shapes, not one per eager
+#: operation); the MLP (a frozen dataclass) and the apply_fn are static, so tests of one net share a program.
+_expansion_mlp = jax.jit(perturb.expansion_mlp, static_argnums=0)
+_expansion = jax.jit(perturb.expansion, static_argnums=0)
+
+
+@functools.lru_cache
+def _squeezed(apply_fn):
+    """f(params, x)[:, 0] of a one-output net: (P,) outputs; one function object per net."""
+    return lambda p, xx: apply_fn(p, xx)[:, 0]
 
 
 def _data():
@@ -35,8 +50,8 @@ def _explicit(apply_fn, p0, x, x_eval):
     flat, unravel = ravel_pytree(p0)
     x_all = jnp.concatenate([x, x_eval])
     g = lambda th: apply_fn(unravel(th), x_all)[:, 0]  # noqa: E731
-    jac = np.asarray(jax.jacobian(g)(flat))  # (P, n)
-    hess = np.asarray(jax.hessian(g)(flat))  # (P, n, n)
+    jac = np.asarray(jax.jit(jax.jacobian(g))(flat))  # (P, n); jitted: one compilation, not one per eager op
+    hess = np.asarray(jax.jit(jax.hessian(g))(flat))  # (P, n, n)
     v = jac[:N]
     t2 = np.einsum("in,pnm,jm->pij", v, hess, v)
     hv = np.einsum("pnm,im->pin", hess, v)  # H(x_p) v_i
@@ -49,9 +64,9 @@ def test_expansion_equals_explicit_hessian(activation):
     cfg, net, p0 = _net(activation)
     x, _, x_eval = _data()
     f0, k0, t2, dk = _explicit(net.apply_fn, p0, x, x_eval)
-    generic = perturb.expansion(lambda p, xx: net.apply_fn(p, xx)[:, 0], p0, x, x_eval)
+    generic = _expansion(_squeezed(net.apply_fn), p0, x, x_eval)
     mlp = sgd.mlp(cfg, 7)
-    fast = perturb.expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
+    fast = _expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
     for exp in (generic, fast):
         for got, want in zip(exp, (f0, k0, t2, dk), strict=True):
             want = np.asarray(want)
@@ -64,7 +79,7 @@ def test_expansion_equals_explicit_hessian(activation):
 def test_linearized_trajectory_is_the_discrete_closed_form():
     cfg, _net_fns, p0 = _net("erf")
     x, y, x_eval = _data()
-    exp = perturb.expansion_mlp(sgd.mlp(cfg, 7), sgd.dense_params(p0), x, x_eval)
+    exp = _expansion_mlp(sgd.mlp(cfg, 7), sgd.dense_params(p0), x, x_eval)
     lr = 0.5 * float(kernels.critical_learning_rate(exp.k0[:N]))
     steps = np.array([0, 1, 7, 40])
     _, f_lin = perturb.predict(jax.tree_util.tree_map(lambda a: a[None], exp), y, learning_rate=lr, checkpoints=steps)
@@ -101,7 +116,7 @@ def test_recursion_is_first_order_exact_for_the_quadratic_model(activation):
     cfg, net, p0 = _net(activation)
     x, y, x_eval = _data()
     x_all = jnp.concatenate([x, x_eval])
-    exp = perturb.expansion_mlp(sgd.mlp(cfg, 7), sgd.dense_params(p0), x, x_eval)
+    exp = _expansion_mlp(sgd.mlp(cfg, 7), sgd.dense_params(p0), x, x_eval)
     lr = 0.5 * float(kernels.critical_learning_rate(exp.k0[:N]))
     steps = 60
     dl, _ = perturb.predict(jax.tree_util.tree_map(lambda a: a[None], exp), y, learning_rate=lr,
@@ -150,8 +165,8 @@ def _explicit_flat(apply_fn, p0, x, x_eval, n_rows):
     flat, unravel = ravel_pytree(p0)
     x_all = jnp.concatenate([x, x_eval])
     g = lambda th: apply_fn(unravel(th), x_all).reshape(-1)  # noqa: E731
-    jac = np.asarray(jax.jacobian(g)(flat))  # (P k, n)
-    hess = np.asarray(jax.hessian(g)(flat))  # (P k, n, n)
+    jac = np.asarray(jax.jit(jax.jacobian(g))(flat))  # (P k, n)
+    hess = np.asarray(jax.jit(jax.hessian(g))(flat))  # (P k, n, n)
     v = jac[:n_rows]
     t2 = np.einsum("in,pnm,jm->pij", v, hess, v)
     hv = np.einsum("pnm,im->pin", hess, v)
@@ -166,8 +181,8 @@ def test_k_output_expansion_equals_explicit_hessian():
     _, net, p0, mlp = _net_k("relu")
     x, _, x_eval = _data_k()
     want = _explicit_flat(net.apply_fn, p0, x, x_eval, N_K * K_OUT)
-    generic = perturb.expansion(net.apply_fn, p0, x, x_eval)
-    fast = perturb.expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
+    generic = _expansion(net.apply_fn, p0, x, x_eval)
+    fast = _expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
     for exp in (generic, fast):
         assert exp.k0.shape == ((N_K + 3) * K_OUT, N_K * K_OUT)
         for got, w in zip(exp, want, strict=True):
@@ -187,7 +202,7 @@ def test_k_output_recursion_is_first_order_exact_for_the_quadratic_model():
     _, net, p0, mlp = _net_k("erf")
     x, y, x_eval = _data_k()
     x_all = jnp.concatenate([x, x_eval])
-    exp = perturb.expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
+    exp = _expansion_mlp(mlp, sgd.dense_params(p0), x, x_eval)
     n_flat = N_K * K_OUT
     lr = 0.5 * float(kernels.critical_learning_rate(exp.k0[:n_flat]))  # 2 N k / lambda_max of the flat kernel
     steps = 40
@@ -224,7 +239,9 @@ def test_k1_flat_route_is_the_scalar_route():
     """A (P, 1)-output f and its (P,) squeeze give the same expansion (the k = 1 case is unchanged)."""
     _, net, p0 = _net("relu")
     x, _, x_eval = _data()
-    a = perturb.expansion(net.apply_fn, p0, x, x_eval)
-    b = perturb.expansion(lambda p, xx: net.apply_fn(p, xx)[:, 0], p0, x, x_eval)
-    for u, v in zip(a, b, strict=True):
-        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    # both jitted (the second is test_expansion_equals_explicit_hessian[relu]'s program); they differ by a reshape
+    a = _expansion(net.apply_fn, p0, x, x_eval)
+    b = _expansion(_squeezed(net.apply_fn), p0, x, x_eval)
+    for u, v in zip(a, b, strict=True):  # float64: two compiled programs may order sums differently, so the
+        u, v = np.asarray(u), np.asarray(v)  # same numbers to ~1e3 eps of their scale, not bit for bit
+        np.testing.assert_allclose(u, v, rtol=0, atol=1e-13 * max(np.abs(u).max(), 1e-300))

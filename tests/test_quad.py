@@ -2,6 +2,8 @@
 and Hessian of the flattened parameters (jax.jacobian / jax.hessian) and GD written out in NumPy
 (float64); divergence is reported at the checkpoint where it happens and kept as NaN after."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +16,13 @@ from studylib.models import ModelConfig, build
 N, M = 4, 3
 
 
+@functools.lru_cache  # one net (one apply_fn) per activation, so the jitted programs below are shared
+def _net(activation):
+    return build(ModelConfig(depth=2, activation=activation), 6)
+
+
 def _setup(activation, seeds=(0, 1)):
-    net = build(ModelConfig(depth=2, activation=activation), 6)
+    net = _net(activation)
     keys = [jax.random.PRNGKey(s) for s in seeds]
     ps = [jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), net.init_fn(k, (N, 1))[1]) for k in keys]
     p0 = jax.tree_util.tree_map(lambda *a: jnp.stack(a), *ps)
@@ -25,18 +32,28 @@ def _setup(activation, seeds=(0, 1)):
     return net, ps, p0, x, y, x_test
 
 
+@functools.lru_cache  # one jitted program per net: every seed, order and test of the net reuses its compilation
+def _value_jacobian_hessian(apply_fn):
+    """``(p, x_all) -> (f, J, H)`` of the flattened parameters, jitted (one compilation, not one per eager op)."""
+
+    @jax.jit
+    def derivatives(p, x_all):
+        flat, unravel = ravel_pytree(p)
+        g = lambda th: apply_fn(unravel(th), x_all)[:, 0]  # noqa: E731
+        return g(flat), jax.jacobian(g)(flat), jax.hessian(g)(flat)
+
+    return derivatives
+
+
 def _numpy_quad_gd(apply_fn, p, x, y, x_test, lr, steps, order=2):
     """GD on 1/2 mean((q - y)^2) for q(d) = f0 + J d + 1/2 d^T H d, from J and H formed explicitly
     (``order=1``: H = 0, the linearization)."""
-    flat, unravel = ravel_pytree(p)
     x_all = jnp.concatenate([x, x_test])
-    g = lambda th: apply_fn(unravel(th), x_all)[:, 0]  # noqa: E731
-    f0 = np.asarray(g(flat), np.float64)
-    jac = np.asarray(jax.jacobian(g)(flat), np.float64)  # (N + M, P)
-    hess = np.asarray(jax.hessian(g)(flat), np.float64) * (order == 2)  # (N + M, P, P)
+    f0, jac, hess = (np.asarray(a, np.float64) for a in _value_jacobian_hessian(apply_fn)(p, x_all))
+    hess = hess * (order == 2)  # jac (N + M, P), hess (N + M, P, P)
     q = lambda d: f0 + jac @ d + 0.5 * np.einsum("npq,p,q->n", hess, d, d)  # noqa: E731
     yv = np.asarray(y, np.float64)[:, 0]
-    d = np.zeros(flat.shape[0])
+    d = np.zeros(jac.shape[1])
     out, t = [], 0
     for target in steps:
         while t < target:

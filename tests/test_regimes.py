@@ -2,6 +2,7 @@
 end-to-end run through the runner (figures, an interrupted run resumed bit for bit, reuse, --force)."""
 
 import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -314,8 +315,10 @@ def test_doubled_model_is_zero_at_init_and_has_the_plain_kernel():
     model_fn, make = regimes.variant_model(net.apply_fn, "doubled", 1.0)
     params, aux = make(p0)
     assert np.all(np.asarray(model_fn(params, aux, x)) == 0.0)
-    k_plain = kernels.empirical_ntk_fn(net.apply_fn)(x, None, p0)
-    k_doubled = nt.empirical_ntk_fn(lambda p, xx: model_fn(p, aux, xx), trace_axes=(-1,))(x, None, params)
+    # jitted: one compilation each, not one per eager operation
+    k_plain = jax.jit(lambda p: kernels.empirical_ntk_fn(net.apply_fn)(x, None, p))(p0)
+    k_doubled = jax.jit(lambda p: nt.empirical_ntk_fn(lambda q, xx: model_fn(q, aux, xx), trace_axes=(-1,))(
+        x, None, p))(params)
     # (K + K)/2 = K: float64 rounding of (1/sqrt 2)^2 and of the sums, ~1e-16 relative.
     np.testing.assert_allclose(k_doubled, k_plain, rtol=1e-10)
     model_c, make_c = regimes.variant_model(net.apply_fn, "centred", 0.5)
@@ -420,6 +423,65 @@ def test_stored_summary_refresh_reproduces_the_gap_prediction(tiny_run):
         np.testing.assert_array_equal(np.isnan(got), c["diverged_lin"])
 
 
+def _assert_same_cells(a_dir, b_dir, names):
+    """The stored cells ``names`` (files cells/<name>-<key>.npz) of two folders hold the same arrays, bit for bit,
+    but for their wall times."""
+    for name in names:
+        a, b = read_npz(a_dir / "cells" / name), read_npz(b_dir / "cells" / name)
+        assert a.keys() == b.keys(), name
+        for k, v in a.items():
+            if k == "__meta__":  # the scalars, as JSON: all but the wall times
+                meta_a, meta_b = (json.loads(str(m)) for m in (v, b[k]))
+                assert {m: x for m, x in meta_a.items() if "seconds" not in m} == \
+                    {m: x for m, x in meta_b.items() if "seconds" not in m}, name
+            else:
+                np.testing.assert_array_equal(v, b[k], err_msg=f"{name} {k}")
+
+
+def test_interrupted_run_resumes_bit_identical_and_reuses_cells_two_cells(tiny_run, tmp_path, monkeypatch):
+    """Two cells of the tiny run (base ReLU net: the hand-written trainer; doubled net: the generic one): a run
+    stopped after its first cell resumes from the stored cell, and its cells are the uninterrupted tiny run's
+    (the same keys: the key leaves out the rest of the sweep) bit for bit; a rerun reuses every cell (run_cell
+    patched to fail) to the same results; --force recomputes, to the same numbers."""
+    cfg, full = tiny_run
+    sub = dataclasses.replace(cfg, depths=(1,), activations=("relu",))  # base + the doubled option
+    cut = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        regimes.run(sub, cut, progress=False, stop_after=1)
+    assert len(list((cut / "cells").glob("*.npz"))) == 1 and not (cut / "summary.json").exists()
+    said = []
+    regimes.run(sub, cut, progress=False, log=said.append)
+    assert sum("reusing" in line for line in said) == 1
+    names = sorted(p.name for p in (cut / "cells").glob("*.npz"))
+    assert len(names) == 2 and set(names) <= {p.name for p in (full / "cells").glob("*.npz")}
+    _assert_same_cells(full, cut, names)
+
+    def boom(*_a, **_kw):
+        raise AssertionError("run_cell called although its cell is stored")
+
+    again = tmp_path / "again"
+    shutil.copytree(cut / "cells", again / "cells")
+    monkeypatch.setattr(regimes, "run_cell", boom)
+    said.clear()
+    regimes.run(sub, again, progress=False, log=said.append)
+    assert "w=8 plain d=1 lr=0.5 x=5 ntk relu: reusing" in "\n".join(said)
+    assert sum("reusing" in line for line in said) == 2
+    _assert_same_results(cut, again)
+    monkeypatch.undo()
+    # force recomputes (here the first cell, then stops), to the same numbers.
+    said.clear()
+    before = {p.name: p.stat().st_mtime_ns for p in (again / "cells").glob("*.npz")}
+    with pytest.raises(KeyboardInterrupt):
+        regimes.run(sub, again, progress=False, force=True, stop_after=1, log=said.append)
+    assert not any("reusing" in line for line in said)
+    redone = [n for n in names if (again / "cells" / n).stat().st_mtime_ns != before[n]]
+    assert len(redone) == 1
+    _assert_same_cells(full, again, names)
+
+
+# slow set: test_interrupted_run_resumes_bit_identical_and_reuses_cells_two_cells checks the same resume, reuse
+# and --force on two of these cells
+@pytest.mark.slow
 def test_interrupted_run_resumes_bit_identical_and_reuses_cells(tiny_run, tmp_path, monkeypatch):
     """A run stopped after its first cell resumes from the stored cell with results identical to the
     uninterrupted run; a rerun reuses every cell (run_cell patched to fail) and --force recomputes."""
@@ -501,14 +563,15 @@ def test_tiny_map_on_digits_with_k_outputs(tmp_path):
     times) and the critical rate is NT's 2 N k / lambda_max."""
     from studylib.data import DataConfig
 
+    # one cell (depth 1, relu, plain): each cell is its own compilation, and the k-output path is the same
     cfg = regimes.RegimesConfig(**(TINY | dict(options=("plain",), activations=("relu",), lr_fractions=(0.05,),
-                                                lr_fraction=0.05)),
+                                                lr_fraction=0.05, depths=(1,))),
                                 data=DataConfig(name="digits", n_train=12, n_test=20))
     notes: list[str] = []
     summary = regimes.run(cfg, tmp_path, progress=False, log=notes.append)
     assert sum("first-order gap prediction" in n for n in notes) == 1
     cells = summary["cells"]
-    assert len(cells) == 2  # depths 1 and 2, relu, plain
+    assert len(cells) == 1  # depth 1, relu, plain
     for c in cells:
         m = c["metrics"]
         assert m["gap_predicted"]["mean"] is None or np.isnan(m["gap_predicted"]["mean"])  # no prediction, k > 1
@@ -558,11 +621,12 @@ def test_centred_tiny_map_starts_at_zero_and_its_linearization_is_the_closed_for
     p0 = training.init_params(net.init_fn, [0, 1], data.x_train.shape, dtype="float64")
     x, xt = jnp.asarray(data.x_train), jnp.asarray(data.x_test)
     y = np.asarray(data.y_train, np.float64)
+    unravel = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda q: q[0], p0))[1]  # every seed's layout
+    # J of the flat parameters, jitted: one compilation per input shape, not one per eager operation
+    jacobian = jax.jit(lambda v, xx: jax.jacobian(lambda w: net.apply_fn(unravel(w), xx)[:, 0])(v))
     for seed in range(2):
-        flat, unravel = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda q, i=seed: q[i], p0))
-        jac = lambda xx, unravel=unravel, flat=flat: np.asarray(  # noqa: E731
-            jax.jacobian(lambda v: net.apply_fn(unravel(v), xx)[:, 0])(flat), np.float64)
-        j_tr, j_te = jac(x), jac(xt)
+        flat = jax.flatten_util.ravel_pytree(jax.tree_util.tree_map(lambda q, i=seed: q[i], p0))[0]
+        j_tr, j_te = (np.asarray(jacobian(flat, xx), np.float64) for xx in (x, xt))
         _, want = closed_form.discrete(j_tr @ j_tr.T, j_te @ j_tr.T, y, np.zeros_like(y), np.zeros((len(xt), 1)),
                                        learning_rate=s["cells"][0]["learning_rate"],
                                        steps=np.asarray(s["checkpoint_steps"]))

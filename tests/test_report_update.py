@@ -1,9 +1,21 @@
 """``study.report --update``: one folder's section replaced or added, the others kept as written."""
 
-from studylib import report
+from pathlib import Path
+
+from studylib import figures, report
 
 
-def test_update_replaces_one_section_and_keeps_the_others(tiny_compare, tmp_path):
+def test_update_replaces_one_section_and_keeps_the_others(tiny_compare, tmp_path, monkeypatch):
+    # The sections are what this test is about: each report takes the figures the run drew (listed, not redrawn:
+    # ~5 s per report). Redrawing them for a report is tested in tests/test_figures_report.py.
+    drawn = sorted(p for p in tiny_compare.iterdir() if p.suffix in (".png", ".pdf"))
+    assert drawn
+
+    def listed(folder):
+        assert Path(folder) == tiny_compare, folder  # only the given folder's figures are (re)made
+        return drawn
+
+    monkeypatch.setattr(figures, "figures_for", listed)
     path = tmp_path / "REPORT.md"
     other = "## `study.somewhere`\n\n| a | b |\n|---|---|\n| 1 | 2 |"
     path.write_text("# ntk-study report\n\nhead\n\n" + report.SECTION_MARK.format("results/other") + "\n\n" + other

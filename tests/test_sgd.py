@@ -74,7 +74,7 @@ def _run(plan, params, x, y, lr, perms):
 def _reference_sgd(net, params, x, y, lr, batches, loss="mse"):
     """Seed-style SGD through stax and jax.grad, plus nt.linearize trained the same way."""
     cf = sgd.LOSS_FACTOR[loss] / 2
-    lin = nt.linearize(net.apply_fn, params)
+    lin = jax.jit(nt.linearize(net.apply_fn, params))  # jitted: one compilation, not one per eager operation
     gn = jax.jit(jax.grad(lambda p, xb, yb: cf * jnp.mean((net.apply_fn(p, xb) - yb) ** 2)))
     gl = jax.jit(jax.grad(lambda p, xb, yb: cf * jnp.mean((lin(p, xb) - yb) ** 2)))
     pn, pl = params, params
@@ -84,8 +84,11 @@ def _reference_sgd(net, params, x, y, lr, batches, loss="mse"):
     return pn, pl, lin
 
 
-@pytest.mark.parametrize("method", sgd.METHODS)
-@pytest.mark.parametrize("param,batch", [("standard", 1), ("ntk", 5)])
+# slow set: [standard-1-direct] and [ntk-5-lowrank] check the same trainer against the same references (each
+# method and each parameterization once) on the same problem
+@pytest.mark.parametrize("param,batch,method", [
+    ("standard", 1, "direct"), pytest.param("standard", 1, "lowrank", marks=pytest.mark.slow),
+    pytest.param("ntk", 5, "direct", marks=pytest.mark.slow), ("ntk", 5, "lowrank")])
 def test_sgd_matches_stax_and_linearize(method, param, batch):
     """Network trained by our trainer == stax + jax.grad SGD; linearized model in function
     space == nt.linearize trained with jax.grad, on identical batches (3 epochs)."""
@@ -106,7 +109,7 @@ def test_sgd_matches_stax_and_linearize(method, param, batch):
     wd = [jnp.sum(d[0] ** 2) for d in diff if len(d) == 2]
     _close(recs["wdsq_lin"][-1], jnp.stack(wd))
     # network metrics against direct evaluation
-    _close(recs["f_net_train"][-1], net.apply_fn(pn, x)[:, 0])
+    _close(recs["f_net_train"][-1], jax.jit(net.apply_fn)(pn, x)[:, 0])
     dn = jax.tree_util.tree_map(lambda a, b: a - b, pn, params)
     _close(recs["dsq_net"][-1], sum(jnp.sum(d**2) for d in jax.tree_util.tree_leaves(dn)))
     assert float(recs["dsq_net"][-1]) > 1e-8  # the run did move the parameters
@@ -121,9 +124,10 @@ def test_minibatch_of_size_n_equals_full_batch_gd():
     perms = sgd.epoch_permutations(jax.random.PRNGKey(1), 8, 10).reshape(4, 2, 10)
     _, _, recs, _ = _run(plan, params, x, y, lr, perms)
     dense0 = sgd.dense_params(params)
+    # jitted with the step count traced: one compilation for the 4 references (eager: one scan per count)
+    gd_ref = jax.jit(lambda d, n: sgd.forward(m, sgd.gd_reference(m, d, x, y, lr, n, loss="mse"), x)[0][:, 0])
     for r in range(4):
-        ref = sgd.gd_reference(m, dense0, x, y, lr, 2 * (r + 1), loss="mse")
-        _close(recs["f_net_train"][r], sgd.forward(m, ref, x)[0][:, 0])
+        _close(recs["f_net_train"][r], gd_ref(dense0, 2 * (r + 1)))
     # and the loss recorded is the seed's mean((f - y)^2), no 1/2
     f = recs["f_net_train"][-1]
     np.testing.assert_allclose(recs["loss_net"][-1], np.mean((np.asarray(f) - np.asarray(y[:, 0])) ** 2),
@@ -131,7 +135,8 @@ def test_minibatch_of_size_n_equals_full_batch_gd():
 
 
 def test_epoch_permutations_cover_each_point_once():
-    perms = np.asarray(sgd.epoch_permutations(jax.random.PRNGKey(0), 500, 10))
+    # jitted (as the runners call it): one compilation instead of one per eager operation
+    perms = np.asarray(jax.jit(sgd.epoch_permutations, static_argnums=(1, 2))(jax.random.PRNGKey(0), 500, 10))
     assert perms.shape == (500, 10)
     assert (np.sort(perms, axis=1) == np.arange(10)).all()
     # and they are fresh: not all epochs in the same order (P(all equal) = (1/10!)^499)
@@ -170,7 +175,7 @@ def test_generic_trainer_kernels_on_a_residual_net():
     flat = [jnp.concatenate([a[k].reshape(10, -1) for a in jax.tree_util.tree_leaves(jac)], 1) for k in (0, 1)]
     _close(init["k0"], flat[0] @ flat[0].T)
     _close(init["k0_test"], flat[1] @ flat[0].T)
-    _close(init["f0_test"], net.apply_fn(params, xt)[:, 0])
+    _close(init["f0_test"], jax.jit(net.apply_fn)(params, xt)[:, 0])
     for l, jw in enumerate(models.weights_at(jac, paths)):  # kernel of one weight array alone
         jw = jw[0].reshape(10, -1)
         _close(init["k0_w"][l], jw @ jw.T)
@@ -210,7 +215,7 @@ def test_generic_trainer_k_outputs_matches_stax_and_linearize(arch):
                      jnp.asarray(lr), init)
     f_net_test, f_lin_test = final_fn(p, c, xt, init)
     # kernels at init against full Jacobians (flat rows n k + i)
-    jac = jax.jacrev(lambda q, xx: net.apply_fn(q, xx).reshape(-1))
+    jac = jax.jit(jax.jacrev(lambda q, xx: net.apply_fn(q, xx).reshape(-1)))  # jitted: one compilation per shape
     jx, jt = jac(params, x), jac(params, xt)
     flat_x = jnp.concatenate([a.reshape(n * k, -1) for a in jax.tree_util.tree_leaves(jx)], 1)
     flat_t = jnp.concatenate([a.reshape(4 * k, -1) for a in jax.tree_util.tree_leaves(jt)], 1)
@@ -222,11 +227,12 @@ def test_generic_trainer_k_outputs_matches_stax_and_linearize(arch):
     pn, pl, lin = _reference_sgd(net, params, x, y, lr, batches, loss="half_mse")
     for a, b in zip(jax.tree_util.tree_leaves(p), jax.tree_util.tree_leaves(pn), strict=True):
         _close(a, b)
-    _close(recs["f_net_train"][-1], net.apply_fn(pn, x).reshape(-1))
+    apply_fn = jax.jit(net.apply_fn)
+    _close(recs["f_net_train"][-1], apply_fn(pn, x).reshape(-1))
     _close(recs["f_lin_train"][-1], lin(pl, x).reshape(-1))
-    _close(f_net_test, net.apply_fn(pn, xt).reshape(-1))
+    _close(f_net_test, apply_fn(pn, xt).reshape(-1))
     _close(f_lin_test, lin(pl, xt).reshape(-1))
-    _close(recs["loss_net"][-1], 0.5 * jnp.mean((net.apply_fn(pn, x) - y) ** 2))
+    _close(recs["loss_net"][-1], 0.5 * jnp.mean((apply_fn(pn, x) - y) ** 2))
     _close(recs["loss_lin"][-1], 0.5 * jnp.mean((lin(pl, x) - y) ** 2))
     for got, ref_p in (("net", pn), ("lin", pl)):
         diff = jax.tree_util.tree_map(jnp.subtract, ref_p, params)
@@ -247,14 +253,13 @@ def test_full_batch_checkpoints_equal_generic_gd(param, act):
     y = x**3 / 8
     x_test = jnp.linspace(-3, 3, 5, dtype=jnp.float64)[:, None]
     p0 = training.init_params(net.init_fn, [0, 1], x.shape, dtype="float64")
-    lam = np.linalg.eigvalsh(np.asarray(kernels.empirical_ntk_fn(net.apply_fn)(x, None, jax.tree_util.tree_map(
-        lambda a: a[0], p0))))[-1]
+    ntk = jax.jit(kernels.empirical_ntk_fn(net.apply_fn))  # jitted: one compilation for the 11 calls below
+    lam = np.linalg.eigvalsh(np.asarray(ntk(x, None, jax.tree_util.tree_map(lambda a: a[0], p0))))[-1]
     lr = 0.5 * 2 * x.shape[0] / lam
     ck = np.array([0, 1, 3, 10, 25])
     rec = sgd.full_batch_checkpoints(cfg, 6, p0, x, y, lr, ck, x_test=x_test)
     train = training.make_trainer(training.network_model(net.apply_fn))
     p = jax.tree_util.tree_map(jnp.copy, p0)
-    ntk = jax.jit(kernels.empirical_ntk_fn(net.apply_fn))  # jitted: one compilation for the 10 calls below
     apply_fn = jax.jit(net.apply_fn)
     prev = 0
     for t_i, t in enumerate(ck):
@@ -311,7 +316,7 @@ def test_full_ntk_with_k_outputs_matches_nt(param, act):
     want = kernels.flat_kernel(np.asarray(full(x, None, params)))
     assert got.shape == (15, 15)
     _close(got, want)
-    _close(f, net.apply_fn(params, x))
+    _close(f, jax.jit(net.apply_fn)(params, x))
     # the output blocks are coupled: the off-diagonal (a != b) entries are not zero
     assert np.abs(np.asarray(want).reshape(5, 3, 5, 3)[:, 0, :, 1]).max() > 1e-3 * np.abs(want).max()
 

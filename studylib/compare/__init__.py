@@ -28,7 +28,8 @@ from studylib.compare.config import (
 #: Face names loaded on first use -> the submodule that defines them.
 _LAZY = {"prepare": "cell", "run_cell": "cell", "notes": "cell", "plan": "cell", "memory_plan": "cell",
          "run_width": "cell", "summarise": "summary", "format_table": "report", "section": "report",
-         "figures": "plots", "prestart_figures": "plots"}
+         "figures": "plots", "prestart_figures": "plots",
+         "discard_prestarted": "plots"}
 __getattr__ = runner.lazy_attributes(__name__, _LAZY)
 run = runner.study_run(__name__)
 

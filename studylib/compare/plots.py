@@ -520,6 +520,14 @@ def prestart_figures() -> None:
             _PRESTARTED.append(helper)
 
 
+def discard_prestarted() -> None:
+    """End the helper :func:`prestart_figures` started (a run that stopped before its figures)."""
+    while _PRESTARTED:
+        helper = _PRESTARTED.pop()
+        helper.kill()
+        helper.communicate()
+
+
 def _take_prestarted(out_dir, fig_dir, names: list[str]):
     """The prestarted helper (:func:`prestart_figures`), told to draw ``names``; None if there is none or it
     cannot be told (it ended)."""
