@@ -9,9 +9,11 @@ import pytest
 from studylib import data as D
 from studylib.compare import cell
 from studylib.compare.config import CompareConfig
+from studylib.models import ModelConfig
 from studylib.runner import Context
 
-CFG = CompareConfig(widths=(8,), seeds=2, steps=12, n_checkpoints=3, quad_max_width=8)
+# depth 2 (the default is 5): the start compiles the training and quadratic-model programs in less time
+CFG = CompareConfig(widths=(8,), seeds=2, steps=12, n_checkpoints=3, quad_max_width=8, model=ModelConfig(depth=2))
 
 
 @pytest.fixture
