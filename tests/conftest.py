@@ -4,34 +4,18 @@
 study code casts to the dtype its config names, so float32 paths stay float32.
 """
 
-import atexit
 import os
-import shutil
-import tempfile
 
-#: One persistent compilation cache per test session (JAX's, as the entry points use it: studylib.cli), empty
-#: when the session starts and removed when it ends, shared by the pytest-xdist workers and the subprocesses
-#: the CLI tests start: a program compiled once -- by the other worker, or by an earlier tiny run whose jitted
-#: closures were other Python objects -- is loaded, not compiled again (the suite is compile-bound). Made by
-#: the first process to import this file (pytest's controller; the workers inherit it).
-#: NTK_STUDY_TEST_COMPILE_CACHE=off: every test compiles everything afresh.
-SESSION_CACHE_ENV = "NTK_STUDY_TEST_COMPILE_CACHE"
-if os.environ.get(SESSION_CACHE_ENV, "").lower() in ("off", "0", "false", "no"):
-    os.environ["NTK_STUDY_COMPILE_CACHE"] = "off"
-else:
-    if not os.environ.get(SESSION_CACHE_ENV):
-        os.environ[SESSION_CACHE_ENV] = tempfile.mkdtemp(prefix="ntk-study-test-cache-")
-        atexit.register(shutil.rmtree, os.environ[SESSION_CACHE_ENV], True)
-    os.environ["NTK_STUDY_COMPILE_CACHE"] = os.environ[SESSION_CACHE_ENV]
+# Tests compile afresh: the entry points' persistent compilation cache (studylib.cli) stays off in this
+# process and in the subprocesses the CLI tests start.
+os.environ["NTK_STUDY_COMPILE_CACHE"] = "off"
 
-import jax  # noqa: E402  (after the cache's environment, which the entry points read)
+import jax
 
-import studylib  # noqa: E402, F401  (sets the study's XLA flags before the backend starts, as the entry points do)
-from studylib import cli  # noqa: E402
+import studylib  # noqa: F401  (sets the study's XLA flags before the backend starts, as the entry points do)
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_enable_x64", True)
-cli.enable_compile_cache()
 
 
 import pytest  # noqa: E402
