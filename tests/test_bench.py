@@ -248,6 +248,10 @@ def test_ahead_workers_and_lookahead(monkeypatch):
         devices.set_max_memory(None)
 
 
+# slow set: tests/test_figure_prestart.py::test_prestarted_helper_draws_its_figures checks the same helper process
+# (prestarted, as the main job starts it) drawing its share of the tiny run's figures; this one adds the
+# byte-for-byte comparison with the figures drawn in one process (~11 s more)
+@pytest.mark.slow
 def test_compare_figures_helper_draws_the_same_files(tiny_compare, tmp_path, monkeypatch):
     """compare.plots.figures with the helper process (part of the figures drawn by a second Python
     process) writes the same files, byte for byte and in the same order, as drawing all of them here; a

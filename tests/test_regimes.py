@@ -556,6 +556,10 @@ def test_nd_data_refuse_x_ranges_in_one_line():
         regimes.RegimesConfig(data=DataConfig(name="digits"))
 
 
+# slow set: tests/test_compare.py::test_digits_k10_linearization_and_learning_rates checks the same k-output
+# path on digits (full flat (N k, N k) kernels, closed forms, NT's 2Nk/lambda_max rate) on compare's runs,
+# and this file's tiny map the regimes cells; this one adds the k-output map (~11 s)
+@pytest.mark.slow
 def test_tiny_map_on_digits_with_k_outputs(tmp_path):
     """The map runs on digits (10 one-hot outputs, 64 pixel inputs): the generic trainer, the full flat
     (N k, N k) kernels and closed forms; the first-order prediction (scalar outputs only) is NaN with one
