@@ -438,6 +438,33 @@ def _assert_same_cells(a_dir, b_dir, names):
                 np.testing.assert_array_equal(v, b[k], err_msg=f"{name} {k}")
 
 
+def _stop_and_resume(cfg, cut) -> None:
+    """Stop a run of ``cfg`` after its first cell, then resume it: one cell stored, no summary, then the
+    stored cell reused."""
+    with pytest.raises(KeyboardInterrupt):
+        regimes.run(cfg, cut, progress=False, stop_after=1)
+    assert len(list((cut / "cells").glob("*.npz"))) == 1 and not (cut / "summary.json").exists()
+    said = []
+    regimes.run(cfg, cut, progress=False, log=said.append)
+    assert sum("reusing" in line for line in said) == 1
+
+
+def _rerun_from_cells(cfg, cut, again, monkeypatch, n_cells: int) -> None:
+    """Run ``cfg`` into ``again`` holding a copy of ``cut``'s cells with run_cell patched to fail: every one
+    of its ``n_cells`` cells is reused."""
+
+    def boom(*_a, **_kw):
+        raise AssertionError("run_cell called although its cell is stored")
+
+    shutil.copytree(cut / "cells", again / "cells")
+    monkeypatch.setattr(regimes, "run_cell", boom)
+    said = []
+    regimes.run(cfg, again, progress=False, log=said.append)
+    assert "w=8 plain d=1 lr=0.5 x=5 ntk relu: reusing" in "\n".join(said)
+    assert sum("reusing" in line for line in said) == n_cells
+    monkeypatch.undo()
+
+
 def test_interrupted_run_resumes_bit_identical_and_reuses_cells_two_cells(tiny_run, tmp_path, monkeypatch):
     """Two cells of the tiny run (base ReLU net: the hand-written trainer; doubled net: the generic one): a run
     stopped after its first cell resumes from the stored cell, and its cells are the uninterrupted tiny run's
@@ -445,31 +472,15 @@ def test_interrupted_run_resumes_bit_identical_and_reuses_cells_two_cells(tiny_r
     patched to fail) to the same results; --force recomputes, to the same numbers."""
     cfg, full = tiny_run
     sub = dataclasses.replace(cfg, depths=(1,), activations=("relu",))  # base + the doubled option
-    cut = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        regimes.run(sub, cut, progress=False, stop_after=1)
-    assert len(list((cut / "cells").glob("*.npz"))) == 1 and not (cut / "summary.json").exists()
-    said = []
-    regimes.run(sub, cut, progress=False, log=said.append)
-    assert sum("reusing" in line for line in said) == 1
+    cut, again = tmp_path / "cut", tmp_path / "again"
+    _stop_and_resume(sub, cut)
     names = sorted(p.name for p in (cut / "cells").glob("*.npz"))
     assert len(names) == 2 and set(names) <= {p.name for p in (full / "cells").glob("*.npz")}
     _assert_same_cells(full, cut, names)
-
-    def boom(*_a, **_kw):
-        raise AssertionError("run_cell called although its cell is stored")
-
-    again = tmp_path / "again"
-    shutil.copytree(cut / "cells", again / "cells")
-    monkeypatch.setattr(regimes, "run_cell", boom)
-    said.clear()
-    regimes.run(sub, again, progress=False, log=said.append)
-    assert "w=8 plain d=1 lr=0.5 x=5 ntk relu: reusing" in "\n".join(said)
-    assert sum("reusing" in line for line in said) == 2
+    _rerun_from_cells(sub, cut, again, monkeypatch, 2)
     _assert_same_results(cut, again)
-    monkeypatch.undo()
     # force recomputes (here the first cell, then stops), to the same numbers.
-    said.clear()
+    said = []
     before = {p.name: p.stat().st_mtime_ns for p in (again / "cells").glob("*.npz")}
     with pytest.raises(KeyboardInterrupt):
         regimes.run(sub, again, progress=False, force=True, stop_after=1, log=said.append)
@@ -486,29 +497,13 @@ def test_interrupted_run_resumes_bit_identical_and_reuses_cells(tiny_run, tmp_pa
     """A run stopped after its first cell resumes from the stored cell with results identical to the
     uninterrupted run; a rerun reuses every cell (run_cell patched to fail) and --force recomputes."""
     cfg, full = tiny_run
-    cut = tmp_path / "cut"
-    with pytest.raises(KeyboardInterrupt):
-        regimes.run(cfg, cut, progress=False, stop_after=1)
-    assert len(list((cut / "cells").glob("*.npz"))) == 1 and not (cut / "summary.json").exists()
-    said = []
-    regimes.run(cfg, cut, progress=False, log=said.append)
-    assert sum("reusing" in line for line in said) == 1
+    cut, again = tmp_path / "cut", tmp_path / "again"
+    _stop_and_resume(cfg, cut)
     _assert_same_results(full, cut)
-
-    def boom(*_a, **_kw):
-        raise AssertionError("run_cell called although its cell is stored")
-
-    again = tmp_path / "again"
-    shutil.copytree(cut / "cells", again / "cells")
-    monkeypatch.setattr(regimes, "run_cell", boom)
-    said.clear()
-    regimes.run(cfg, again, progress=False, log=said.append)
-    assert "w=8 plain d=1 lr=0.5 x=5 ntk relu: reusing" in "\n".join(said)
-    assert sum("reusing" in line for line in said) == 5
+    _rerun_from_cells(cfg, cut, again, monkeypatch, 5)
     _assert_same_results(full, again)
-    monkeypatch.undo()
     # force recomputes (here the base cell alone), to the same numbers.
-    said.clear()
+    said = []
     base_only = dataclasses.replace(cfg, depths=(1,), options=("plain",))
     regimes.run(base_only, again, progress=False, force=True, log=said.append)
     assert not any("reusing" in line for line in said)
