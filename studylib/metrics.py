@@ -51,15 +51,11 @@ def gram_extremes(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fit_loglog(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Least-squares fit log y = slope log x + intercept; returns (slope, intercept).
 
-    Non-finite or non-positive y are dropped; NaN when fewer than two points remain.
+    Non-finite or non-positive y are dropped; NaN when fewer than two points remain (``np.polyfit`` of
+    degree 1 on the rest: :func:`fit_loglog_many` of one row).
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    ok = np.isfinite(y) & (y > 0) & np.isfinite(x) & (x > 0)
-    if ok.sum() < 2:
-        return float("nan"), float("nan")
-    slope, intercept = np.polyfit(np.log(x[ok]), np.log(y[ok]), 1)
-    return float(slope), float(intercept)
+    slope, intercept = fit_loglog_many(x, np.asarray(y, np.float64)[None])
+    return float(slope[0]), float(intercept[0])
 
 
 def _stacked_lstsq(a: np.ndarray, b: np.ndarray, rcond: float) -> np.ndarray:
