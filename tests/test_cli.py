@@ -109,3 +109,19 @@ def test_compile_cache_directory_follows_the_environment(tmp_path):
     for off in ("off", "0", "", "false"):
         assert cli.compile_cache_dir({cli.COMPILE_CACHE_ENV: off}) is None
         assert cli.enable_compile_cache({cli.COMPILE_CACHE_ENV: off}) is None
+
+
+def test_fewer_collections_during_a_run_and_python_defaults_after():
+    """The run's garbage-collector settings (cli.fewer_collections): the thresholds raised and the objects alive
+    at its start frozen inside the block, Python's own restored after it, also when the block raises."""
+    import gc
+
+    before = gc.get_threshold()
+    assert gc.get_freeze_count() == 0
+    with pytest.raises(KeyError):
+        with cli.fewer_collections():
+            assert gc.get_threshold() == cli.GC_THRESHOLDS
+            assert gc.get_freeze_count() > 1000  # this process's modules, JAX's included
+            raise KeyError("a run that fails")
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0

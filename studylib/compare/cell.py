@@ -604,6 +604,22 @@ def closed_predictions(coeffs: dict, theta_train, theta_test, k0_flat, start_tra
     return closed, lin_fn_out
 
 
+def width_schedule(cfg: CompareConfig, width: int, k0_flat: np.ndarray, lr_critical_inf: float, nk: int,
+                   lr: float | None = None) -> tuple[list, np.ndarray, float, float, np.ndarray]:
+    """One width's eigendecompositions of K_0 (S of (lambda, V), ascending), its empirical critical rates
+    2Nk/lambda_max(K_0) (S,), gamma (1 but for :mod:`studylib.mup`'s gamma-model: mup, or gamma0 != 1), and
+    its rate and checkpoint steps (:func:`learning_schedule`, rates scaled by gamma^2) from the kernels at
+    init ``k0_flat`` (S, N k, N k) and the analytic critical rate: what :func:`run_width` and
+    :meth:`Ahead.quad_job` both derive, by the same calls on the same arrays."""
+    from studylib import kernels
+
+    k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
+    lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), nk)
+    gamma = cfg.model.gamma(width)
+    lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr, lr_scale=gamma**2)
+    return k0_eig, lr_critical_emp, gamma, lr, steps
+
+
 def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int], Any] | None = None,
               seeds: list[int] | None = None, log: Callable[[str], Any] | None = None,
               analytic: tuple[np.ndarray, np.ndarray] | None = None, fast: bool = True,
@@ -659,10 +675,7 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
             cfg, net, mlp, p0, x_train, x_test, k=k, n_params=n_params, itemsize=itemsize)
         init, k0_flat = at_init["init"], at_init["k0_flat"]
     with timing.phase("eigh", width):
-        k0_eig = [np.linalg.eigh(kk) for kk in k0_flat]
-        lr_critical_emp = kernels.critical_rate(np.array([lam[-1] for lam, _ in k0_eig]), n * k)
-        gamma = cfg.model.gamma(width)  # 1 but for studylib.mup's gamma-model (mup, or gamma0 != 1)
-        lr, steps = learning_schedule(cfg, lr_critical_inf, lr_critical_emp, lr, lr_scale=gamma**2)
+        k0_eig, lr_critical_emp, gamma, lr, steps = width_schedule(cfg, width, k0_flat, lr_critical_inf, n * k, lr)
         # absolute time lr x t of each checkpoint; the gamma-model's in the NTK net's units, lr / gamma^2
         # (its kernel is the NTK net's / gamma^2: the same eta Theta and closed forms at every width)
         times = lr / gamma**2 * np.asarray(steps, np.float64)
@@ -704,9 +717,11 @@ def run_width(cfg: CompareConfig, width: int, data, *, progress: Callable[[int],
                 lin=(closed["closed_emp_discrete"], lin_fn_out["closed_emp_discrete"]),
                 measure=(measure_net, measure_lin_params), progress=progress,
                 rows=kernel_rows(n_params, k, itemsize, min(cfg.kernel_points, n)))
-    with timing.phase("quad", width):
-        quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps,
-                               targets=targets, trainer=None if ahead is None else ahead["quad_trainer"])
+    with timing.phase("quad", width):  # trained on an ahead thread meanwhile (Ahead.quad_job), or here
+        quad = AHEAD.take_quad(cfg, width, data, seeds, lr, steps) if ahead is not None else None
+        if quad is None:
+            quad = train_quadratic(cfg, width, net.apply_fn, p0, x_train, y_train, x_test, lr=lr, steps=steps,
+                                   targets=targets, trainer=None if ahead is None else ahead["quad_trainer"])
     with timing.phase("curves", width):
         n0_sq = sum(np.sum(np.asarray(leaf, np.float64) ** 2, axis=tuple(range(1, leaf.ndim)))
                     for leaf in jax.tree_util.tree_leaves(p0))  # (S,)
@@ -861,9 +876,12 @@ class Ahead:
         import threading
 
         self.jobs: list[tuple[tuple, Any]] = []  # ((cfg, width, data, seeds), Future)
+        self.quads: list[tuple[tuple, Any]] = []  # the same keys, Futures of quad_job
         self.lock = threading.Lock()
         self.executor = None
         self.executor_workers = 0
+        self.quad_executor = None
+        self.generation = 0  # cancel_queued counts up: a quad_job still waiting for the analytic kernel stops
 
     @classmethod
     def workers(cls) -> int:
@@ -912,21 +930,26 @@ class Ahead:
         need += sum(p["params"] * item * cfg.seeds for p in plans[1:])
         return need <= devices.MEMORY_FRACTION * devices.memory_bytes()
 
-    def submit(self, cfg: CompareConfig, widths: list[int], data) -> None:
+    def submit(self, cfg: CompareConfig, widths: list[int], data, ctx: Context | None = None) -> None:
         """Queue the start of each of ``widths`` and of the widths :meth:`lookahead` adds (in order; all of
         ``cfg``'s seeds) unless queued already or not eligible; jobs of other widths still queued are
-        cancelled (e.g. their cells were reused)."""
+        cancelled (e.g. their cells were reused). With the run's ``ctx`` and a width-independent analytic
+        kernel (:func:`shared_analytic`), a width with a quadratic model (``width <= cfg.quad_max_width``) also
+        queues its training (:meth:`quad_job`, on one more thread, after the width's start)."""
         from concurrent.futures import ThreadPoolExecutor
 
         widths = self.lookahead(cfg, widths, data)
         keys = [(cfg, w, data, tuple(runner.seed_list(cfg))) for w in widths if self.eligible(cfg, w, data)]
         if keys:
             fast_measure(min(cfg.kernel_points, data.x_train.shape[0]))  # created here, not raced by two threads
+        quads = ctx is not None and ctx.shared is not None and cfg.model.arch in WIDTH_FREE_KERNELS and \
+            cfg.model.parameterization in ("ntk", "mup")  # shared_analytic gives every width's Theta
         with self.lock:
-            for k_, fut in self.jobs:
+            for k_, fut in self.jobs + self.quads:
                 if not any(self._same(k_, key) for key in keys):
                     fut.cancel()
             self.jobs = [(k_, f) for k_, f in self.jobs if not f.cancelled()]
+            self.quads = [(k_, f) for k_, f in self.quads if not f.cancelled()]
             for key in keys:
                 if any(self._same(k_, key) for k_, _ in self.jobs):
                     continue
@@ -936,7 +959,13 @@ class Ahead:
                     self.executor_workers = self.workers()
                     self.executor = ThreadPoolExecutor(max_workers=self.executor_workers,
                                                        thread_name_prefix="compare-ahead")
-                self.jobs.append((key, self.executor.submit(self._start, cfg, key[1], data, list(key[3]))))
+                start = self.executor.submit(self._start, cfg, key[1], data, list(key[3]))
+                self.jobs.append((key, start))
+                if quads and key[1] <= cfg.quad_max_width:
+                    if self.quad_executor is None:
+                        self.quad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compare-quad")
+                    self.quads.append((key, self.quad_executor.submit(
+                        self.quad_job, cfg, key[1], data, list(key[3]), start, ctx, self.generation)))
 
     @staticmethod
     def _start(cfg: CompareConfig, width: int, data, seeds: list[int]) -> dict[str, Any]:
@@ -950,11 +979,67 @@ class Ahead:
         return a[0] == b[0] and a[1] == b[1] and a[2] is b[2] and a[3] == b[3]
 
     def cancel_queued(self) -> None:
-        """Cancel the jobs not yet begun (a run that stops: Ctrl-C, an error); a running one finishes."""
+        """Cancel the jobs not yet begun (a run that stops: Ctrl-C, an error); a running one finishes, but a
+        :meth:`quad_job` still waiting for the analytic kernel stops."""
         with self.lock:
-            for _, fut in self.jobs:
+            for _, fut in self.jobs + self.quads:
                 fut.cancel()
-            self.jobs = []
+            self.jobs, self.quads = [], []
+            self.generation += 1
+
+    def quad_job(self, cfg: CompareConfig, width: int, data, seeds: list[int], start, ctx: Context,
+                 generation: int) -> dict[str, Any]:
+        """The quadratic model of one width trained ahead: once the width's ``start`` (a Future of
+        :func:`start_width`) is done and the main thread has put the analytic kernel in ``ctx.shared``
+        (:func:`shared_analytic`), its rate and checkpoints by :func:`width_schedule` -- the calls
+        :func:`run_width` makes, on the same arrays -- and :func:`train_quadratic` with the start's compiled
+        trainer, exactly as run_width would call it. Returns {'lr', 'steps', 'quad'}; run_width takes the
+        result (:meth:`take_quad`) only if its own rate and steps are these. The quadratic model is the
+        costliest part of the narrow widths (width 256 of the default run: ~12 s, 6-30x the network per
+        step); trained here it overlaps the next widths' training instead of holding up the main thread."""
+        import time
+
+        import jax.numpy as jnp
+
+        from studylib import centring, kernels
+
+        with timing.job("quad_ahead", width):
+            begun = start.result()
+            while "analytic" not in ctx.shared:  # the main thread computes it for its first width
+                if self.generation != generation:
+                    raise RuntimeError("run stopped")
+                time.sleep(0.02)
+            dtype = jnp.float64 if cfg.dtype == "float64" else jnp.float32
+            x_train, y_train, x_test = (jnp.asarray(a, dtype) for a in (data.x_train, data.y_train, data.x_test))
+            n, k = data.y_train.shape
+            theta_train = shared_analytic(cfg, width, ctx)[0]
+            lr_critical_inf = float(kernels.critical_learning_rate(theta_train, outputs=k))
+            at_init = begun["at_init"]
+            lr, steps = width_schedule(cfg, width, at_init["k0_flat"], lr_critical_inf, n * k)[3:]
+            y64 = np.asarray(data.y_train, np.float64)
+            targets = (jnp.asarray(centring.shifted_targets(y64, at_init["f0_train"]), dtype) if cfg.centred
+                       else None)
+            quad = train_quadratic(cfg, width, begun["net"].apply_fn, begun["p0"], x_train, y_train, x_test, lr=lr,
+                                   steps=steps, targets=targets, trainer=begun["quad_trainer"])
+            return {"lr": lr, "steps": steps, "quad": quad}
+
+    def take_quad(self, cfg: CompareConfig, width: int, data, seeds: list[int], lr: float, steps
+                  ) -> dict[str, np.ndarray] | None:
+        """The quadratic model of this width trained by :meth:`quad_job` (waiting for it if it runs) when it
+        trained at rate ``lr`` for ``steps``, else None (not queued, not begun: then cancelled, failed, or
+        another schedule): the main thread trains it then."""
+        key = (cfg, width, data, tuple(seeds))
+        with self.lock:
+            match = [f for k_, f in self.quads if self._same(k_, key)]
+            self.quads = [(k_, f) for k_, f in self.quads if not self._same(k_, key)]
+        if not match or match[0].cancel():
+            return None
+        try:
+            res = match[0].result()
+        except Exception:
+            return None
+        same = res["lr"] == lr and np.array_equal(res["steps"], steps)
+        return res["quad"] if same else None
 
     def take(self, cfg: CompareConfig, width: int, data, seeds: list[int]) -> dict | None:
         """The finished start of this width (waiting for it if it runs), or None: not queued, not begun
@@ -1038,7 +1123,7 @@ def run_cell(cfg: CompareConfig, cell: Cell, ctx: Context, progress: Callable[[f
     chunks = [seed_ids[i:i + chunk] for i in range(0, cfg.seeds, chunk)]
     later = cfg.widths[cfg.widths.index(w) + 1:] if w in cfg.widths else []
     try:
-        AHEAD.submit(cfg, [w, *later[:1]], ctx.dataset)  # this width's start (if not begun), the next one's
+        AHEAD.submit(cfg, [w, *later[:1]], ctx.dataset, ctx)  # this width's start (if not begun), the next one's
         with timing.phase("analytic", w):
             analytic = shared_analytic(cfg, w, ctx)
         lr = chunked_emp_rate(cfg, w, ctx.dataset, chunks) if cfg.lr_rule == "emp" and len(chunks) > 1 else None
