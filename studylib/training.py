@@ -10,6 +10,9 @@ the network (:func:`network_model`) and its linearization (:func:`linearized_mod
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -74,10 +77,99 @@ def init_params(init_fn: Callable, seeds, input_shape: tuple[int, ...], dtype: s
     """
     keys = jnp.stack([jax.random.PRNGKey(int(s)) for s in seeds])
     draw = lambda: jax.vmap(lambda k: init_fn(k, input_shape)[1])(keys)  # noqa: E731
-    if dtype is None:
-        return draw()
-    with x64_mode(dtype == "float64"):
-        return draw()
+    with prefix_normals():
+        if dtype is None:
+            return draw()
+        with x64_mode(dtype == "float64"):
+            return draw()
+
+
+#: The shortest stream :func:`prefix_normal` draws (elements); longer ones are powers of two.
+PREFIX_MIN_LENGTH = 1 << 16
+
+
+@functools.cache
+def _normal_stream(length: int, dtype) -> Callable:
+    """``key -> jax.random.normal(key, (length,), dtype)``, jitted (one compile per length, dtype and batch)."""
+    normal = jax.random.normal
+    return jax.jit(lambda key: normal(key, (length,), dtype))
+
+
+def prefix_normal(key, shape=(), dtype=None, **kwargs):
+    """``jax.random.normal(key, shape, dtype)``, bit for bit, drawn as the first prod(shape) entries of a
+    longer stream ``normal(key, (L,), dtype)`` with L a power of two (at least :data:`PREFIX_MIN_LENGTH`).
+
+    Why: eagerly, every new shape is a new XLA program of its own (threefry and the normal transform:
+    ~0.3 s of CPU to compile), and a study draws theta_0 of every width (the default compare run compiled
+    25 of them, ~7 s of CPU); streams of a few lengths serve every shape (3 programs for that run).
+    Why it is the same: with partitionable threefry (``jax_threefry_partitionable``, JAX's default since
+    0.5) the bits of an entry depend only on the key and the entry's flat index, and the normal transform is
+    elementwise, so a shape's draw is a prefix of any longer one's (tests/test_training.py checks every
+    shape a study draws). Anything else (other key types or PRNG implementations, non-partitionable
+    threefry, other dtypes than float32/float64, extra keyword arguments) is passed to ``jax.random.normal``."""
+    import math
+
+    resolved = _prefix_dtype(key, dtype)
+    if kwargs or resolved is None:
+        return jax.random.normal(key, shape, dtype, **kwargs)
+    shape = tuple(int(d) for d in shape)
+    n = math.prod(shape)
+    length = max(PREFIX_MIN_LENGTH, 1 << max(n - 1, 0).bit_length())
+    return _normal_stream(length, resolved)(key)[:n].reshape(shape)
+
+
+def _prefix_dtype(key, dtype):
+    """The dtype ``jax.random.normal`` would draw in, where :func:`prefix_normal` applies; else None."""
+    if not (jax.config.jax_threefry_partitionable and jax.config.jax_default_prng_impl == "threefry2x32"):
+        return None
+    key_dtype = getattr(key, "dtype", None)
+    if key_dtype is None or jax.dtypes.issubdtype(key_dtype, jax.dtypes.prng_key) or key_dtype != jnp.uint32 \
+            or tuple(key.shape) != (2,):
+        return None  # a raw threefry key only (typed keys go to jax.random.normal)
+    try:
+        resolved = jax.dtypes.canonicalize_dtype(float if dtype is None else dtype)
+    except TypeError:
+        return None
+    return resolved if resolved in (jnp.dtype("float32"), jnp.dtype("float64")) else None
+
+
+class _PrefixRandom:
+    """``jax.random`` with :func:`prefix_normal` for ``normal``."""
+
+    normal = staticmethod(prefix_normal)
+
+    def __getattr__(self, name: str):
+        return getattr(jax.random, name)
+
+
+_PREFIX = {"users": 0, "lock": threading.Lock()}
+
+
+@contextlib.contextmanager
+def prefix_normals():
+    """While inside, NT's dense layers (``neural_tangents._src.stax.linear``, which looks up
+    ``random.normal`` at each call) draw their weights by :func:`prefix_normal`: the same numbers, from
+    fewer compiled programs. Re-entrant and shared by threads (the widths started ahead); without that NT
+    module it does nothing."""
+    try:
+        from neural_tangents._src.stax import linear
+    except ImportError:
+        linear = None
+    current = getattr(linear, "random", None)
+    if current is not jax.random and not isinstance(current, _PrefixRandom):  # not NT 0.6's layout: leave it
+        yield
+        return
+    with _PREFIX["lock"]:
+        if _PREFIX["users"] == 0:
+            linear.random = _PrefixRandom()
+        _PREFIX["users"] += 1
+    try:
+        yield
+    finally:
+        with _PREFIX["lock"]:
+            _PREFIX["users"] -= 1
+            if _PREFIX["users"] == 0:
+                linear.random = jax.random
 
 
 def x64_mode(on: bool):

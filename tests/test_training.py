@@ -55,3 +55,49 @@ def test_float32_init_is_independent_of_x64_flag():
         b = training.init_params(net.init_fn, [3], (2, 1))
     for u, v in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b), strict=True):
         np.testing.assert_array_equal(u, v)
+
+
+def test_prefix_normal_is_jax_random_normal_bit_for_bit():
+    """training.prefix_normal draws a shape as the prefix of a longer stream (fewer compiled programs); it
+    must give jax.random.normal's numbers exactly: every shape a dense layer draws (weights (in, out), biases
+    (out,), (1,)), beyond the shortest stream too, float32 and float64, one key and a vmapped batch of keys.
+    Typed keys and other dtypes go to jax.random.normal itself."""
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1, 2)])
+    for dtype in (jnp.float32, jnp.float64):
+        for shape in [(), (1,), (7,), (3, 5), (1, 300), (300, 1), (300, 300), (training.PREFIX_MIN_LENGTH + 1,)]:
+            want = jax.random.normal(keys[1], shape, dtype)
+            got = training.prefix_normal(keys[1], shape, dtype)
+            assert got.dtype == want.dtype and got.shape == want.shape
+            np.testing.assert_array_equal(got, want, err_msg=f"{shape} {dtype}")
+            batch = jax.vmap(lambda k, s=shape, d=dtype: training.prefix_normal(k, s, d))(keys)
+            np.testing.assert_array_equal(batch, jax.vmap(lambda k, s=shape, d=dtype: jax.random.normal(k, s, d))(keys))
+    typed = jax.random.key(3)
+    np.testing.assert_array_equal(training.prefix_normal(typed, (4, 4)), jax.random.normal(typed, (4, 4)))
+    np.testing.assert_array_equal(training.prefix_normal(keys[0], (5,), jnp.float16),
+                                  jax.random.normal(keys[0], (5,), jnp.float16))
+
+
+def test_init_params_draws_what_the_networks_init_fn_draws():
+    """init_params (NT's dense layers drawing by prefix_normal) gives the parameters of vmapped init_fn
+    itself, bit for bit, at widths whose weights are shorter and longer than the shortest stream; NT's
+    module is left as it was, also after an error inside."""
+    from neural_tangents._src.stax import linear
+
+    for dtype in ("float32", "float64"):
+        for width in (8, 300):
+            net = models.build(models.ModelConfig(depth=2), width)
+            keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 5)])
+            with training.x64_mode(dtype == "float64"):
+                want = jax.vmap(lambda k, f=net.init_fn: f(k, (4, 1))[1])(keys)
+            got = training.init_params(net.init_fn, [0, 5], (4, 1), dtype=dtype)
+            for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+                assert g.dtype == jnp.dtype(dtype)
+                np.testing.assert_array_equal(g, w, err_msg=f"{dtype} width {width}")
+    assert linear.random is jax.random
+    try:
+        with training.prefix_normals(), training.prefix_normals():
+            assert isinstance(linear.random, training._PrefixRandom)
+            raise RuntimeError("inside")
+    except RuntimeError:
+        pass
+    assert linear.random is jax.random
