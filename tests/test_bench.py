@@ -212,14 +212,16 @@ def test_ahead_keeps_every_number(tmp_path, monkeypatch):
 def test_ahead_workers_and_lookahead(monkeypatch):
     """compare.cell.Ahead: the environment variable turns it off or sets the threads; each width the main
     thread runs queues the next widths up to one per thread, fewer where their parameters would not fit
-    the device's memory (--max-memory), and none past the last width."""
+    the device's memory (--max-memory), and none past the last width; with two threads or more, the widest
+    width with a quadratic model (its longest single-threaded job) is queued early too."""
     from studylib import data as D
     from studylib import devices
     from studylib.compare import cell
     from studylib.compare.config import CompareConfig
 
-    cfg = CompareConfig(widths=(8, 16, 32, 64, 1024))
+    cfg = CompareConfig(widths=(8, 16, 32, 64, 1024), quad_max_width=4)  # no quadratic model: the plain rule
     data = D.load_for(cfg.data, cfg.model)
+    assert cell.Ahead.longest_quad(cfg) is None
     ahead = cell.Ahead()
     for value, workers in (("off", 0), ("0", 0), ("1", 1), ("3", 3), ("", cell.Ahead.WORKERS)):
         monkeypatch.setenv(cell.AHEAD_ENV, value)
@@ -235,6 +237,16 @@ def test_ahead_workers_and_lookahead(monkeypatch):
     assert ahead.lookahead(cfg, [1024], data) == [1024]
     monkeypatch.setenv(cell.AHEAD_ENV, "3")
     assert ahead.lookahead(cfg, [8, 16], data) == [8, 16, 32, 64]
+    quads = CompareConfig(widths=(8, 16, 32, 64, 128, 1024), quad_max_width=64)
+    assert cell.Ahead.longest_quad(quads) == 64
+    monkeypatch.setenv(cell.AHEAD_ENV, "2")
+    assert ahead.lookahead(quads, [8, 16], data) == [8, 16, 32, 64]
+    assert ahead.lookahead(quads, [16, 32], data) == [16, 32, 64]  # among the next ones already
+    assert ahead.lookahead(quads, [64, 128], data) == [64, 128, 1024]
+    assert ahead.lookahead(quads, [128, 1024], data) == [128, 1024]  # 64 was run: not queued again
+    monkeypatch.setenv(cell.AHEAD_ENV, "1")
+    assert ahead.lookahead(quads, [8, 16], data) == [8, 16]  # one thread: the next width first
+    monkeypatch.setenv(cell.AHEAD_ENV, "3")
     # room: width 16's plan and theta_0 of 32 and 64 (3 seeds) against MEMORY_FRACTION of a capped device
     x, k = data.x_train, data.y_train.shape[1]
     plans = {w: cell.memory_plan(cfg, w, x.shape, k) for w in (16, 32, 64)}

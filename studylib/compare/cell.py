@@ -906,7 +906,8 @@ class Ahead:
     def lookahead(self, cfg: CompareConfig, widths: list[int], data) -> list[int]:
         """``widths`` (the width the main thread runs now and the next one), extended by the widths that
         follow the last of them in ``cfg.widths`` until :meth:`workers` widths come after the first, while the
-        parameters held ahead fit (:meth:`room`)."""
+        parameters held ahead fit (:meth:`room`); with two or more threads, also :meth:`longest_quad` if it
+        comes later (and fits)."""
         out = list(widths)
         if not out or out[-1] not in cfg.widths:
             return out
@@ -914,7 +915,20 @@ class Ahead:
             if len(out) > self.workers() or not self.room(cfg, [*out, w], data):
                 break
             out.append(w)
+        longest = self.longest_quad(cfg)
+        if (self.workers() > 1 and longest is not None and longest not in out and out[0] in cfg.widths
+                and cfg.widths.index(longest) > cfg.widths.index(out[0]) and self.room(cfg, [*out, longest], data)):
+            out.append(longest)
         return out
+
+    @staticmethod
+    def longest_quad(cfg: CompareConfig) -> int | None:
+        """The widest width with a quadratic model (``<= cfg.quad_max_width``), or None. Its quadratic model is
+        the run's longest single-threaded job (width 256 of the default run: ~12 s, while the network trains
+        in ~2 s): :meth:`lookahead` starts it early, so that it trains (:meth:`quad_job`) while the other
+        widths start and train, instead of alone at the end with one core idle."""
+        quads = [w for w in cfg.widths if w <= cfg.quad_max_width]
+        return max(quads) if quads else None
 
     @staticmethod
     def room(cfg: CompareConfig, widths: list[int], data) -> bool:
@@ -963,7 +977,7 @@ class Ahead:
                 self.jobs.append((key, start))
                 if quads and key[1] <= cfg.quad_max_width:
                     if self.quad_executor is None:
-                        self.quad_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="compare-quad")
+                        self.quad_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="compare-quad")
                     self.quads.append((key, self.quad_executor.submit(
                         self.quad_job, cfg, key[1], data, list(key[3]), start, ctx, self.generation)))
 
