@@ -86,6 +86,9 @@ def init_params(init_fn: Callable, seeds, input_shape: tuple[int, ...], dtype: s
 
 #: The shortest stream :func:`prefix_normal` draws (elements); longer ones are powers of two.
 PREFIX_MIN_LENGTH = 1 << 16
+#: Shapes of more entries are drawn by ``jax.random.normal`` itself: a stream up to twice their size would cost
+#: memory (a 4096 x 4096 layer: 64 MB a seed in float32), and their compile is small beside their run.
+PREFIX_MAX_ENTRIES = 1 << 22
 
 
 @functools.cache
@@ -106,14 +109,15 @@ def prefix_normal(key, shape=(), dtype=None, **kwargs):
     0.5) the bits of an entry depend only on the key and the entry's flat index, and the normal transform is
     elementwise, so a shape's draw is a prefix of any longer one's (tests/test_training.py checks every
     shape a study draws). Anything else (other key types or PRNG implementations, non-partitionable
-    threefry, other dtypes than float32/float64, extra keyword arguments) is passed to ``jax.random.normal``."""
+    threefry, other dtypes than float32/float64, extra keyword arguments, shapes of more than
+    :data:`PREFIX_MAX_ENTRIES` entries) is passed to ``jax.random.normal``."""
     import math
 
     resolved = _prefix_dtype(key, dtype)
-    if kwargs or resolved is None:
+    n = math.prod(int(d) for d in shape) if isinstance(shape, tuple | list) else None
+    if kwargs or resolved is None or n is None or n > PREFIX_MAX_ENTRIES:
         return jax.random.normal(key, shape, dtype, **kwargs)
     shape = tuple(int(d) for d in shape)
-    n = math.prod(shape)
     length = max(PREFIX_MIN_LENGTH, 1 << max(n - 1, 0).bit_length())
     return _normal_stream(length, resolved)(key)[:n].reshape(shape)
 

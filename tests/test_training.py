@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from studylib import models, training
 
@@ -57,11 +58,11 @@ def test_float32_init_is_independent_of_x64_flag():
         np.testing.assert_array_equal(u, v)
 
 
-def test_prefix_normal_is_jax_random_normal_bit_for_bit():
+def test_prefix_normal_is_jax_random_normal_bit_for_bit(monkeypatch):
     """training.prefix_normal draws a shape as the prefix of a longer stream (fewer compiled programs); it
     must give jax.random.normal's numbers exactly: every shape a dense layer draws (weights (in, out), biases
     (out,), (1,)), beyond the shortest stream too, float32 and float64, one key and a vmapped batch of keys.
-    Typed keys and other dtypes go to jax.random.normal itself."""
+    Typed keys, other dtypes and shapes beyond PREFIX_MAX_ENTRIES go to jax.random.normal itself."""
     keys = jnp.stack([jax.random.PRNGKey(s) for s in (0, 1, 2)])
     for dtype in (jnp.float32, jnp.float64):
         for shape in [(), (3, 5), (300, 1), (300, 300)]:  # (300, 300): longer than the shortest stream
@@ -71,6 +72,14 @@ def test_prefix_normal_is_jax_random_normal_bit_for_bit():
             np.testing.assert_array_equal(got, want, err_msg=f"{shape} {dtype}")
         batch = jax.vmap(lambda k, d=dtype: training.prefix_normal(k, (1, 300), d))(keys)  # as init_params draws
         np.testing.assert_array_equal(batch, jax.vmap(lambda k, d=dtype: jax.random.normal(k, (1, 300), d))(keys))
+    def no_stream(*_):
+        raise AssertionError("drew a stream")
+
+    monkeypatch.setattr(training, "_normal_stream", no_stream)  # beyond PREFIX_MAX_ENTRIES: jax.random.normal
+    monkeypatch.setattr(training, "PREFIX_MAX_ENTRIES", 1000)
+    np.testing.assert_array_equal(training.prefix_normal(keys[0], (40, 40)), jax.random.normal(keys[0], (40, 40)))
+    with pytest.raises(AssertionError, match="drew a stream"):
+        training.prefix_normal(keys[0], (10, 10))
     typed = jax.random.key(3)
     np.testing.assert_array_equal(training.prefix_normal(typed, (4, 4)), jax.random.normal(typed, (4, 4)))
     np.testing.assert_array_equal(training.prefix_normal(keys[0], (5,), jnp.float16),
