@@ -867,7 +867,8 @@ class Ahead:
     jobs at once (:data:`WORKERS`, or the number :data:`AHEAD_ENV` gives), on as many daemon threads, each
     a width further ahead (:meth:`lookahead`): XLA's CPU compile is partly serial (tracing, HLO passes) and
     the main thread mostly waits for the next width while the narrow widths start, so a second start at
-    once can take what the first leaves of the cores."""
+    once can take what the first leaves of the cores. A width's quadratic model is trained ahead too
+    (:meth:`quad_job`, two more threads), the widest first among the later widths (:meth:`longest_quad`)."""
 
     #: Widths started at once (threads) unless :data:`AHEAD_ENV` gives a number.
     WORKERS = 2
@@ -949,7 +950,7 @@ class Ahead:
         ``cfg``'s seeds) unless queued already or not eligible; jobs of other widths still queued are
         cancelled (e.g. their cells were reused). With the run's ``ctx`` and a width-independent analytic
         kernel (:func:`shared_analytic`), a width with a quadratic model (``width <= cfg.quad_max_width``) also
-        queues its training (:meth:`quad_job`, on one more thread, after the width's start)."""
+        queues its training (:meth:`quad_job`, on two more threads, after the width's start)."""
         from concurrent.futures import ThreadPoolExecutor
 
         widths = self.lookahead(cfg, widths, data)
