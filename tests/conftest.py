@@ -15,8 +15,9 @@ TEST_XLA_ENV = "NTK_STUDY_TEST_XLA"
 # The suite's programs are tiny and compiled once each, so most of its time is XLA compiling them, and most
 # of a compile is LLVM optimising code that then runs for milliseconds. Level 0 compiles them 25-35% faster
 # (README's test command: 6 min 27 s -> 4 min 28 s, CPU 12.1 -> 8.3 min, measured back to back). It
-# computes the same IEEE operations (no fast-math either way) but may vectorise or order a reduction
-# differently, i.e. it moves results at rounding level, which every tolerance here already allows for
+# computes the same IEEE operations (no fast-math either way) but forms no fused multiply-adds and may
+# vectorise or order a reduction differently, i.e. it moves results at rounding level, which every tolerance
+# here already allows for
 # (tests must pass on other CPUs). Set before JAX starts; here and in the CLI tests' subprocesses.
 if (os.environ.get(TEST_XLA_ENV, "").strip().lower() != "default"
         and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
