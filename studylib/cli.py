@@ -342,15 +342,25 @@ def assemble(cls: type, *, presets: dict[str, dict], preset: str | None, config_
 def main_guard(fn: Callable[[], Any], *, command: tuple[str, list[str]] | None = None) -> None:
     """Run ``fn``; a :class:`ConfigError` becomes a one-line message and exit status 2; Ctrl-C (a
     KeyboardInterrupt) becomes one line on stderr, saying how many cells of the run are stored and the
-    command that resumes it (``command``: the program and its arguments), and exit status 130."""
-    try:
-        fn()
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt as e:
-        print(interrupted_line(e, command), file=sys.stderr)
-        raise SystemExit(130) from None
+    command that resumes it (``command``: the program and its arguments), and exit status 130 -- also
+    when a library caught the KeyboardInterrupt and raised another error in its place
+    (:mod:`studylib.interrupts` records the signal)."""
+    from studylib import interrupts
+
+    with interrupts.latch():  # seen() is read inside: the latch forgets the signal when it closes
+        try:
+            fn()
+        except Exception as e:
+            if not interrupts.seen():
+                if isinstance(e, ConfigError):
+                    print(f"error: {e}", file=sys.stderr)
+                    raise SystemExit(2) from None
+                raise
+            print(interrupted_line(KeyboardInterrupt(), command), file=sys.stderr)
+            raise SystemExit(130) from None
+        except KeyboardInterrupt as e:
+            print(interrupted_line(e, command), file=sys.stderr)
+            raise SystemExit(130) from None
 
 
 def interrupted_line(e: KeyboardInterrupt, command: tuple[str, list[str]] | None) -> str:

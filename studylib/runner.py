@@ -33,10 +33,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from studylib import interrupts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +227,13 @@ class Progress:
         self.bar.set_description(cell.label or cell.name)
         base, cost = self.base, cell.cost
         self.base += cost
-        return lambda fraction: self._advance_to(base + min(max(float(fraction), 0.0), 1.0) * cost)
+
+        def report(fraction: float) -> None:
+            if fraction < 1.0 and interrupts.seen() and threading.current_thread() is threading.main_thread():
+                raise KeyboardInterrupt  # a Ctrl-C that a library swallowed whole: stop within the cell
+            self._advance_to(base + min(max(float(fraction), 0.0), 1.0) * cost)
+
+        return report
 
     def skip(self, cell: Cell) -> None:
         """A reused cell: it takes no time, so it leaves the total instead of counting as done."""
@@ -328,43 +337,49 @@ def run(study, cfg, out: str | Path | None = None, *, progress: bool = True, for
     if out is not None and pid == 0:
         take_folder(out, study, record, say)
         R.write_json(out / "config.json", record)
-    try:
-        say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}; {devices.stack()}")
-        start = time.perf_counter()
-        setup_progress = bar.start(setup)
-        ctx = Context(dataset=dataset, shared=study.prepare(cfg, dataset, say), log=say)
-        bar.finish(setup_progress)
-        results, used, computed = [], set(), 0
-        for cell, cell_owner in zip(cells, owner, strict=True):
-            if cell_owner != pid:
-                continue
-            path = None if out is None else cell_path(out / "cells", study, cfg, cell, inputs=inputs)
-            if path is not None and path.is_file() and not force:
-                res = R.load_cell(path)
-                bar.skip(cell)
-                say(f"{cell.label or cell.name}: reusing {path}")
-            else:
-                if stop_after is not None and computed >= stop_after:
-                    raise KeyboardInterrupt("stop_after reached")
-                cell_progress = bar.start(cell)
-                t0 = time.perf_counter()
-                res = study.run_cell(cfg, cell, ctx, cell_progress)
-                res["cell_seconds"] = time.perf_counter() - t0
-                bar.finish(cell_progress)
+    with interrupts.latch():
+        try:
+            say(f"devices: {devices.describe()}{getattr(study, 'DEVICES_NOTE', '')}; {devices.stack()}")
+            start = time.perf_counter()
+            setup_progress = bar.start(setup)
+            ctx = Context(dataset=dataset, shared=study.prepare(cfg, dataset, say), log=say)
+            bar.finish(setup_progress)
+            results, used, computed = [], set(), 0
+            for cell, cell_owner in zip(cells, owner, strict=True):
+                if cell_owner != pid:
+                    continue
+                path = None if out is None else cell_path(out / "cells", study, cfg, cell, inputs=inputs)
+                if path is not None and path.is_file() and not force:
+                    res = R.load_cell(path)
+                    bar.skip(cell)
+                    say(f"{cell.label or cell.name}: reusing {path}")
+                else:
+                    if stop_after is not None and computed >= stop_after:
+                        raise KeyboardInterrupt("stop_after reached")
+                    if interrupts.seen():  # a Ctrl-C that a library swallowed whole: stop here
+                        raise KeyboardInterrupt
+                    cell_progress = bar.start(cell)
+                    t0 = time.perf_counter()
+                    res = study.run_cell(cfg, cell, ctx, cell_progress)
+                    res["cell_seconds"] = time.perf_counter() - t0
+                    bar.finish(cell_progress)
+                    if path is not None:
+                        R.save_cell(path, res)
+                    computed += 1
                 if path is not None:
-                    R.save_cell(path, res)
-                computed += 1
-            if path is not None:
-                used.add(path)
-            for note in study.notes(cfg, cell, res):
-                say(note)
-            results.append(res)
-    except KeyboardInterrupt:
-        stored = 0 if out is None else sum(cell_path(out / "cells", study, cfg, c, inputs=inputs).is_file()
-                                           for c in cells)
-        raise Interrupted(stored, len(cells), out) from None
-    finally:
-        bar.close()
+                    used.add(path)
+                for note in study.notes(cfg, cell, res):
+                    say(note)
+                results.append(res)
+        except BaseException as e:
+            # a library may have turned the KeyboardInterrupt into another error (studylib.interrupts)
+            if not (isinstance(e, KeyboardInterrupt) or interrupts.seen()):
+                raise
+            stored = 0 if out is None else sum(cell_path(out / "cells", study, cfg, c, inputs=inputs).is_file()
+                                               for c in cells)
+            raise Interrupted(stored, len(cells), out) from None
+        finally:
+            bar.close()
     if n_proc > 1:
         if pid != 0:
             say(f"process {pid}: {computed} cell(s) computed and stored; process 0 writes the summary")
