@@ -218,7 +218,10 @@ def test_sigint_to_a_run_prints_one_line_and_exits_130(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "study.compare", *TINY, "--widths", "8,16,32,64,128", "--steps", "400",
            "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIG_DFL in the child: Python then installs its own handler, also where this test run was started in the
+    # background of a shell, which leaves SIGINT ignored in every child
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "cells").glob("width8-*.npz")):
         time.sleep(0.1)
