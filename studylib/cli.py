@@ -350,23 +350,20 @@ def main_guard(fn: Callable[[], Any], *, command: tuple[str, list[str]] | None =
     with interrupts.latch():  # seen() is read inside: the latch forgets the signal when it closes
         try:
             fn()
-        except Exception as e:
-            if not interrupts.seen():
-                if isinstance(e, ConfigError):
-                    print(f"error: {e}", file=sys.stderr)
-                    raise SystemExit(2) from None
-                raise
-            print(interrupted_line(KeyboardInterrupt(), command), file=sys.stderr)
-            raise SystemExit(130) from None
-        except KeyboardInterrupt as e:
-            print(interrupted_line(e, command), file=sys.stderr)
-            raise SystemExit(130) from None
+        except (KeyboardInterrupt, Exception) as e:
+            if isinstance(e, KeyboardInterrupt) or interrupts.seen():  # seen(): another error in its place
+                print(interrupted_line(e, command), file=sys.stderr)
+                raise SystemExit(130) from None
+            if isinstance(e, ConfigError):
+                print(f"error: {e}", file=sys.stderr)
+                raise SystemExit(2) from None
+            raise
 
 
-def interrupted_line(e: KeyboardInterrupt, command: tuple[str, list[str]] | None) -> str:
+def interrupted_line(e: BaseException, command: tuple[str, list[str]] | None) -> str:
     """The one line printed on Ctrl-C: what the run kept (:class:`studylib.runner.Interrupted` carries
-    the count) and the command that resumes it (the same arguments; ``--force`` dropped, since it would
-    recompute the stored cells)."""
+    the count; any other exception, none) and the command that resumes it (the same arguments;
+    ``--force`` dropped, since it would recompute the stored cells)."""
     import shlex
 
     kept = ""

@@ -42,6 +42,61 @@ def pytest_xdist_auto_num_workers(config):
     return max(1, min(MAX_WORKERS, os.cpu_count() or 1))
 
 
+def _sigint_here() -> None:
+    """Send SIGINT to this process and wait for its handler to raise (it does at once: ``os.kill`` of the own
+    process marks the signal before it returns, and the handler interrupts the sleep)."""
+    import signal
+    import time
+
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(10)
+    raise AssertionError("SIGINT did not interrupt the sleep")
+
+
+def _sigint_mangled() -> None:
+    """What NT's ``utils.get_namedtuple`` does to a Ctrl-C: a bare ``except`` raising a ValueError."""
+    try:
+        _sigint_here()
+    except:  # noqa: E722 -- the point: code outside ours that catches everything
+        raise ValueError("`get_namedtuple` functions must have a `get` argument.") from None
+
+
+def _sigint_swallowed() -> None:
+    try:
+        _sigint_here()
+    except:  # noqa: E722
+        pass
+
+
+def _sigint_in_gc_callback() -> None:
+    """A SIGINT landing in a gc callback (JAX registers one): Python swallows the KeyboardInterrupt and only
+    reports it through ``sys.unraisablehook``."""
+    import gc
+
+    def callback(phase, info):
+        gc.callbacks.remove(callback)
+        _sigint_here()
+
+    gc.callbacks.append(callback)
+    gc.collect()
+
+
+@pytest.fixture
+def sigint():
+    """Real SIGINTs to this process, on the main thread where Python runs its handlers (tests of Ctrl-C:
+    test_interrupts.py, test_runner.py): ``here`` (the KeyboardInterrupt raised), ``mangled`` (turned into a
+    ValueError), ``swallowed`` (a bare ``except: pass``), ``in_gc_callback`` (swallowed by Python). The test
+    starts from Python's own SIGINT handler, whatever this process inherited (a test run started in the
+    background of a shell, ``cmd &``, ignores SIGINT, and studylib.interrupts leaves that alone)."""
+    import signal
+    import types
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield types.SimpleNamespace(here=_sigint_here, mangled=_sigint_mangled, swallowed=_sigint_swallowed,
+                                in_gc_callback=_sigint_in_gc_callback)
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_compare(tmp_path_factory):
     """One tiny `python -m study.compare` run (in process), shared by the tests that read it. Depth 2 (the

@@ -129,6 +129,41 @@ def test_interrupted_run_keeps_finished_cells_and_resumes(tmp_path):
     assert calls == ["width3", "width4"]
 
 
+@pytest.mark.parametrize(("how", "reports", "stored"), [
+    ("mangled", True, 1),          # stops in the cell: cell 1 stored
+    ("swallowed", True, 1),        # stops at the cell's next progress report
+    ("swallowed", False, 2),       # a cell that reports no progress finishes and is stored; none after it runs
+    ("in_gc_callback", True, 1),   # swallowed by Python itself
+], ids=["mangled", "swallowed", "swallowed-no-report", "gc-callback"])
+def test_run_stops_as_interrupted_when_a_library_mangles_or_swallows_ctrl_c(tmp_path, sigint, how, reports, stored):
+    """A real Ctrl-C in cell 2 of 3 that a library turned into another error or swallowed
+    (studylib.interrupts): the run raises Interrupted with the cells stored before it, Python's handler is
+    back, and the next run of the config resumes from them."""
+    import signal
+
+    from studylib import interrupts
+
+    calls: list = []
+    study = toy_study(calls)
+    original = study.run_cell
+
+    def run_cell(cfg, cell, ctx, progress):
+        if cell.name == "width3":
+            getattr(sigint, how)()
+        return original(cfg, cell, ctx, progress if reports else (lambda _: None))
+
+    study.run_cell = run_cell
+    with pytest.raises(runner.Interrupted) as stop:
+        runner.run(study, ToyConfig(), tmp_path, progress=False, log=lambda _: None)
+    assert (stop.value.stored, stop.value.total) == (stored, 3)
+    assert len(list((tmp_path / "cells").glob("*.npz"))) == stored and not (tmp_path / "summary.json").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler and not interrupts.seen()
+    study.run_cell = original
+    calls.clear()
+    summary = runner.run(study, ToyConfig(), tmp_path, progress=False, log=lambda _: None)
+    assert calls == ["width2", "width3", "width4"][stored:] and summary["totals"] == [1.0, 3.0, 6.0]
+
+
 def test_progress_counts_modelled_cost_and_leaves_reused_cells_out():
     bar = runner.Progress(10.0, enabled=False)
     a, b = Cell("a", {}, 4.0), Cell("b", {}, 6.0)
